@@ -1,0 +1,328 @@
+//! Wire types shared by the kernel programs (`sensor-ebpf`) and the userspace
+//! decoder (`sensor::decode`).
+//!
+//! This is the one place these layouts are defined. Every record in the ring
+//! buffer starts with a [`Header`] whose first field is the type tag, followed by
+//! a fixed body for that type, followed by variable-length byte strings whose
+//! lengths the body carries. All structs are `#[repr(C)]` with explicit padding
+//! so that the kernel and userspace agree byte for byte; the size assertions at
+//! the bottom fail the build if a field is added without care.
+#![no_std]
+
+/// Length of `task_struct::comm`.
+pub const COMM_LEN: usize = 16;
+/// Longest path copied for an open or exec filename (PATH_MAX).
+pub const PATH_MAX: usize = 4096;
+/// Longest argv area copied for an exec (NUL-separated arguments).
+pub const ARGS_MAX: usize = 4096;
+/// Most argv entries walked for a failed exec (argv read from user pointers).
+pub const ARGV_MAX_ENTRIES: usize = 64;
+/// `sockaddr_un::sun_path` size.
+pub const UNIX_PATH_MAX: usize = 108;
+/// Size of the per-CPU scratch buffer an event is assembled in. Power of two.
+pub const SCRATCH_SIZE: usize = 16384;
+
+/// Event type tags, grouped by family (high byte) and never reused.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A completed `execve`/`execveat` (success or failure).
+    Exec = 0x0101,
+    /// A new process (not a thread) was created.
+    Fork = 0x0102,
+    /// A process (thread group leader) exited.
+    Exit = 0x0103,
+    /// `open`, `openat`, `openat2`, `creat` with its result.
+    Open = 0x0201,
+    /// `connect` with its result.
+    Connect = 0x0301,
+}
+
+impl EventKind {
+    /// Every kind, in counter-index order.
+    pub const ALL: [EventKind; 5] = [
+        EventKind::Exec,
+        EventKind::Fork,
+        EventKind::Exit,
+        EventKind::Open,
+        EventKind::Connect,
+    ];
+
+    /// Decode a type tag.
+    pub const fn from_u16(v: u16) -> Option<EventKind> {
+        match v {
+            0x0101 => Some(EventKind::Exec),
+            0x0102 => Some(EventKind::Fork),
+            0x0103 => Some(EventKind::Exit),
+            0x0201 => Some(EventKind::Open),
+            0x0301 => Some(EventKind::Connect),
+            _ => None,
+        }
+    }
+
+    /// Dense index used for per-kind counters (drops) in kernel maps.
+    pub const fn index(self) -> u32 {
+        match self {
+            EventKind::Exec => 0,
+            EventKind::Fork => 1,
+            EventKind::Exit => 2,
+            EventKind::Open => 3,
+            EventKind::Connect => 4,
+        }
+    }
+
+    /// Short lowercase name, used in counters and drop reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::Exec => "exec",
+            EventKind::Fork => "fork",
+            EventKind::Exit => "exit",
+            EventKind::Open => "open",
+            EventKind::Connect => "connect",
+        }
+    }
+}
+
+/// Number of per-kind counter slots in the `DROPS` map.
+pub const KIND_SLOTS: u32 = 8;
+
+/// The syscall an event came from (mamori's own numbering, arch-independent).
+pub mod syscall {
+    pub const UNKNOWN: u16 = 0;
+    pub const OPEN: u16 = 1;
+    pub const OPENAT: u16 = 2;
+    pub const OPENAT2: u16 = 3;
+    pub const CREAT: u16 = 4;
+    pub const EXECVE: u16 = 5;
+    pub const EXECVEAT: u16 = 6;
+    pub const CONNECT: u16 = 7;
+}
+
+/// Bits of [`Header::flags`].
+pub mod flags {
+    /// The path/filename was longer than the copy limit.
+    pub const PATH_TRUNCATED: u16 = 1 << 0;
+    /// Reading the path/filename from user memory failed.
+    pub const PATH_FAULT: u16 = 1 << 1;
+    /// argv was longer than the copy limit (bytes or entries).
+    pub const ARGS_TRUNCATED: u16 = 1 << 2;
+    /// Reading argv failed part-way.
+    pub const ARGS_FAULT: u16 = 1 << 3;
+    /// Reading the sockaddr failed.
+    pub const ADDR_FAULT: u16 = 1 << 4;
+}
+
+/// First bytes of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// [`EventKind`] as `u16`. Must stay first: the decoder dispatches on it.
+    pub kind: u16,
+    /// [`flags`] bits.
+    pub flags: u16,
+    /// Total record size in bytes, header included.
+    pub size: u32,
+    /// `bpf_ktime_get_boot_ns()` when the event was produced.
+    pub ts_boot_ns: u64,
+    /// Kernel thread id (`task_struct::pid`).
+    pub tid: u32,
+    /// Kernel process id (`task_struct::tgid`).
+    pub tgid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// cgroup v2 id of the task (0 when the unified hierarchy is not in use).
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Body of [`EventKind::Exec`]; followed by `filename_len` bytes of filename and
+/// `args_len` bytes of NUL-separated argv.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecBody {
+    /// Syscall return value (0 on success, -errno on failure).
+    pub ret: i64,
+    /// `task_struct::start_boottime` of the process (ns since boot), 0 if unknown.
+    pub start_boot_ns: u64,
+    /// Parent's tgid (`real_parent->tgid`), 0 if unknown.
+    pub ppid: u32,
+    /// Audit login uid, `u32::MAX` if unset or unknown.
+    pub loginuid: u32,
+    /// [`syscall`] id (`UNKNOWN` for kernel-initiated execs).
+    pub syscall: u16,
+    pub filename_len: u16,
+    pub args_len: u16,
+    pub _pad0: u16,
+    /// `execveat` dirfd (`AT_FDCWD` otherwise).
+    pub dirfd: i32,
+    /// `execveat` flags.
+    pub at_flags: u32,
+}
+
+/// Body of [`EventKind::Open`]; followed by `path_len` bytes of path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenBody {
+    /// Resulting fd, or -errno.
+    pub ret: i64,
+    /// `open_how::resolve` for `openat2`, else 0.
+    pub resolve: u64,
+    pub flags: u32,
+    pub mode: u32,
+    pub dirfd: i32,
+    pub syscall: u16,
+    pub path_len: u16,
+}
+
+/// Body of [`EventKind::Connect`]; followed by `unix_path_len` bytes of
+/// `sun_path` for `AF_UNIX`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectBody {
+    /// 0, or -errno (`-EINPROGRESS` for a non-blocking attempt).
+    pub ret: i64,
+    pub fd: i32,
+    pub addrlen: u32,
+    /// `sa_family` of the destination (AF_INET, AF_INET6, AF_UNIX, ...).
+    pub family: u16,
+    /// Destination port, host byte order.
+    pub dport: u16,
+    /// Local port, host byte order (0 if not bound or unknown).
+    pub sport: u16,
+    /// `socket::type` (SOCK_STREAM, SOCK_DGRAM, ...), 0 if unknown.
+    pub sock_type: u16,
+    /// `sock::sk_protocol` (IPPROTO_TCP, ...), 0 if unknown.
+    pub protocol: u16,
+    pub unix_path_len: u16,
+    pub _pad0: u32,
+    /// Destination address: IPv4 in the first 4 bytes, or IPv6.
+    pub daddr: [u8; 16],
+    /// Local address, same encoding (zero if unknown).
+    pub saddr: [u8; 16],
+}
+
+/// Body of [`EventKind::Fork`]. The header describes the parent (current task).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForkBody {
+    pub child_tid: u32,
+    pub child_tgid: u32,
+    /// The parent's tgid.
+    pub ppid: u32,
+    pub _pad0: u32,
+    pub child_start_boot_ns: u64,
+}
+
+/// Body of [`EventKind::Exit`]. The header describes the exiting task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitBody {
+    /// `task_struct::exit_code` (wait status encoding).
+    pub exit_code: i32,
+    pub _pad0: u32,
+    pub start_boot_ns: u64,
+}
+
+/// Marks a kernel struct offset the running kernel's BTF did not provide.
+pub const NO_OFFSET: u32 = u32::MAX;
+
+/// Byte offsets of kernel struct members, resolved by userspace from
+/// `/sys/kernel/btf/vmlinux` at load time and passed in as a global, so the
+/// programs run unchanged on any kernel with BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_mm: u32,
+    pub task_start_boottime: u32,
+    pub task_loginuid: u32,
+    pub task_exit_code: u32,
+    pub task_files: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_private_data: u32,
+    pub socket_type: u32,
+    pub socket_sk: u32,
+    pub sock_protocol: u32,
+    pub sock_family: u32,
+    pub sock_rcv_saddr: u32,
+    pub sock_num: u32,
+    pub sock_v6_rcv_saddr: u32,
+    pub _pad0: u32,
+}
+
+impl KernelOffsets {
+    /// All offsets unknown: programs then skip every struct read.
+    pub const UNKNOWN: KernelOffsets = KernelOffsets {
+        task_pid: NO_OFFSET,
+        task_tgid: NO_OFFSET,
+        task_real_parent: NO_OFFSET,
+        task_mm: NO_OFFSET,
+        task_start_boottime: NO_OFFSET,
+        task_loginuid: NO_OFFSET,
+        task_exit_code: NO_OFFSET,
+        task_files: NO_OFFSET,
+        mm_arg_start: NO_OFFSET,
+        mm_arg_end: NO_OFFSET,
+        files_fdt: NO_OFFSET,
+        fdtable_fd: NO_OFFSET,
+        fdtable_max_fds: NO_OFFSET,
+        file_private_data: NO_OFFSET,
+        socket_type: NO_OFFSET,
+        socket_sk: NO_OFFSET,
+        sock_protocol: NO_OFFSET,
+        sock_family: NO_OFFSET,
+        sock_rcv_saddr: NO_OFFSET,
+        sock_num: NO_OFFSET,
+        sock_v6_rcv_saddr: NO_OFFSET,
+        _pad0: 0,
+    };
+}
+
+/// Runtime knobs passed in as a global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SensorConfig {
+    /// mamori's own tgid: its events are dropped in the kernel.
+    pub self_tgid: u32,
+    /// Bit `1 << EventKind::index()` set = that kind is captured.
+    pub enabled_kinds: u32,
+    /// Wake the reader only once this many bytes are waiting in the ring
+    /// (submits are otherwise made without wakeup; userspace also polls).
+    pub wakeup_bytes: u64,
+}
+
+impl SensorConfig {
+    pub const DEFAULT: SensorConfig = SensorConfig {
+        self_tgid: 0,
+        enabled_kinds: u32::MAX,
+        wakeup_bytes: 64 * 1024,
+    };
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data `#[repr(C)]` structs made only of integers with
+    // explicit padding fields; every bit pattern is valid.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SensorConfig {}
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<Header>() == 56);
+    assert!(core::mem::size_of::<ExecBody>() == 40);
+    assert!(core::mem::size_of::<OpenBody>() == 32);
+    assert!(core::mem::size_of::<ConnectBody>() == 64);
+    assert!(core::mem::size_of::<ForkBody>() == 24);
+    assert!(core::mem::size_of::<ExitBody>() == 16);
+    assert!(core::mem::size_of::<KernelOffsets>() == 88);
+    assert!(core::mem::size_of::<SensorConfig>() == 16);
+    // The exec path masks lengths with 2 * ARGS_MAX - 1 for the verifier.
+    assert!(128 + PATH_MAX + 2 * ARGS_MAX <= SCRATCH_SIZE);
+};

@@ -1,0 +1,135 @@
+//! Event assembly and submission: the per-CPU scratch buffer, the header, the
+//! ring buffer, loss counters and runtime knobs.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+    },
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use mamori_common::{EventKind, Header, KernelOffsets, SensorConfig, KIND_SLOTS, SCRATCH_SIZE};
+
+/// Runtime knobs, set by the loader (`EbpfLoader::set_global`).
+#[unsafe(no_mangle)]
+static MAMORI_CONFIG: SensorConfig = SensorConfig::DEFAULT;
+
+/// Kernel struct offsets from the running kernel's BTF, set by the loader.
+#[unsafe(no_mangle)]
+static MAMORI_OFFSETS: KernelOffsets = KernelOffsets::UNKNOWN;
+
+/// The event stream. Userspace sets the size at load time.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Events that could not be queued (ring full), per [`EventKind::index`].
+#[map]
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0);
+
+#[repr(C)]
+pub struct Scratch {
+    pub buf: [u8; SCRATCH_SIZE],
+}
+
+/// One buffer per CPU to assemble an event in (the BPF stack is 512 bytes).
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn config() -> SensorConfig {
+    // SAFETY: reading a global the loader initialised; volatile so the compiler
+    // does not fold the default value in.
+    unsafe { core::ptr::read_volatile(&MAMORI_CONFIG) }
+}
+
+#[inline(always)]
+pub fn offsets() -> &'static KernelOffsets {
+    &MAMORI_OFFSETS
+}
+
+/// Read one offset without letting the compiler fold the default.
+#[inline(always)]
+pub fn off(field: &u32) -> u32 {
+    // SAFETY: `field` points into the `MAMORI_OFFSETS` global.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// Whether `kind` is captured, and the current process is not mamori itself.
+#[inline(always)]
+pub fn wanted(kind: EventKind) -> bool {
+    let cfg = config();
+    if cfg.enabled_kinds & (1 << kind.index()) == 0 {
+        return false;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    tgid != cfg.self_tgid
+}
+
+/// The scratch buffer of this CPU.
+#[inline(always)]
+pub fn scratch() -> Option<*mut u8> {
+    SCRATCH.get_ptr_mut(0).map(|p| p.cast::<u8>())
+}
+
+/// Write the common header for the current task at the start of `buf`.
+#[inline(always)]
+pub fn write_header(buf: *mut u8, kind: EventKind) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let h = buf.cast::<Header>();
+    // SAFETY: `buf` is the scratch buffer, larger than `Header`, suitably
+    // aligned (map values are 8-byte aligned).
+    unsafe {
+        (*h).kind = kind as u16;
+        (*h).flags = 0;
+        (*h).size = 0;
+        (*h).ts_boot_ns = bpf_ktime_get_boot_ns();
+        (*h).tid = pid_tgid as u32;
+        (*h).tgid = (pid_tgid >> 32) as u32;
+        (*h).uid = uid_gid as u32;
+        (*h).gid = (uid_gid >> 32) as u32;
+        (*h).cgroup_id = bpf_get_current_cgroup_id();
+        (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
+}
+
+#[inline(always)]
+pub fn set_flag(buf: *mut u8, flag: u16) {
+    let h = buf.cast::<Header>();
+    // SAFETY: as in `write_header`.
+    unsafe { (*h).flags |= flag }
+}
+
+/// Copy the first `len` bytes of `buf` into the ring buffer. The reader is
+/// woken only when the backlog crosses `wakeup_bytes` (it also polls), which
+/// keeps the per-event cost low. A full ring counts a drop for `kind`.
+#[inline(always)]
+pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
+    // Bound the length for the verifier; real events are far below this.
+    let len = len & (SCRATCH_SIZE - 1);
+    let h = buf.cast::<Header>();
+    // SAFETY: as in `write_header`.
+    unsafe { (*h).size = len as u32 };
+    let wake_at = config().wakeup_bytes;
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let flags = if waiting < wake_at && waiting + len as u64 >= wake_at {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    // SAFETY: `buf` holds at least `len` initialised bytes of this event.
+    let data = unsafe { core::slice::from_raw_parts(buf as *const u8, len) };
+    if EVENTS.output::<[u8]>(data, flags as u64).is_err() {
+        count_drop(kind);
+    }
+}
+
+#[inline(always)]
+fn count_drop(kind: EventKind) {
+    if let Some(slot) = DROPS.get_ptr_mut(kind.index()) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *slot += 1 };
+    }
+}

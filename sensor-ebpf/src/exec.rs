@@ -1,0 +1,222 @@
+//! execve / execveat.
+//!
+//! Success is reported from `sched/sched_process_exec`, which fires once the
+//! new image is in place: the filename comes from the kernel's own copy (the
+//! tracepoint's `filename` field) and argv from the new mm's argument area,
+//! which the kernel has just written, so neither read can miss a page.
+//! Failure is reported from `sys_exit` (see `syscalls`), reading filename and
+//! argv from the caller's (still mapped) memory.
+//!
+//! `sys_enter_execveat` notes dirfd/flags per thread so the success path can
+//! tell execveat from execve.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        generated::{bpf_probe_read_user as probe_read_user_raw, bpf_probe_read_user_str},
+    },
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use mamori_common::{
+    flags, syscall, EventKind, ExecBody, Header, ARGS_MAX, ARGV_MAX_ENTRIES, PATH_MAX,
+};
+
+use aya_ebpf::EbpfContext;
+
+use crate::{emit, syscalls::Regs, task};
+
+const HDR: usize = core::mem::size_of::<Header>();
+const STR_AT: usize = HDR + core::mem::size_of::<ExecBody>();
+const AT_FDCWD: i32 = -100;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ExecAt {
+    dirfd: i32,
+    flags: u32,
+}
+
+/// execveat calls in flight, by thread id.
+#[map]
+static EXECVEAT_CALLS: LruHashMap<u32, ExecAt> = LruHashMap::with_max_entries(1024, 0);
+
+#[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
+pub fn mamori_enter_execveat(ctx: TracePointContext) -> u32 {
+    // sys_enter_execveat: fd at 16, filename 24, argv 32, envp 40, flags 48.
+    // SAFETY: offsets from the stable syscall tracepoint format.
+    let dirfd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
+    let flags = unsafe { ctx.read_at::<u64>(48) }.unwrap_or(0) as u32;
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = EXECVEAT_CALLS.insert(&tid, &ExecAt { dirfd, flags }, 0);
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn mamori_sched_exec(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_exec(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_sched_exec(ctx: &TracePointContext) -> Result<(), i64> {
+    // sched_process_exec: __data_loc filename at 8, pid at 12, old_pid at 16.
+    // SAFETY: offsets from the tracepoint format, stable since 3.x.
+    let loc = unsafe { ctx.read_at::<u32>(8) }.map_err(|e| e as i64)?;
+    let old_pid = unsafe { ctx.read_at::<i32>(16) }.map_err(|e| e as i64)? as u32;
+    let at = EXECVEAT_CALLS.get_ptr(&old_pid).map(|p| unsafe { *p });
+    if at.is_some() {
+        let _ = EXECVEAT_CALLS.remove(&old_pid);
+    }
+    if !emit::wanted(EventKind::Exec) {
+        return Ok(());
+    }
+    let buf = emit::scratch().ok_or(0i64)?;
+    emit::write_header(buf, EventKind::Exec);
+
+    // Filename: the kernel's copy inside the trace record.
+    let src = (ctx.as_ptr() as u64 + (loc & 0xffff) as u64) as *const u8;
+    // SAFETY: STR_AT + PATH_MAX lies inside the scratch buffer.
+    let dst = unsafe { core::slice::from_raw_parts_mut(buf.add(STR_AT), PATH_MAX) };
+    let name_len = match unsafe { bpf_probe_read_kernel_str_bytes(src, dst) } {
+        Ok(s) => s.len() & (PATH_MAX - 1),
+        Err(_) => {
+            emit::set_flag(buf, flags::PATH_FAULT);
+            0
+        }
+    };
+
+    // argv: the new image's argument area, NUL-separated.
+    let t = task::current();
+    let mut args_len = 0usize;
+    match task::arg_area(t) {
+        Some((start, end)) if end > start => {
+            let mut n = (end - start) as usize;
+            if n > ARGS_MAX {
+                n = ARGS_MAX;
+                emit::set_flag(buf, flags::ARGS_TRUNCATED);
+            }
+            let n = n & (2 * ARGS_MAX - 1);
+            // SAFETY: STR_AT + PATH_MAX + 2 * ARGS_MAX fits in the scratch buffer.
+            let r = unsafe {
+                probe_read_user_raw(
+                    buf.add(STR_AT + name_len).cast(),
+                    n as u32,
+                    start as *const _,
+                )
+            };
+            if r == 0 {
+                args_len = n;
+            } else {
+                emit::set_flag(buf, flags::ARGS_FAULT);
+            }
+        }
+        _ => emit::set_flag(buf, flags::ARGS_FAULT),
+    }
+
+    let (sys, dirfd, at_flags) = match at {
+        Some(a) => (syscall::EXECVEAT, a.dirfd, a.flags),
+        None => (syscall::EXECVE, AT_FDCWD, 0),
+    };
+    let body = ExecBody {
+        ret: 0,
+        start_boot_ns: task::start_boot_ns(t),
+        ppid: task::ppid(t),
+        loginuid: task::loginuid(t),
+        syscall: sys,
+        filename_len: name_len as u16,
+        args_len: args_len as u16,
+        _pad0: 0,
+        dirfd,
+        at_flags,
+    };
+    // SAFETY: the body sits right after the header inside the scratch buffer.
+    unsafe { buf.add(HDR).cast::<ExecBody>().write_unaligned(body) };
+    emit::submit(buf, STR_AT + name_len + args_len, EventKind::Exec);
+    Ok(())
+}
+
+/// A failed execve/execveat, seen at syscall exit in the caller's image.
+#[inline(always)]
+pub fn on_failed_exit(r: &Regs, ret: i64, sys: u16) -> Result<(), i64> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = EXECVEAT_CALLS.remove(&tid);
+    if !emit::wanted(EventKind::Exec) {
+        return Ok(());
+    }
+    let a = r.args;
+    let (dirfd, filename, argv, at_flags) = if sys == syscall::EXECVEAT {
+        (a[0] as i32, a[1], a[2], a[4] as u32)
+    } else {
+        (AT_FDCWD, a[0], a[1], 0)
+    };
+    let buf = emit::scratch().ok_or(0i64)?;
+    emit::write_header(buf, EventKind::Exec);
+    // SAFETY: STR_AT + PATH_MAX lies inside the scratch buffer.
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            buf.add(STR_AT).cast(),
+            PATH_MAX as u32,
+            filename as *const _,
+        )
+    };
+    let name_len = if n > 0 {
+        (n as usize - 1) & (PATH_MAX - 1)
+    } else {
+        emit::set_flag(buf, flags::PATH_FAULT);
+        0
+    };
+    let args_at = STR_AT + name_len;
+    let mut used = 0usize;
+    for i in 0..ARGV_MAX_ENTRIES {
+        // SAFETY: user pointer read through the checked helper.
+        let p = match unsafe { bpf_probe_read_user((argv + 8 * i as u64) as *const u64) } {
+            Ok(p) => p,
+            Err(_) => {
+                emit::set_flag(buf, flags::ARGS_FAULT);
+                break;
+            }
+        };
+        if p == 0 {
+            break;
+        }
+        if i == ARGV_MAX_ENTRIES - 1 || used >= ARGS_MAX {
+            emit::set_flag(buf, flags::ARGS_TRUNCATED);
+            break;
+        }
+        let u = used & (ARGS_MAX - 1);
+        let room = ARGS_MAX - u;
+        // SAFETY: args_at + ARGS_MAX fits in the scratch buffer.
+        let n = unsafe {
+            bpf_probe_read_user_str(buf.add(args_at + u).cast(), room as u32, p as *const _)
+        };
+        if n <= 0 {
+            emit::set_flag(buf, flags::ARGS_FAULT);
+            break;
+        }
+        used = u + n as usize;
+        if n as usize >= room {
+            emit::set_flag(buf, flags::ARGS_TRUNCATED);
+            break;
+        }
+    }
+    let args_len = used & (2 * ARGS_MAX - 1);
+    let t = task::current();
+    let body = ExecBody {
+        ret,
+        start_boot_ns: task::start_boot_ns(t),
+        ppid: task::ppid(t),
+        loginuid: task::loginuid(t),
+        syscall: sys,
+        filename_len: name_len as u16,
+        args_len: args_len as u16,
+        _pad0: 0,
+        dirfd,
+        at_flags,
+    };
+    // SAFETY: the body sits right after the header inside the scratch buffer.
+    unsafe { buf.add(HDR).cast::<ExecBody>().write_unaligned(body) };
+    emit::submit(buf, args_at + args_len, EventKind::Exec);
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! mamori's kernel side.
+//!
+//! Programs, one module per family:
+//! - [`syscalls`]: one raw tracepoint on `sys_exit` that reads the syscall's
+//!   arguments from the saved user registers *at exit*, so every event carries
+//!   its result and user memory (paths) is read after the kernel has faulted it
+//!   in. It dispatches to [`open`], [`connect`] and (failed) [`exec`].
+//! - [`exec`]: successful execs from `sched_process_exec` (filename from the
+//!   kernel's copy, argv from the new mm's argument area).
+//! - [`process`]: fork and exit from the scheduler's raw tracepoints.
+//!
+//! Events are assembled in a per-CPU scratch buffer and copied into the ring
+//! buffer without waking the reader (see [`emit`]).
+#![no_std]
+#![no_main]
+
+mod connect;
+mod emit;
+mod exec;
+mod open;
+mod process;
+mod syscalls;
+mod task;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier rejects any program with a reachable loop, so no
+    // panic path survives into a loadable object.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,98 @@
+//! The `sys_exit` raw tracepoint: one program for every syscall exit, which
+//! reads the syscall number and arguments from the saved user registers and
+//! hands the few syscalls mamori watches to their family module.
+//!
+//! Reading arguments at exit (instead of stashing them at entry) means one
+//! program run per syscall, no per-thread map traffic, the result in hand, and
+//! user memory that the kernel has already faulted in.
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext,
+};
+use mamori_common::syscall;
+
+use crate::{connect, exec, open};
+
+/// Saved user registers (`struct pt_regs`, x86_64 ABI layout, stable).
+#[derive(Clone, Copy)]
+pub struct Regs {
+    pub args: [u64; 6],
+}
+
+// Byte offsets into x86_64 `struct pt_regs`.
+const PT_R10: u64 = 56;
+const PT_R9: u64 = 64;
+const PT_R8: u64 = 72;
+const PT_DX: u64 = 96;
+const PT_SI: u64 = 104;
+const PT_DI: u64 = 112;
+const PT_ORIG_AX: u64 = 120;
+const PT_CS: u64 = 136;
+/// Code segment of 32-bit (ia32 compat) user code: its syscall numbers differ.
+const USER32_CS: u64 = 0x23;
+
+// x86_64 syscall numbers.
+const NR_OPEN: u64 = 2;
+const NR_CONNECT: u64 = 42;
+const NR_EXECVE: u64 = 59;
+const NR_CREAT: u64 = 85;
+const NR_OPENAT: u64 = 257;
+const NR_EXECVEAT: u64 = 322;
+const NR_OPENAT2: u64 = 437;
+
+#[inline(always)]
+fn reg(regs: u64, off: u64) -> Result<u64, i64> {
+    // SAFETY: reading kernel memory through the checked helper.
+    unsafe { bpf_probe_read_kernel((regs + off) as *const u64) }.map_err(|e| e as i64)
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn mamori_sys_exit(ctx: RawTracePointContext) -> i32 {
+    match try_sys_exit(&ctx) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+#[inline(always)]
+fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let regs: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    let nr = reg(regs, PT_ORIG_AX)?;
+    let sys = match nr {
+        NR_OPEN => syscall::OPEN,
+        NR_OPENAT => syscall::OPENAT,
+        NR_OPENAT2 => syscall::OPENAT2,
+        NR_CREAT => syscall::CREAT,
+        NR_CONNECT => syscall::CONNECT,
+        NR_EXECVE => syscall::EXECVE,
+        NR_EXECVEAT => syscall::EXECVEAT,
+        _ => return Ok(()),
+    };
+    if reg(regs, PT_CS)? == USER32_CS {
+        return Ok(());
+    }
+    let r = Regs {
+        args: [
+            reg(regs, PT_DI)?,
+            reg(regs, PT_SI)?,
+            reg(regs, PT_DX)?,
+            reg(regs, PT_R10)?,
+            reg(regs, PT_R8)?,
+            reg(regs, PT_R9)?,
+        ],
+    };
+    match sys {
+        syscall::CONNECT => connect::on_exit(&r, ret),
+        syscall::EXECVE | syscall::EXECVEAT => {
+            // Successful execs are reported from sched_process_exec, where the
+            // new image's arguments are readable.
+            if ret < 0 {
+                exec::on_failed_exit(&r, ret, sys)
+            } else {
+                Ok(())
+            }
+        }
+        _ => open::on_exit(&r, ret, sys),
+    }
+}

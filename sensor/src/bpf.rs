@@ -1,0 +1,337 @@
+//! Loading and attaching the kernel programs, and reading their loss counters.
+//!
+//! The probe table says which program attaches where and whether the sensor
+//! can run without it. Struct offsets come from the running kernel's BTF
+//! (see [`crate::btf`]) and reach the programs as a global, with the other
+//! runtime knobs, before the object is loaded.
+
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use mamori_common::{EventKind, KernelOffsets, SensorConfig, NO_OFFSET};
+
+use crate::{btf::Btf, event::Drops};
+
+/// The eBPF object built by `sensor/build.rs` (empty with `AYA_BUILD_SKIP=1`).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mamori"));
+
+/// Where a program attaches.
+#[derive(Debug, Clone, Copy)]
+pub enum Attach {
+    /// A raw tracepoint by name.
+    Raw(&'static str),
+    /// A formatted tracepoint by category and name.
+    TracePoint(&'static str, &'static str),
+}
+
+/// One row of the probe table.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    pub program: &'static str,
+    pub attach: Attach,
+    /// Without a required probe the sensor refuses to start; others are
+    /// skipped with a warning.
+    pub required: bool,
+    pub why: &'static str,
+}
+
+/// Every program mamori loads. All need Linux >= 5.8 (ring buffer) with BTF.
+pub const PROBES: &[Probe] = &[
+    Probe {
+        program: "mamori_sys_exit",
+        attach: Attach::Raw("sys_exit"),
+        required: true,
+        why: "open/openat/openat2/creat, connect, failed execve/execveat",
+    },
+    Probe {
+        program: "mamori_sched_exec",
+        attach: Attach::TracePoint("sched", "sched_process_exec"),
+        required: true,
+        why: "successful execs",
+    },
+    Probe {
+        program: "mamori_enter_execveat",
+        attach: Attach::TracePoint("syscalls", "sys_enter_execveat"),
+        required: false,
+        why: "tells execveat from execve",
+    },
+    Probe {
+        program: "mamori_sched_fork",
+        attach: Attach::Raw("sched_process_fork"),
+        required: true,
+        why: "process creation (process table)",
+    },
+    Probe {
+        program: "mamori_sched_exit",
+        attach: Attach::Raw("sched_process_exit"),
+        required: true,
+        why: "process exit (process table)",
+    },
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("this mamori was built without its eBPF object (AYA_BUILD_SKIP); rebuild without it")]
+    NoObject,
+    #[error("ring buffer size {0} must be a power of two and at least 4096 bytes")]
+    RingSize(u32),
+    #[error("kernel BTF: {0} (mamori needs a kernel with CONFIG_DEBUG_INFO_BTF, Linux >= 5.8)")]
+    Btf(#[from] crate::btf::BtfError),
+    #[error("kernel BTF lacks {0}, which the programs need")]
+    MissingOffset(&'static str),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("program {program}: {what}: {source}")]
+    Program {
+        program: &'static str,
+        what: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("map {0} missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+}
+
+/// Load-time settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Ring buffer size in bytes (power of two).
+    pub ring_bytes: u32,
+    /// Which event kinds to capture.
+    pub kinds: Vec<EventKind>,
+    /// Events of this process are dropped in the kernel (normally our own).
+    pub self_tgid: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ring_bytes: 16 * 1024 * 1024,
+            kinds: EventKind::ALL.to_vec(),
+            self_tgid: std::process::id(),
+        }
+    }
+}
+
+/// The loaded, attached sensor.
+pub struct Sensor {
+    /// Keeps programs and links alive.
+    _ebpf: Ebpf,
+    ring: Option<RingBuf<MapData>>,
+    drops: PerCpuArray<MapData, u64>,
+    last_drops: [u64; EventKind::ALL.len()],
+    /// Programs attached (name, where).
+    pub attached: Vec<&'static str>,
+    /// Optional probes that could not attach, with the reason.
+    pub skipped: Vec<(&'static str, String)>,
+}
+
+fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer to an rlimit; failure only matters on pre-5.11
+    // kernels, where the load error then says what is wrong.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+/// Tracepoint attachment needs tracefs; mount it where the kernel offers it.
+fn ensure_tracefs() {
+    let base = std::path::Path::new("/sys/kernel/tracing");
+    if base.join("events").exists()
+        || std::path::Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return;
+    }
+    let src = c"nodev";
+    let target = c"/sys/kernel/tracing";
+    let fstype = c"tracefs";
+    // SAFETY: NUL-terminated constant strings; a failure is reported later by
+    // the attach error.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        log::warn!(
+            "tracefs is not mounted and mounting it failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Sensor {
+    /// Resolve offsets, load the object, attach every probe.
+    pub fn load(opts: &Options) -> Result<Sensor, LoadError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(LoadError::NoObject);
+        }
+        if opts.ring_bytes < 4096 || !opts.ring_bytes.is_power_of_two() {
+            return Err(LoadError::RingSize(opts.ring_bytes));
+        }
+        raise_memlock();
+        ensure_tracefs();
+        let offsets = Btf::from_sys_fs()?.kernel_offsets();
+        check_offsets(&offsets)?;
+        let config = SensorConfig {
+            self_tgid: opts.self_tgid,
+            enabled_kinds: opts.kinds.iter().fold(0, |m, k| m | 1 << k.index()),
+            wakeup_bytes: (opts.ring_bytes / 8) as u64,
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("MAMORI_CONFIG", &config, true)
+            .override_global("MAMORI_OFFSETS", &offsets, true)
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|e| LoadError::Load(Box::new(e)))?;
+        let mut attached = Vec::new();
+        let mut skipped = Vec::new();
+        for probe in PROBES {
+            match attach(&mut ebpf, probe) {
+                Ok(()) => attached.push(probe.program),
+                Err(e) if !probe.required => {
+                    log::warn!(
+                        "optional probe {} ({}) not attached: {e}",
+                        probe.program,
+                        probe.why
+                    );
+                    skipped.push((probe.program, e.to_string()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let ring = ebpf
+            .take_map("EVENTS")
+            .ok_or(LoadError::MissingMap("EVENTS"))?;
+        let ring = RingBuf::try_from(ring).map_err(|e| LoadError::Map {
+            name: "EVENTS",
+            source: Box::new(e),
+        })?;
+        let drops = ebpf
+            .take_map("DROPS")
+            .ok_or(LoadError::MissingMap("DROPS"))?;
+        let drops = PerCpuArray::try_from(drops).map_err(|e| LoadError::Map {
+            name: "DROPS",
+            source: Box::new(e),
+        })?;
+        Ok(Sensor {
+            _ebpf: ebpf,
+            ring: Some(ring),
+            drops,
+            last_drops: [0; EventKind::ALL.len()],
+            attached,
+            skipped,
+        })
+    }
+
+    /// The event ring (taken once, by the reader).
+    pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.ring.take()
+    }
+
+    /// Total kernel-side drops per kind since load.
+    pub fn drops_total(&self) -> Drops {
+        let mut d = Drops::default();
+        for kind in EventKind::ALL {
+            let n: u64 = self
+                .drops
+                .get(&kind.index(), 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0);
+            set_kind(&mut d, kind, n);
+        }
+        d
+    }
+
+    /// Drops per kind since the previous call.
+    pub fn drops_since_last(&mut self) -> Drops {
+        let total = self.drops_total();
+        let mut delta = Drops::default();
+        for kind in EventKind::ALL {
+            let now = get_kind(&total, kind);
+            let i = kind.index() as usize;
+            set_kind(&mut delta, kind, now.saturating_sub(self.last_drops[i]));
+            self.last_drops[i] = now;
+        }
+        delta
+    }
+}
+
+fn set_kind(d: &mut Drops, kind: EventKind, n: u64) {
+    match kind {
+        EventKind::Exec => d.exec = n,
+        EventKind::Fork => d.fork = n,
+        EventKind::Exit => d.exit = n,
+        EventKind::Open => d.open = n,
+        EventKind::Connect => d.connect = n,
+    }
+}
+
+fn get_kind(d: &Drops, kind: EventKind) -> u64 {
+    match kind {
+        EventKind::Exec => d.exec,
+        EventKind::Fork => d.fork,
+        EventKind::Exit => d.exit,
+        EventKind::Open => d.open,
+        EventKind::Connect => d.connect,
+    }
+}
+
+/// The offsets without which events would be wrong rather than incomplete.
+fn check_offsets(o: &KernelOffsets) -> Result<(), LoadError> {
+    for (name, v) in [
+        ("task_struct.pid", o.task_pid),
+        ("task_struct.tgid", o.task_tgid),
+        ("task_struct.real_parent", o.task_real_parent),
+        ("task_struct.mm", o.task_mm),
+        ("mm_struct.arg_start", o.mm_arg_start),
+        ("mm_struct.arg_end", o.mm_arg_end),
+    ] {
+        if v == NO_OFFSET {
+            return Err(LoadError::MissingOffset(name));
+        }
+    }
+    Ok(())
+}
+
+fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<(), LoadError> {
+    let err = |what: &'static str| {
+        move |e: aya::programs::ProgramError| LoadError::Program {
+            program: probe.program,
+            what,
+            source: Box::new(e),
+        }
+    };
+    let prog = ebpf.program_mut(probe.program).ok_or(LoadError::Program {
+        program: probe.program,
+        what: "lookup",
+        source: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
+    })?;
+    match probe.attach {
+        Attach::Raw(tp) => {
+            let p: &mut RawTracePoint = prog.try_into().map_err(err("type"))?;
+            p.load().map_err(err("load (verifier)"))?;
+            p.attach(tp).map_err(err("attach"))?;
+        }
+        Attach::TracePoint(category, name) => {
+            let p: &mut TracePoint = prog.try_into().map_err(err("type"))?;
+            p.load().map_err(err("load (verifier)"))?;
+            p.attach(category, name).map_err(err("attach"))?;
+        }
+    }
+    Ok(())
+}

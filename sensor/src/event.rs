@@ -1,0 +1,397 @@
+//! The normalized event: what every stage after decoding works with.
+//!
+//! One `Event` is one completed syscall (or lifecycle step) of one process,
+//! already joined with what the process table knows about that process and its
+//! ancestors. It is also the on-disk format: `mamori capture --json` writes one
+//! `Event` per line and `mamori replay` / `mamori rules test` read the same
+//! shape back, so rule evaluation never needs a kernel. Field names follow
+//! Falco's (`proc.*`, `fd.*`, `evt.*`); the mapping lives in the field registry.
+//!
+//! Everything here that describes a process (paths, argv, comm) is
+//! attacker-controlled data: it is kept as-is (lossy UTF-8) and escaped by each
+//! output, never interpreted.
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// `evt.type` values mamori produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum EvtType {
+    Execve,
+    Execveat,
+    Open,
+    Openat,
+    Openat2,
+    Creat,
+    Connect,
+    /// A new process was created (fork/vfork/clone/clone3 without CLONE_THREAD).
+    Clone,
+    /// A process exited.
+    Procexit,
+    /// mamori's own report that kernel events were lost.
+    Drop,
+}
+
+impl EvtType {
+    pub const ALL: [EvtType; 10] = [
+        EvtType::Execve,
+        EvtType::Execveat,
+        EvtType::Open,
+        EvtType::Openat,
+        EvtType::Openat2,
+        EvtType::Creat,
+        EvtType::Connect,
+        EvtType::Clone,
+        EvtType::Procexit,
+        EvtType::Drop,
+    ];
+
+    /// The Falco name of this event type (`evt.type`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EvtType::Execve => "execve",
+            EvtType::Execveat => "execveat",
+            EvtType::Open => "open",
+            EvtType::Openat => "openat",
+            EvtType::Openat2 => "openat2",
+            EvtType::Creat => "creat",
+            EvtType::Connect => "connect",
+            EvtType::Clone => "clone",
+            EvtType::Procexit => "procexit",
+            EvtType::Drop => "drop",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<EvtType> {
+        EvtType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// `evt.category` as Falco names it.
+    pub const fn category(self) -> &'static str {
+        match self {
+            EvtType::Execve | EvtType::Execveat | EvtType::Clone | EvtType::Procexit => "process",
+            EvtType::Open | EvtType::Openat | EvtType::Openat2 | EvtType::Creat => "file",
+            EvtType::Connect => "net",
+            EvtType::Drop => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for EvtType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One event. See the module docs; the JSON schema is documented in README.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Wall-clock time of the event, ns since the Unix epoch.
+    pub ts: u64,
+    /// `evt.type`.
+    #[serde(rename = "type")]
+    pub evt_type: EvtType,
+    /// Raw syscall result (`evt.rawres`): fd / 0 on success, -errno on failure.
+    #[serde(default)]
+    pub res: i64,
+    /// The process that made the syscall.
+    pub proc: Process,
+    /// The file or socket the event is about (open, connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<Fd>,
+    /// Arguments of an open-family syscall.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<OpenArgs>,
+    /// Arguments of an exec-family syscall.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecArgs>,
+    /// Child of a `clone` event / exit status of a `procexit` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+    /// Container the process runs in (filled by enrichment; `None` on the host
+    /// or before enrichment exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    /// Loss report (`evt.type = drop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drops: Option<Drops>,
+}
+
+/// The process an event belongs to, as the process table knew it at the time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    /// `proc.pid` (tgid).
+    pub pid: u32,
+    /// `thread.tid`.
+    #[serde(default)]
+    pub tid: u32,
+    /// `proc.ppid`.
+    #[serde(default)]
+    pub ppid: u32,
+    /// `proc.name`: the task's comm (at most 15 bytes).
+    #[serde(default)]
+    pub name: String,
+    /// `proc.exepath`: path of the executable as exec'd.
+    #[serde(default)]
+    pub exepath: String,
+    /// Full argv including argv[0] (`proc.exe` is argv[0], `proc.args` the rest).
+    #[serde(default)]
+    pub argv: Vec<String>,
+    /// True if argv was cut at the kernel copy limit.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub argv_truncated: bool,
+    /// `proc.cwd`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// `user.uid`.
+    #[serde(default)]
+    pub uid: u32,
+    /// `group.gid`.
+    #[serde(default)]
+    pub gid: u32,
+    /// `user.loginuid` (-1 when unset).
+    #[serde(default = "minus_one")]
+    pub loginuid: i64,
+    /// `user.name`, resolved from the host's passwd (may be absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Process start time, ns since the Unix epoch (0 if unknown).
+    #[serde(default)]
+    pub start_ts: u64,
+    /// cgroup v2 id (0 if unknown).
+    #[serde(default)]
+    pub cgroup_id: u64,
+    /// Ancestors, nearest first: `[0]` is the parent (`proc.aname[1]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<Ancestor>,
+}
+
+fn minus_one() -> i64 {
+    -1
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Process {
+    /// `proc.exe`: argv[0] (falls back to the exe path).
+    pub fn exe(&self) -> &str {
+        self.argv
+            .first()
+            .map(String::as_str)
+            .unwrap_or(&self.exepath)
+    }
+
+    /// `proc.args`: argv without argv[0], joined with spaces.
+    pub fn args(&self) -> String {
+        self.argv.get(1..).map(|a| a.join(" ")).unwrap_or_default()
+    }
+
+    /// `proc.cmdline`: `proc.name` followed by `proc.args`, as Falco renders it.
+    pub fn cmdline(&self) -> String {
+        let args = self.args();
+        if args.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{} {}", self.name, args)
+        }
+    }
+}
+
+/// An ancestor of the event's process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ancestor {
+    pub pid: u32,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub exepath: String,
+    #[serde(default)]
+    pub argv: Vec<String>,
+}
+
+/// `fd.type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FdType {
+    File,
+    Directory,
+    Ipv4,
+    Ipv6,
+    Unix,
+    Unknown,
+}
+
+impl FdType {
+    /// `fd.type` as Falco names it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FdType::File => "file",
+            FdType::Directory => "directory",
+            FdType::Ipv4 => "ipv4",
+            FdType::Ipv6 => "ipv6",
+            FdType::Unix => "unix",
+            FdType::Unknown => "unknown",
+        }
+    }
+
+    /// `fd.typechar` as Falco renders it.
+    pub const fn typechar(self) -> char {
+        match self {
+            FdType::File => 'f',
+            FdType::Directory => 'd',
+            FdType::Ipv4 => '4',
+            FdType::Ipv6 => '6',
+            FdType::Unix => 'u',
+            FdType::Unknown => '?',
+        }
+    }
+}
+
+/// The file or socket an event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fd {
+    #[serde(rename = "type")]
+    pub fd_type: FdType,
+    /// `fd.num`: the fd (the result of an open; the socket of a connect), -1 if none.
+    #[serde(default = "minus_one")]
+    pub num: i64,
+    /// `fd.name`: the path for files (as passed to the syscall, made absolute
+    /// with the cwd when known), `sip:sport->rip:rport` for IP sockets, the
+    /// path for unix sockets.
+    pub name: String,
+    /// Client (local) address and port of a socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    /// Server (remote) address and port of a socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rip: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rport: Option<u16>,
+    /// `fd.l4proto`: `tcp`, `udp`, `icmp`, `raw`, or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l4proto: Option<String>,
+}
+
+/// Arguments of an open-family call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenArgs {
+    /// Raw `O_*` flags as passed (for `creat`, `O_CREAT|O_WRONLY|O_TRUNC`).
+    pub flags: u32,
+    /// Creation mode.
+    #[serde(default)]
+    pub mode: u32,
+    /// Directory fd (`AT_FDCWD` = -100 for path-relative-to-cwd).
+    #[serde(default = "at_fdcwd")]
+    pub dirfd: i32,
+    /// `open_how.resolve` for openat2.
+    #[serde(default)]
+    pub resolve: u64,
+    /// The path exactly as passed to the syscall.
+    pub path: String,
+    /// The path was cut at the kernel copy limit.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub path_truncated: bool,
+}
+
+fn at_fdcwd() -> i32 {
+    -100
+}
+
+/// Arguments of an exec-family call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecArgs {
+    /// The filename passed to execve (or the kernel's copy on success).
+    pub filename: String,
+    /// `execveat` dirfd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirfd: Option<i32>,
+    /// `execveat` flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<u32>,
+    /// The argv passed to a *failed* exec (on success it is `proc.argv`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
+}
+
+/// Lifecycle details.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    /// For `clone`: the new process's pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_pid: Option<u32>,
+    /// For `procexit`: the wait-status encoded exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+}
+
+/// Container and Kubernetes metadata (filled by the enrichment stage).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    /// `container.id` (12-char short id as Falco prints it, or "host").
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// A loss report: how many events of each kind the kernel could not queue
+/// since the previous report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drops {
+    pub exec: u64,
+    pub fork: u64,
+    pub exit: u64,
+    pub open: u64,
+    pub connect: u64,
+    /// Records the decoder rejected (truncated or malformed).
+    #[serde(default)]
+    pub invalid: u64,
+}
+
+impl Drops {
+    pub fn total(&self) -> u64 {
+        self.exec + self.fork + self.exit + self.open + self.connect + self.invalid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_matches_falco_rendering() {
+        let p = Process {
+            name: "bash".into(),
+            argv: vec!["/bin/bash".into(), "-c".into(), "id".into()],
+            ..Default::default()
+        };
+        assert_eq!(p.exe(), "/bin/bash");
+        assert_eq!(p.args(), "-c id");
+        assert_eq!(p.cmdline(), "bash -c id");
+        let bare = Process {
+            name: "sh".into(),
+            argv: vec!["sh".into()],
+            ..Default::default()
+        };
+        assert_eq!(bare.cmdline(), "sh");
+    }
+
+    #[test]
+    fn json_round_trip_with_defaults() {
+        let line = r#"{"ts":1,"type":"openat","res":3,"proc":{"pid":10,"name":"cat"},
+            "fd":{"type":"file","num":3,"name":"/etc/shadow"},
+            "open":{"flags":0,"path":"/etc/shadow"}}"#;
+        let ev: Event = serde_json::from_str(line).unwrap();
+        assert_eq!(ev.evt_type, EvtType::Openat);
+        assert_eq!(ev.proc.loginuid, -1);
+        assert_eq!(ev.open.as_ref().unwrap().dirfd, -100);
+        let again: Event = serde_json::from_str(&serde_json::to_string(&ev).unwrap()).unwrap();
+        assert_eq!(ev, again);
+    }
+}

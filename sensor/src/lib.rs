@@ -1,0 +1,17 @@
+//! mamori's userspace: decoding, process table, rules, outputs.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over these modules. Everything
+//! except [`bpf`], [`pipeline`] and [`capture`] is pure userspace and testable
+//! without root or a kernel.
+
+pub mod bpf;
+pub mod btf;
+pub mod capture;
+pub mod cmd_rules;
+pub mod decode;
+pub mod event;
+pub mod fields;
+pub mod pipeline;
+pub mod proctable;
+pub mod rules;
+pub mod timefmt;

@@ -1,0 +1,168 @@
+//! `mamori`: the command line. Thin: parse, then call into the library.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use mamori::{capture, cmd_rules};
+
+/// mamori (守り) — runtime security sensor for Kubernetes nodes.
+///
+/// Watches exec, connect and open syscalls with eBPF, follows the process
+/// tree, and matches events against Falco-syntax rules.
+#[derive(Parser)]
+#[command(name = "mamori", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print live kernel events (needs root). Stops on Ctrl-C / SIGTERM.
+    Capture {
+        /// One JSON object per line (the format `mamori replay` reads).
+        #[arg(long)]
+        json: bool,
+        /// Only events whose process name (comm) is NAME.
+        #[arg(long, value_name = "NAME")]
+        comm: Option<String>,
+        /// Only events of process PID and its descendants.
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
+        /// Write to FILE instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Kernel ring buffer size in bytes (power of two).
+        #[arg(long, value_name = "BYTES")]
+        ring_size: Option<u32>,
+    },
+    /// Run the sensor: evaluate rules on live events, print alerts (needs root).
+    Run {
+        /// Rule files or directories (default: the shipped rules/ directory).
+        #[arg(long, short, value_name = "PATH")]
+        rules: Vec<PathBuf>,
+        /// Kernel ring buffer size in bytes (power of two).
+        #[arg(long, value_name = "BYTES")]
+        ring_size: Option<u32>,
+    },
+    /// Author and check rules without a kernel.
+    Rules {
+        #[command(subcommand)]
+        cmd: RulesCmd,
+    },
+    /// List the fields rules and outputs can use.
+    Fields {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate rules against recorded events (`mamori capture --json` output).
+    Replay {
+        /// The recorded events (JSON lines).
+        events: PathBuf,
+        #[arg(long, short, value_name = "PATH", required = true)]
+        rules: Vec<PathBuf>,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Check rule files; exit non-zero on errors.
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List rules with priority, tags, event types and whether they are active.
+    List {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run rule test cases (see rules/README.md).
+    Test {
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Rules to test against (default: as the cases say).
+        #[arg(long, short, value_name = "PATH")]
+        rules: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_target(false)
+        .init();
+    match dispatch(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mamori: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Capture {
+            json,
+            comm,
+            pid,
+            output,
+            ring_size,
+        } => {
+            let args = capture::CaptureArgs {
+                json,
+                comm,
+                pid,
+                output,
+                ring_bytes: ring_size,
+            };
+            runtime()?.block_on(capture::capture(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run {
+            rules: _,
+            ring_size,
+        } => {
+            // Until the rule engine is wired in, `run` captures as JSON.
+            let args = capture::CaptureArgs {
+                json: true,
+                ring_bytes: ring_size,
+                ..Default::default()
+            };
+            runtime()?.block_on(capture::capture(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Rules { cmd } => match cmd {
+            RulesCmd::Validate { paths, json } => cmd_rules::validate(&paths, json),
+            RulesCmd::List { paths, json } => cmd_rules::list(&paths, json),
+            RulesCmd::Test { dirs, rules } => cmd_rules::test(&dirs, &rules),
+        },
+        Cmd::Fields { json } => cmd_rules::fields(json),
+        Cmd::Replay { events, rules } => cmd_rules::replay(&events, &rules),
+        Cmd::Version => {
+            println!("mamori {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! End-to-end tests of the capture pipeline on the real kernel (root only).
+//!
+//! Each test loads the real eBPF programs, runs a child process that makes
+//! real syscalls, and asserts on the events that come out of the pipeline.
+//! The child is this test binary re-executed into `child_main`, so every
+//! syscall is made exactly as written here.
+//!
+//! Network rule: connects go to loopback listeners created here; the
+//! non-loopback addresses below (TEST-NET-1 192.0.2.1, 2001:db8::1
+//! documentation ranges) are only ever connected to after the child has
+//! moved into a fresh, empty network namespace (`unshare(CLONE_NEWNET)`),
+//! where no route exists and no packet can leave.
+//!
+//! Run: `cargo test -p sensor --features e2e --test capture -- --test-threads=1`
+
+use std::{
+    ffi::CString,
+    net::{SocketAddr, TcpListener},
+    os::unix::net::UnixListener,
+    process::Command,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use mamori::{
+    bpf::{Options, Sensor},
+    event::{Event, EvtType, FdType},
+    pipeline::{self, Stats},
+    proctable::{Clock, ProcTable, Users},
+};
+
+const CHILD_ENV: &str = "MAMORI_E2E_CHILD";
+
+/// Entry point of the re-executed child. A no-op when run as a normal test.
+#[test]
+fn child_main() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    match parts[0] {
+        "basic" => child_basic(&parts[1..]),
+        "netns" => child_netns(),
+        "burst" => child_burst(parts[1].parse().unwrap(), parts[2]),
+        other => panic!("unknown child mode {other}"),
+    }
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).unwrap()
+}
+
+fn connect_to(addr: &str) -> i64 {
+    let addr: SocketAddr = addr.parse().unwrap();
+    // SAFETY: plain socket syscalls on locally owned values.
+    unsafe {
+        let (family, sa, len) = sockaddr(&addr);
+        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let r = libc::connect(fd, (&sa as *const libc::sockaddr_storage).cast(), len);
+        let res = if r == 0 {
+            0
+        } else {
+            -(*libc::__errno_location()) as i64
+        };
+        libc::close(fd);
+        res
+    }
+}
+
+fn sockaddr(addr: &SocketAddr) -> (i32, libc::sockaddr_storage, u32) {
+    // SAFETY: zeroed sockaddr_storage is valid; we write the matching variant.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
+            (
+                libc::AF_INET,
+                ss,
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
+            (
+                libc::AF_INET6,
+                ss,
+                std::mem::size_of::<libc::sockaddr_in6>() as u32,
+            )
+        }
+    }
+}
+
+/// args: write_path, missing_path, open_port, closed_port, unix_path, openat2_path
+fn child_basic(args: &[&str]) {
+    let (write_path, missing, open_port, closed_port, unix_path, openat2_path) =
+        (args[0], args[1], args[2], args[3], args[4], args[5]);
+    // SAFETY: raw syscalls with valid, NUL-terminated arguments.
+    unsafe {
+        let fd = libc::openat(
+            libc::AT_FDCWD,
+            cstr(write_path).as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            0o600,
+        );
+        assert!(fd >= 0);
+        libc::close(fd);
+        let fd = libc::openat(libc::AT_FDCWD, cstr(missing).as_ptr(), libc::O_RDONLY);
+        assert_eq!(fd, -1);
+        // openat2 with RESOLVE_NO_SYMLINKS (0x04).
+        #[repr(C)]
+        struct OpenHow {
+            flags: u64,
+            mode: u64,
+            resolve: u64,
+        }
+        let how = OpenHow {
+            flags: libc::O_RDONLY as u64,
+            mode: 0,
+            resolve: 0x04,
+        };
+        let p = cstr(openat2_path);
+        let fd = libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        );
+        assert!(fd >= 0, "openat2 failed");
+        libc::close(fd as i32);
+    }
+    assert_eq!(connect_to(&format!("127.0.0.1:{open_port}")), 0);
+    assert_eq!(
+        connect_to(&format!("127.0.0.1:{closed_port}")),
+        -(libc::ECONNREFUSED as i64)
+    );
+    // Unix socket connect.
+    // SAFETY: socket syscalls on local values.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+        let mut sun: libc::sockaddr_un = std::mem::zeroed();
+        sun.sun_family = libc::AF_UNIX as u16;
+        for (i, b) in unix_path.bytes().enumerate() {
+            sun.sun_path[i] = b as libc::c_char;
+        }
+        let len = (std::mem::size_of::<libc::sa_family_t>() + unix_path.len() + 1) as u32;
+        let r = libc::connect(fd, (&sun as *const libc::sockaddr_un).cast(), len);
+        assert_eq!(r, 0, "unix connect");
+        libc::close(fd);
+    }
+    // execveat in a grandchild (fork, then execveat /bin/true --at).
+    // SAFETY: fork/execveat/waitpid with valid arguments; the child only execs or exits.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            let path = cstr("/bin/true");
+            let a0 = cstr("/bin/true");
+            let a1 = cstr("--at");
+            let argv = [a0.as_ptr(), a1.as_ptr(), std::ptr::null()];
+            let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+            libc::syscall(
+                libc::SYS_execveat,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                0,
+            );
+            libc::_exit(127);
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+    // A failed exec, then the real one: replace this image with /bin/true --flag.
+    // SAFETY: execv with NUL-terminated argv.
+    unsafe {
+        let bad = cstr("/nonexistent/mamori-e2e");
+        let a0 = cstr("mamori-e2e");
+        let argv = [a0.as_ptr(), std::ptr::null()];
+        assert_eq!(libc::execv(bad.as_ptr(), argv.as_ptr()), -1);
+        let path = cstr("/bin/true");
+        let a1 = cstr("--flag");
+        let argv = [path.as_ptr(), a1.as_ptr(), std::ptr::null()];
+        libc::execv(path.as_ptr(), argv.as_ptr());
+    }
+    panic!("execv /bin/true failed");
+}
+
+/// Connect to non-loopback addresses from inside a fresh, empty network
+/// namespace: the syscalls happen, no packet can leave.
+fn child_netns() {
+    // SAFETY: unshare on the current (single-threaded child) process.
+    let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "unshare(CLONE_NEWNET) needs root");
+    let r4 = connect_to("192.0.2.1:80");
+    let r6 = connect_to("[2001:db8::1]:443");
+    assert!(
+        r4 < 0 && r6 < 0,
+        "connects in an empty netns must fail: {r4} {r6}"
+    );
+}
+
+/// `n` open+close pairs on `path`.
+fn child_burst(n: u64, path: &str) {
+    let p = cstr(path);
+    for _ in 0..n {
+        // SAFETY: valid NUL-terminated path.
+        unsafe {
+            let fd = libc::openat(libc::AT_FDCWD, p.as_ptr(), libc::O_RDONLY);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// Run the child in `mode` while capturing; return the child's pid, the events
+/// of the child and its descendants, and the pipeline stats.
+fn capture_child(opts: Options, spec: String) -> (u32, Vec<Event>, Stats) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut sensor = Sensor::load(&opts).expect("load the eBPF programs (are you root?)");
+        let clock = Clock::now();
+        let mut table = ProcTable::seeded(
+            std::path::Path::new("/proc"),
+            clock,
+            Users::load(std::path::Path::new("/etc/passwd")),
+        );
+        let child_pid = Arc::new(Mutex::new(0u32));
+        let pid_slot = child_pid.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let exe = std::env::current_exe().unwrap();
+            let mut child = Command::new(exe)
+                .args(["--exact", "child_main", "--nocapture", "--test-threads=1"])
+                .env(CHILD_ENV, spec)
+                .spawn()
+                .unwrap();
+            *pid_slot.lock().unwrap() = child.id();
+            let status = child.wait().unwrap();
+            assert!(status.success(), "child failed: {status}");
+        });
+        let shutdown = async move {
+            done.await.expect("child runner");
+            // Let the last events and the drop counters reach userspace.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        };
+        let mut events = Vec::new();
+        let stats = pipeline::run(
+            &mut sensor,
+            &mut table,
+            clock,
+            |ev| {
+                events.push(ev.clone());
+                Ok(())
+            },
+            shutdown,
+        )
+        .await
+        .unwrap();
+        let pid = *child_pid.lock().unwrap();
+        let mine: Vec<Event> = events
+            .into_iter()
+            .filter(|e| {
+                e.evt_type == EvtType::Drop
+                    || e.proc.pid == pid
+                    || e.proc.ancestors.iter().any(|a| a.pid == pid)
+            })
+            .collect();
+        (pid, mine, stats)
+    })
+}
+
+fn find<'a>(events: &'a [Event], what: &str, pred: impl Fn(&Event) -> bool) -> &'a Event {
+    events.iter().find(|e| pred(e)).unwrap_or_else(|| {
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}:{}:{:?}",
+                    e.evt_type,
+                    e.proc.pid,
+                    e.fd.as_ref().map(|f| &f.name)
+                )
+            })
+            .collect();
+        panic!("no {what} event among {} events: {kinds:?}", events.len())
+    })
+}
+
+#[test]
+fn exec_open_connect_arrive_with_results() {
+    let dir = std::env::temp_dir().join(format!("mamori-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write_path = dir.join("written.txt");
+    let missing = dir.join("does-not-exist");
+    let openat2_path = dir.join("openat2-target");
+    std::fs::write(&openat2_path, b"x").unwrap();
+    let unix_path = dir.join("e2e.sock");
+    let _unix = UnixListener::bind(&unix_path).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let open_port = listener.local_addr().unwrap().port();
+    let closed_port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let spec = format!(
+        "basic|{}|{}|{}|{}|{}|{}",
+        write_path.display(),
+        missing.display(),
+        open_port,
+        closed_port,
+        unix_path.display(),
+        openat2_path.display()
+    );
+    let (pid, events, stats) = capture_child(Options::default(), spec);
+    let me = std::process::id();
+    assert_eq!(stats.invalid, 0);
+
+    // The final exec: same pid, parent is this test, new image.
+    // (The child's first exec is this test binary itself; the last is /bin/true.)
+    let exec = find(&events, "execve /bin/true --flag", |e| {
+        e.evt_type == EvtType::Execve
+            && e.proc.pid == pid
+            && e.res == 0
+            && e.proc.exepath == "/bin/true"
+    });
+    assert_eq!(exec.proc.ppid, me);
+    assert_eq!(exec.proc.name, "true");
+    assert_eq!(exec.proc.exepath, "/bin/true");
+    assert_eq!(exec.proc.argv, ["/bin/true", "--flag"]);
+    assert_eq!(exec.exec.as_ref().unwrap().filename, "/bin/true");
+    assert_eq!(exec.proc.ancestors.first().map(|a| a.pid), Some(me));
+    assert!(exec.proc.start_ts > 0);
+
+    // The failed exec before it: ENOENT, attempted filename and argv.
+    let failed = find(&events, "failed execve", |e| {
+        e.evt_type == EvtType::Execve && e.res < 0
+    });
+    assert_eq!(failed.res, -(libc::ENOENT as i64));
+    assert_eq!(failed.proc.pid, pid);
+    let fx = failed.exec.as_ref().unwrap();
+    assert_eq!(fx.filename, "/nonexistent/mamori-e2e");
+    assert_eq!(fx.argv, ["mamori-e2e"]);
+
+    // execveat from the grandchild.
+    let at = find(&events, "execveat", |e| e.evt_type == EvtType::Execveat);
+    assert_eq!(at.res, 0);
+    assert_eq!(at.proc.ppid, pid);
+    assert_eq!(at.proc.argv, ["/bin/true", "--at"]);
+    // ... and the fork that made it.
+    find(&events, "clone", |e| {
+        e.evt_type == EvtType::Clone
+            && e.proc.pid == pid
+            && e.lifecycle.as_ref().and_then(|l| l.child_pid) == Some(at.proc.pid)
+    });
+
+    // Open for write: fd, flags, mode, path.
+    let w = find(&events, "open for write", |e| {
+        e.open
+            .as_ref()
+            .is_some_and(|o| o.path == write_path.to_str().unwrap())
+    });
+    assert_eq!(w.evt_type, EvtType::Openat);
+    assert_eq!(w.proc.pid, pid);
+    assert!(w.res >= 0);
+    let o = w.open.as_ref().unwrap();
+    assert_eq!(
+        o.flags & 0o3777,
+        (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32
+    );
+    assert_eq!(o.mode, 0o600);
+    let fd = w.fd.as_ref().unwrap();
+    assert_eq!((fd.fd_type, fd.num), (FdType::File, w.res));
+
+    // Missing file: ENOENT, no fd.
+    let m = find(&events, "open missing", |e| {
+        e.open
+            .as_ref()
+            .is_some_and(|o| o.path == missing.to_str().unwrap())
+    });
+    assert_eq!(m.res, -(libc::ENOENT as i64));
+    assert_eq!(m.fd.as_ref().unwrap().num, -1);
+
+    // openat2 with its resolve flags.
+    let o2 = find(&events, "openat2", |e| e.evt_type == EvtType::Openat2);
+    assert!(o2.res >= 0);
+    let oa = o2.open.as_ref().unwrap();
+    assert_eq!(oa.path, openat2_path.to_str().unwrap());
+    assert_eq!(oa.resolve, 0x04);
+
+    // Connect to the listener: success, addresses, protocol.
+    let ok = find(&events, "connect ok", |e| {
+        e.evt_type == EvtType::Connect && e.fd.as_ref().is_some_and(|f| f.rport == Some(open_port))
+    });
+    assert_eq!(ok.res, 0);
+    let f = ok.fd.as_ref().unwrap();
+    assert_eq!(f.fd_type, FdType::Ipv4);
+    assert_eq!(f.rip, Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(f.l4proto.as_deref(), Some("tcp"));
+    assert!(f.sport.unwrap_or(0) > 0, "local port of a connected socket");
+    assert_eq!(
+        f.name,
+        format!("127.0.0.1:{}->127.0.0.1:{open_port}", f.sport.unwrap())
+    );
+
+    // Connect to the closed port: ECONNREFUSED.
+    let refused = find(&events, "connect refused", |e| {
+        e.evt_type == EvtType::Connect
+            && e.fd.as_ref().is_some_and(|f| f.rport == Some(closed_port))
+    });
+    assert_eq!(refused.res, -(libc::ECONNREFUSED as i64));
+
+    // Unix socket connect.
+    let ux = find(&events, "unix connect", |e| {
+        e.evt_type == EvtType::Connect && e.fd.as_ref().is_some_and(|f| f.fd_type == FdType::Unix)
+    });
+    assert_eq!(ux.res, 0);
+    assert_eq!(ux.fd.as_ref().unwrap().name, unix_path.to_str().unwrap());
+
+    // Nothing from the test process itself (filtered in the kernel is for
+    // mamori's own pid: here that is this test process).
+    assert!(events.iter().all(|e| e.proc.pid != me));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn connects_in_an_empty_netns_carry_address_and_failure() {
+    let (pid, events, _) = capture_child(Options::default(), "netns".into());
+    let v4 = find(&events, "IPv4 connect", |e| {
+        e.evt_type == EvtType::Connect
+            && e.proc.pid == pid
+            && e.fd.as_ref().is_some_and(|f| f.fd_type == FdType::Ipv4)
+    });
+    let f = v4.fd.as_ref().unwrap();
+    assert_eq!(f.rip, Some("192.0.2.1".parse().unwrap()));
+    assert_eq!(f.rport, Some(80));
+    assert_eq!(v4.res, -(libc::ENETUNREACH as i64));
+    let v6 = find(&events, "IPv6 connect", |e| {
+        e.evt_type == EvtType::Connect
+            && e.proc.pid == pid
+            && e.fd.as_ref().is_some_and(|f| f.fd_type == FdType::Ipv6)
+    });
+    let f = v6.fd.as_ref().unwrap();
+    assert_eq!(f.rip, Some("2001:db8::1".parse().unwrap()));
+    assert_eq!(f.rport, Some(443));
+    assert!(v6.res < 0);
+}
+
+const BURST: u64 = 20_000;
+
+#[test]
+fn tiny_ring_drops_are_counted_and_reported() {
+    let opts = Options {
+        ring_bytes: 4096,
+        ..Options::default()
+    };
+    let (_, events, stats) = capture_child(opts, format!("burst|{BURST}|/etc/hostname"));
+    assert!(
+        stats.dropped.open > 0,
+        "a 4 KiB ring must overflow: {stats:?}"
+    );
+    let reported: u64 = events
+        .iter()
+        .filter_map(|e| e.drops.as_ref())
+        .map(|d| d.open)
+        .sum();
+    assert_eq!(
+        reported, stats.dropped.open,
+        "every drop is reported as an event"
+    );
+}
+
+#[test]
+fn default_ring_keeps_up_with_the_same_burst() {
+    let (pid, events, stats) =
+        capture_child(Options::default(), format!("burst|{BURST}|/etc/hostname"));
+    assert_eq!(
+        stats.dropped.total(),
+        0,
+        "no drops with the default ring: {stats:?}"
+    );
+    let opens = events
+        .iter()
+        .filter(|e| e.proc.pid == pid && e.open.as_ref().is_some_and(|o| o.path == "/etc/hostname"))
+        .count() as u64;
+    assert_eq!(opens, BURST);
+}

@@ -1,0 +1,187 @@
+//! Build chores for mamori. `cargo xtask --help` lists them.
+//!
+//! The eBPF object needs a nightly toolchain with `rust-src` and a
+//! `bpf-linker` built against nightly's LLVM; `prereqs` installs both when
+//! missing so that a fresh machine needs nothing but rustup.
+
+mod bench;
+mod prereqs;
+mod vm;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "mamori build chores")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install prerequisites if missing and build the eBPF object.
+    BuildEbpf,
+    /// Run everything CI runs: lint, unit tests, root end-to-end tests, VM lane.
+    Test {
+        /// Skip the qemu lane (other kernels).
+        #[arg(long)]
+        no_vm: bool,
+    },
+    /// Build (release) and run `mamori run` with the default configuration.
+    Run {
+        /// Extra arguments for `mamori run`.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks: `capture` (kernel side, needs root) or `rules`.
+    Bench {
+        #[arg(value_parser = ["capture", "rules"])]
+        what: String,
+        /// Iterations (capture: openat+close pairs).
+        #[arg(long)]
+        iterations: Option<u64>,
+    },
+    /// Boot other kernels (Debian 6.1) under qemu and check the sensor there.
+    VmTest {
+        /// Kernel flavours to boot.
+        #[arg(long, default_values_t = vec!["6.1".to_string()])]
+        kernel: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::BuildEbpf => {
+            let obj = build_ebpf()?;
+            println!("eBPF object: {}", obj.display());
+            Ok(())
+        }
+        Cmd::Test { no_vm } => test(no_vm),
+        Cmd::Run { args } => {
+            let bin = build_sensor_release()?;
+            let mut cmd = Command::new(bin);
+            cmd.arg("run").args(args);
+            run(&mut cmd)
+        }
+        Cmd::Bench { what, iterations } => match what.as_str() {
+            "capture" => bench::capture(&build_sensor_release()?, iterations.unwrap_or(1_000_000)),
+            _ => bench::rules(iterations.unwrap_or(1_000_000)),
+        },
+        Cmd::VmTest { kernel } => vm::vm_test(&build_sensor_release()?, &kernel),
+    }
+}
+
+/// Workspace root (the parent of `xtask/`).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Run a command, failing with its rendering if it does not succeed.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Build the eBPF object the same way `sensor/build.rs` does (via aya-build),
+/// but into `target/bpfel-unknown-none/release/mamori`.
+pub fn build_ebpf() -> Result<PathBuf> {
+    prereqs::ensure()?;
+    let mut cmd = Command::new("rustup");
+    cmd.current_dir(root())
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "build",
+            "--package",
+            "mamori-ebpf",
+        ])
+        .args(["--bins", "--release", "--target", "bpfel-unknown-none"])
+        .args(["-Z", "build-std=core"])
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "--cfg=bpf_target_arch=\"x86_64\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
+        )
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    run(&mut cmd)?;
+    Ok(root().join("target/bpfel-unknown-none/release/mamori"))
+}
+
+/// `cargo build --release -p sensor` (which embeds the eBPF object).
+pub fn build_sensor_release() -> Result<PathBuf> {
+    prereqs::ensure()?;
+    run(cargo().args(["build", "--release", "-p", "sensor"]))?;
+    Ok(root().join("target/release/mamori"))
+}
+
+fn is_root() -> bool {
+    // Avoid a libc dependency: /proc/self/status carries the effective uid.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn test(no_vm: bool) -> Result<()> {
+    prereqs::ensure()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    build_ebpf()?;
+    // Unit and pure-userspace integration tests (rules, decoder, replay).
+    run(cargo().args(["test"]))?;
+    if is_root() {
+        // Real-kernel end-to-end tests: they share kernel state, run them one at a time.
+        run(cargo()
+            .args([
+                "test",
+                "-p",
+                "sensor",
+                "--features",
+                "e2e",
+                "--test",
+                "capture",
+            ])
+            .args(["--", "--test-threads=1"]))?;
+    } else {
+        bail!("the end-to-end tests load eBPF programs and must run as root");
+    }
+    if !no_vm {
+        vm::vm_test(&build_sensor_release()?, &["6.1".to_string()])?;
+    }
+    eprintln!("xtask test: all passed");
+    Ok(())
+}
