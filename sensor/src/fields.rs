@@ -80,6 +80,7 @@ pub enum FieldId {
     EvtIsOpenCreate,
     EvtArg,
     EvtRawArg,
+    EvtNum,
     SyscallType,
     ProcPid,
     ProcPpid,
@@ -91,6 +92,7 @@ pub enum FieldId {
     ProcCmdNArgs,
     ProcCwd,
     ProcTty,
+    ProcDuration,
     ProcPName,
     ProcPExe,
     ProcPExePath,
@@ -109,6 +111,8 @@ pub enum FieldId {
     FdType,
     FdTypeChar,
     FdName,
+    FdNameRaw,
+    FdConnected,
     FdDirectory,
     FdFilename,
     FdSockFamily,
@@ -178,6 +182,13 @@ pub static FIELDS: &[FieldInfo] = &[
     f!("evt.is_open_create", Bool, None, EvtIsOpenCreate, "true for an open-family event with O_CREAT (creat always)."),
     f!("evt.arg", String, SyscallArg, EvtArg, "A syscall argument by name (evt.arg.flags) or index (evt.arg[0]), rendered as text. Names: fd, dirfd, name, flags, mode, resolve (open family); res, exe, args, filename, cwd, pid, tid, ptid (exec, clone); res, tuple, fd (connect); status (procexit)."),
     f!("evt.rawarg", Int, SyscallArg, EvtRawArg, "A numeric syscall argument by name, unrendered (evt.rawarg.flags)."),
+    f!(
+        "evt.num",
+        Int,
+        None,
+        EvtNum,
+        "Event sequence number. mamori does not number events: always missing, so every comparison is false (Falco's never_true idiom `evt.num=0` stays never true)."
+    ),
     f!("syscall.type", String, None, SyscallType, "The syscall name (same as evt.type for the syscalls mamori captures)."),
     f!("proc.pid", Int, None, ProcPid, "Process id (tgid)."),
     f!("proc.ppid", Int, None, ProcPpid, "Parent process id."),
@@ -189,6 +200,13 @@ pub static FIELDS: &[FieldInfo] = &[
     f!("proc.cmdnargs", Int, None, ProcCmdNArgs, "Number of arguments (argv[1..])."),
     f!("proc.cwd", String, None, ProcCwd, "Current working directory, when known."),
     f!("proc.tty", Int, None, ProcTty, "Controlling terminal; mamori does not capture it yet and reports 0."),
+    f!(
+        "proc.duration",
+        Int,
+        None,
+        ProcDuration,
+        "Nanoseconds since the process started (missing when the start time is unknown)."
+    ),
     f!("proc.pname", String, None, ProcPName, "Name of the parent process."),
     f!("proc.pexe", String, None, ProcPExe, "argv[0] of the parent process."),
     f!("proc.pexepath", String, None, ProcPExePath, "Executable path of the parent process."),
@@ -207,6 +225,20 @@ pub static FIELDS: &[FieldInfo] = &[
     f!("fd.type", String, None, FdType, "Type of the fd: file, directory, ipv4, ipv6, unix, unknown."),
     f!("fd.typechar", String, None, FdTypeChar, "Type of the fd as one character: f, d, 4, 6, u, ?."),
     f!("fd.name", String, None, FdName, "Full path for files; client_ip:port->server_ip:port for IP sockets; the path for unix sockets."),
+    f!(
+        "fd.nameraw",
+        String,
+        None,
+        FdNameRaw,
+        "The path exactly as passed to the syscall (not made absolute, not normalized)."
+    ),
+    f!(
+        "fd.connected",
+        Bool,
+        None,
+        FdConnected,
+        "For sockets: true if the connect succeeded or is in progress (EINPROGRESS)."
+    ),
     f!("fd.directory", String, None, FdDirectory, "Directory part of fd.name for files."),
     f!("fd.filename", String, None, FdFilename, "File name part of fd.name for files."),
     f!("fd.sockfamily", String, None, FdSockFamily, "ip or unix for sockets."),
@@ -239,7 +271,6 @@ pub static FIELDS: &[FieldInfo] = &[
 /// inactive with that reason (a name in neither table is a typo: an error).
 /// Entries ending in `.` or `_` are prefixes covering a family.
 pub static FALCO_ONLY: &[&str] = &[
-    "evt.num",
     "evt.time.s",
     "evt.datetime",
     "evt.datetime.s",
@@ -292,7 +323,6 @@ pub static FALCO_ONLY: &[&str] = &[
     "proc.is_sid_leader",
     "proc.vpid",
     "proc.pvpid",
-    "proc.duration",
     "proc.ppid.duration",
     "proc.pid.ts",
     "proc.ppid.ts",
@@ -343,9 +373,7 @@ pub static FALCO_ONLY: &[&str] = &[
     "user.homedir",
     "user.shell",
     "group.name",
-    "fd.nameraw",
     "fd.name_changed",
-    "fd.connected",
     "fd.types",
     "fd.sip.name",
     "fd.cip.name",
@@ -418,6 +446,9 @@ pub enum SysArg {
     Ptid,
     Tuple,
     Status,
+    /// An argument none of mamori's event types has (`oldpath` of rename,
+    /// `uid` of setuid): always missing, exactly as Falco sees it on these events.
+    Absent,
 }
 
 impl SysArg {
@@ -538,10 +569,13 @@ fn bind(name: &str, arg: Option<&str>) -> Result<Field, ResolveError> {
                 FieldArg::ArgIndex(n)
             } else if let Some(s) = SysArg::from_name(a) {
                 FieldArg::Arg(s)
-            } else {
-                // A real syscall argument of an event mamori does not capture
-                // (uid of setuid, request of ptrace, ...).
+            } else if matches!(a, "dev" | "ino") {
+                // Real arguments of the open family that mamori does not capture.
                 return Err(ResolveError::Unsupported);
+            } else {
+                // An argument of a syscall mamori does not capture (uid of
+                // setuid, oldpath of rename): absent on mamori's events.
+                FieldArg::Arg(SysArg::Absent)
             }
         }
     };
@@ -864,32 +898,9 @@ pub fn errno_name(e: i64) -> Option<&'static str> {
         .filter(|n| !n.is_empty())
 }
 
-/// Civil date from days since 1970-01-01 (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// RFC 3339 UTC timestamp with nanoseconds: `2024-05-01T12:00:00.123456789Z`.
+/// RFC 3339 UTC timestamp with nanoseconds (see [`crate::timefmt`]).
 pub fn rfc3339_ns(ts_ns: u64) -> String {
-    let secs = (ts_ns / 1_000_000_000) as i64;
-    let ns = ts_ns % 1_000_000_000;
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ns:09}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    crate::timefmt::rfc3339_nanos(ts_ns)
 }
 
 /// Time of day, `HH:MM:SS.nnnnnnnnn` (UTC), as Falco prefixes outputs.
@@ -1012,6 +1023,14 @@ impl Field {
             F::ProcCmdNArgs => Value::Int(p.argv.len().saturating_sub(1) as i64),
             F::ProcCwd => opt_str(p.cwd.as_deref()),
             F::ProcTty => Value::Int(0),
+            F::ProcDuration => {
+                if p.start_ts > 0 && ev.ts >= p.start_ts {
+                    Value::Int((ev.ts - p.start_ts) as i64)
+                } else {
+                    Value::Missing
+                }
+            }
+            F::EvtNum => Value::Missing,
             F::ProcPName | F::ProcPExe | F::ProcPExePath | F::ProcPCmdline => {
                 match p.ancestors.first() {
                     Some(a) => ancestor_value(&Anc::Up(a), self.info.id),
@@ -1059,6 +1078,16 @@ impl Field {
                 })
                 .unwrap_or(Value::Missing),
             F::FdName => fd.map(|f| s(&f.name)).unwrap_or(Value::Missing),
+            F::FdNameRaw => match ev.open.as_ref().filter(|_| is_open) {
+                Some(o) => s(&o.path),
+                None => fd.map(|f| s(&f.name)).unwrap_or(Value::Missing),
+            },
+            F::FdConnected => match fd.map(|f| f.fd_type) {
+                Some(FdType::Ipv4 | FdType::Ipv6 | FdType::Unix) => {
+                    Value::Bool(ev.evt_type == EvtType::Connect && (ev.res >= 0 || ev.res == -115))
+                }
+                _ => Value::Missing,
+            },
             F::FdDirectory | F::FdFilename => match fd.filter(|_| is_file) {
                 Some(f) => {
                     let name = f.name.as_str();
@@ -1338,8 +1367,12 @@ mod tests {
             resolve("thread.cap_effective", None).unwrap_err(),
             ResolveError::Unsupported
         );
+        assert!(matches!(
+            resolve("evt.arg.uid", None).unwrap().arg,
+            FieldArg::Arg(SysArg::Absent)
+        ));
         assert_eq!(
-            resolve("evt.arg.uid", None).unwrap_err(),
+            resolve("evt.arg.dev", None).unwrap_err(),
             ResolveError::Unsupported
         );
         assert!(matches!(

@@ -4,6 +4,7 @@
 //! except [`bpf`], [`pipeline`] and [`capture`] is pure userspace and testable
 //! without root or a kernel.
 
+pub mod alert;
 pub mod bpf;
 pub mod btf;
 pub mod capture;

@@ -1,0 +1,589 @@
+//! The compiled form of a condition and its evaluator (the hot path).
+//!
+//! Everything that can be decided at load time is: field names are bound to
+//! registry entries, values are parsed to the field's type, `in`/`intersects`
+//! lists are hash sets, `pmatch` lists are prefix sets probed once per path
+//! component, globs and regexes are compiled once, and `evt.type` checks are
+//! bit masks. Evaluating a rule extracts each field at most once per check,
+//! borrowing from the event; no allocation happens unless a composed field
+//! (`proc.cmdline`, rendered flags) is read.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+
+use crate::event::{Event, EvtType};
+use crate::fields::{Field, Value};
+
+use super::parser::{Op, Transformer};
+
+/// FNV-1a: short keys (process names, paths) hash faster than with SipHash,
+/// and the keys come from rule files, not from attackers.
+#[derive(Default, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+pub type FastSet<T> = HashSet<T, BuildHasherDefault<Fnv>>;
+
+/// Bit for an event type in a mask.
+pub fn type_bit(t: EvtType) -> u16 {
+    1 << (t as u16)
+}
+
+pub const ALL_TYPES: u16 = (1 << EvtType::ALL.len()) - 1;
+
+#[derive(Debug)]
+pub enum Node {
+    Const(bool),
+    And(Box<[Node]>),
+    Or(Box<[Node]>),
+    Not(Box<Node>),
+    /// `evt.type in (...)` as a bit mask.
+    EvtType(u16),
+    Check(Box<CheckNode>),
+    /// A check on a Falco field mamori lacks; the rule is inactive, never evaluated.
+    Unsupported,
+}
+
+#[derive(Debug)]
+pub struct Operand {
+    pub field: Field,
+    /// Applied innermost first.
+    pub transforms: Vec<Transformer>,
+}
+
+#[derive(Debug)]
+pub struct CheckNode {
+    pub lhs: Operand,
+    pub op: Op,
+    pub rhs: Rhs,
+}
+
+#[derive(Debug)]
+pub enum Rhs {
+    None,
+    Str(String),
+    /// Lower-cased needle for `icontains`.
+    StrLower(String),
+    Bytes(Vec<u8>),
+    Glob(Glob),
+    Regex(regex::Regex),
+    StrSet(FastSet<String>),
+    Prefixes(PathPrefixes),
+    Int(i64),
+    IntSet(FastSet<i64>),
+    Bool(bool),
+    Ip(IpAddr),
+    IpSet(FastSet<IpAddr>),
+    Nets(Vec<IpNet>),
+    Operand(Operand),
+}
+
+/// An IPv4/IPv6 network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
+                u32::from(n) & mask == u32::from(*a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
+                u128::from(n) & mask == u128::from(*a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `pmatch` set: a path matches if it equals an entry or lies below it.
+#[derive(Debug, Default)]
+pub struct PathPrefixes {
+    set: FastSet<String>,
+    root: bool,
+}
+
+impl PathPrefixes {
+    pub fn insert(&mut self, p: &str) {
+        let t = p.trim_end_matches('/');
+        if t.is_empty() && p.starts_with('/') {
+            self.root = true;
+        } else {
+            self.set.insert(t.to_string());
+        }
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        if self.root && path.starts_with('/') {
+            return true;
+        }
+        let path = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
+        if self.set.contains(path) {
+            return true;
+        }
+        path.match_indices('/')
+            .any(|(i, _)| i > 0 && self.set.contains(&path[..i]))
+    }
+}
+
+/// A compiled shell glob (`*`, `?`, `[...]`, `\` escape); `*` also matches `/`
+/// (fnmatch without FNM_PATHNAME, as Falco uses it).
+#[derive(Debug, Clone)]
+pub struct Glob {
+    toks: Vec<GlobTok>,
+    icase: bool,
+}
+
+#[derive(Debug, Clone)]
+enum GlobTok {
+    Char(char),
+    Any,
+    Star,
+    Class(bool, Vec<(char, char)>),
+}
+
+impl Glob {
+    pub fn new(pat: &str, icase: bool) -> Glob {
+        let mut toks = Vec::new();
+        let chars: Vec<char> = pat.chars().collect();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            match c {
+                '*' => {
+                    if !matches!(toks.last(), Some(GlobTok::Star)) {
+                        toks.push(GlobTok::Star);
+                    }
+                }
+                '?' => toks.push(GlobTok::Any),
+                '\\' if i + 1 < chars.len() => {
+                    i += 1;
+                    toks.push(GlobTok::Char(fold(chars[i], icase)));
+                }
+                '[' => {
+                    let mut j = i + 1;
+                    let neg = matches!(chars.get(j), Some('!' | '^'));
+                    if neg {
+                        j += 1;
+                    }
+                    let mut ranges = Vec::new();
+                    let mut first = true;
+                    while j < chars.len() && (chars[j] != ']' || first) {
+                        let lo = chars[j];
+                        if chars.get(j + 1) == Some(&'-')
+                            && chars.get(j + 2).is_some_and(|c| *c != ']')
+                        {
+                            ranges.push((fold(lo, icase), fold(chars[j + 2], icase)));
+                            j += 3;
+                        } else {
+                            ranges.push((fold(lo, icase), fold(lo, icase)));
+                            j += 1;
+                        }
+                        first = false;
+                    }
+                    if j < chars.len() {
+                        toks.push(GlobTok::Class(neg, ranges));
+                        i = j;
+                    } else {
+                        toks.push(GlobTok::Char('['));
+                    }
+                }
+                _ => toks.push(GlobTok::Char(fold(c, icase))),
+            }
+            i += 1;
+        }
+        Glob { toks, icase }
+    }
+
+    /// Iterative matcher with single-star backtracking: O(len(s) * len(pattern)).
+    pub fn matches(&self, s: &str) -> bool {
+        let s: Vec<char> = s.chars().map(|c| fold(c, self.icase)).collect();
+        let (mut si, mut pi) = (0usize, 0usize);
+        let mut star: Option<(usize, usize)> = None;
+        while si < s.len() {
+            let ok = match self.toks.get(pi) {
+                Some(GlobTok::Char(c)) => *c == s[si],
+                Some(GlobTok::Any) => true,
+                Some(GlobTok::Class(neg, r)) => {
+                    r.iter().any(|(lo, hi)| *lo <= s[si] && s[si] <= *hi) != *neg
+                }
+                Some(GlobTok::Star) => {
+                    star = Some((pi, si));
+                    pi += 1;
+                    continue;
+                }
+                None => false,
+            };
+            if ok {
+                si += 1;
+                pi += 1;
+            } else if let Some((sp, ss)) = star {
+                pi = sp + 1;
+                si = ss + 1;
+                star = Some((sp, ss + 1));
+            } else {
+                return false;
+            }
+        }
+        self.toks[pi..].iter().all(|t| matches!(t, GlobTok::Star))
+    }
+}
+
+fn fold(c: char, icase: bool) -> char {
+    if icase {
+        c.to_ascii_lowercase()
+    } else {
+        c
+    }
+}
+
+fn contains_icase(hay: &str, needle_lower: &str) -> bool {
+    let h = hay.as_bytes();
+    let n = needle_lower.as_bytes();
+    if n.is_empty() {
+        return true;
+    }
+    if n.len() > h.len() {
+        return false;
+    }
+    (0..=h.len() - n.len()).any(|i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+}
+
+fn memmem(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn b64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            b'\n' | b'\r' => continue,
+            _ => return None,
+        } as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+fn apply_transform<'a>(t: Transformer, v: Value<'a>) -> Value<'a> {
+    match v {
+        Value::List(items) => {
+            Value::List(items.into_iter().map(|x| apply_transform(t, x)).collect())
+        }
+        Value::Str(s) => match t {
+            Transformer::ToLower => {
+                if s.bytes().any(|b| b.is_ascii_uppercase()) {
+                    Value::Str(s.to_ascii_lowercase().into())
+                } else {
+                    Value::Str(s)
+                }
+            }
+            Transformer::ToUpper => Value::Str(s.to_ascii_uppercase().into()),
+            Transformer::Basename => match s.rfind('/') {
+                Some(i) => Value::Str(s[i + 1..].to_string().into()),
+                None => Value::Str(s),
+            },
+            Transformer::Len => Value::Int(s.len() as i64),
+            Transformer::B64 => match b64_decode(&s) {
+                Some(b) => Value::Str(String::from_utf8_lossy(&b).into_owned().into()),
+                None => Value::Missing,
+            },
+        },
+        other => other,
+    }
+}
+
+impl Operand {
+    pub fn get<'a>(&self, ev: &'a Event) -> Value<'a> {
+        let mut v = self.field.extract(ev);
+        for t in &self.transforms {
+            v = apply_transform(*t, v);
+        }
+        v
+    }
+}
+
+impl Node {
+    pub fn eval(&self, ev: &Event) -> bool {
+        match self {
+            Node::Const(b) => *b,
+            Node::And(v) => v.iter().all(|n| n.eval(ev)),
+            Node::Or(v) => v.iter().any(|n| n.eval(ev)),
+            Node::Not(n) => !n.eval(ev),
+            Node::EvtType(mask) => mask & type_bit(ev.evt_type) != 0,
+            Node::Check(c) => c.eval(ev),
+            Node::Unsupported => false,
+        }
+    }
+}
+
+impl CheckNode {
+    fn eval(&self, ev: &Event) -> bool {
+        let v = self.lhs.get(ev);
+        if self.op == Op::Exists {
+            return match &v {
+                Value::Missing => false,
+                Value::List(l) => !l.is_empty(),
+                _ => true,
+            };
+        }
+        let other;
+        let rhs_val = if let Rhs::Operand(o) = &self.rhs {
+            other = o.get(ev);
+            Some(&other)
+        } else {
+            None
+        };
+        match &v {
+            Value::Missing => false,
+            Value::List(items) => items.iter().any(|x| self.apply(x, rhs_val)),
+            x => self.apply(x, rhs_val),
+        }
+    }
+
+    fn apply(&self, v: &Value, rhs_val: Option<&Value>) -> bool {
+        if let Some(r) = rhs_val {
+            return match r {
+                Value::List(items) => items.iter().any(|r| self.apply_value(v, r)),
+                r => self.apply_value(v, r),
+            };
+        }
+        match (v, &self.rhs) {
+            (Value::Str(s), rhs) => {
+                let s: &str = s;
+                match (self.op, rhs) {
+                    (Op::Eq, Rhs::Str(r)) => s == r,
+                    (Op::Ne, Rhs::Str(r)) => s != r,
+                    (Op::Contains, Rhs::Str(r)) => s.contains(r.as_str()),
+                    (Op::IContains, Rhs::StrLower(r)) => contains_icase(s, r),
+                    (Op::StartsWith, Rhs::Str(r)) => s.starts_with(r.as_str()),
+                    (Op::EndsWith, Rhs::Str(r)) => s.ends_with(r.as_str()),
+                    (Op::BContains, Rhs::Bytes(b)) => memmem(s.as_bytes(), b),
+                    (Op::BStartsWith, Rhs::Bytes(b)) => s.as_bytes().starts_with(b),
+                    (Op::Glob | Op::IGlob, Rhs::Glob(g)) => g.matches(s),
+                    (Op::Regex, Rhs::Regex(re)) => re.is_match(s),
+                    (Op::In | Op::Intersects, Rhs::StrSet(set)) => set.contains(s),
+                    (Op::PMatch, Rhs::Prefixes(p)) => p.matches(s),
+                    _ => false,
+                }
+            }
+            (Value::Int(n), rhs) => match (self.op, rhs) {
+                (Op::Eq, Rhs::Int(r)) => n == r,
+                (Op::Ne, Rhs::Int(r)) => n != r,
+                (Op::Lt, Rhs::Int(r)) => n < r,
+                (Op::Le, Rhs::Int(r)) => n <= r,
+                (Op::Gt, Rhs::Int(r)) => n > r,
+                (Op::Ge, Rhs::Int(r)) => n >= r,
+                (Op::In | Op::Intersects, Rhs::IntSet(set)) => set.contains(n),
+                _ => false,
+            },
+            (Value::Bool(b), Rhs::IntSet(set)) => {
+                matches!(self.op, Op::In | Op::Intersects) && set.contains(&i64::from(*b))
+            }
+            (Value::Bool(b), Rhs::Bool(r)) => match self.op {
+                Op::Eq | Op::In | Op::Intersects => b == r,
+                Op::Ne => b != r,
+                _ => false,
+            },
+            (Value::Ip(ip), rhs) => match (self.op, rhs) {
+                (Op::Eq, Rhs::Ip(r)) => ip == r,
+                (Op::Ne, Rhs::Ip(r)) => ip != r,
+                (Op::In | Op::Intersects, Rhs::IpSet(set)) => set.contains(ip),
+                (Op::Eq | Op::In | Op::Intersects, Rhs::Nets(nets)) => {
+                    nets.iter().any(|n| n.contains(ip))
+                }
+                (Op::Ne, Rhs::Nets(nets)) => !nets.iter().any(|n| n.contains(ip)),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Field-to-field comparison (`val(...)` / transformer on the right).
+    fn apply_value(&self, v: &Value, r: &Value) -> bool {
+        match (v, r) {
+            (Value::Str(a), Value::Str(b)) => {
+                let (a, b): (&str, &str) = (a, b);
+                match self.op {
+                    Op::Eq | Op::In | Op::Intersects => a == b,
+                    Op::Ne => a != b,
+                    Op::Contains => a.contains(b),
+                    Op::IContains => contains_icase(a, &b.to_ascii_lowercase()),
+                    Op::StartsWith => a.starts_with(b),
+                    Op::EndsWith => a.ends_with(b),
+                    Op::BContains => memmem(a.as_bytes(), b.as_bytes()),
+                    Op::BStartsWith => a.as_bytes().starts_with(b.as_bytes()),
+                    Op::Glob => Glob::new(b, false).matches(a),
+                    Op::IGlob => Glob::new(b, true).matches(a),
+                    Op::PMatch => {
+                        let mut p = PathPrefixes::default();
+                        p.insert(b);
+                        p.matches(a)
+                    }
+                    _ => false,
+                }
+            }
+            (Value::Int(a), Value::Int(b)) => match self.op {
+                Op::Eq | Op::In | Op::Intersects => a == b,
+                Op::Ne => a != b,
+                Op::Lt => a < b,
+                Op::Le => a <= b,
+                Op::Gt => a > b,
+                Op::Ge => a >= b,
+                _ => false,
+            },
+            (Value::Bool(a), Value::Bool(b)) => match self.op {
+                Op::Eq | Op::In | Op::Intersects => a == b,
+                Op::Ne => a != b,
+                _ => false,
+            },
+            (Value::Ip(a), Value::Ip(b)) => match self.op {
+                Op::Eq | Op::In | Op::Intersects => a == b,
+                Op::Ne => a != b,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// For which event types a node may be true / may be false; a rule is
+/// indexed under its `may_true` set.
+pub fn type_sets(n: &Node) -> (u16, u16) {
+    match n {
+        Node::Const(true) => (ALL_TYPES, 0),
+        Node::Const(false) => (0, ALL_TYPES),
+        Node::EvtType(m) => (*m, ALL_TYPES & !m),
+        Node::Not(inner) => {
+            let (t, f) = type_sets(inner);
+            (f, t)
+        }
+        Node::And(v) => v.iter().fold((ALL_TYPES, 0), |(t, f), n| {
+            let (nt, nf) = type_sets(n);
+            (t & nt, f | nf)
+        }),
+        Node::Or(v) => v.iter().fold((0, ALL_TYPES), |(t, f), n| {
+            let (nt, nf) = type_sets(n);
+            (t | nt, f & nf)
+        }),
+        Node::Check(_) | Node::Unsupported => (ALL_TYPES, ALL_TYPES),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_semantics() {
+        let g = Glob::new("/etc/*shadow*", false);
+        assert!(g.matches("/etc/shadow"));
+        assert!(g.matches("/etc/sub/gshadow-"));
+        assert!(!g.matches("/tmp/shadow"));
+        assert!(Glob::new("a?c", false).matches("abc"));
+        assert!(Glob::new("[a-c]x", false).matches("bx"));
+        assert!(!Glob::new("[!a-c]x", false).matches("bx"));
+        assert!(Glob::new("*.PEM", true).matches("key.pem"));
+        assert!(Glob::new("\\*", false).matches("*"));
+        assert!(!Glob::new("\\*", false).matches("a"));
+        assert!(Glob::new("", false).matches(""));
+        // pathological pattern stays fast
+        let g = Glob::new(&"*a".repeat(50), false);
+        assert!(!g.matches(&"a".repeat(30)));
+    }
+
+    #[test]
+    fn pmatch_is_component_wise() {
+        let mut p = PathPrefixes::default();
+        p.insert("/etc");
+        p.insert("/usr/lib/");
+        assert!(p.matches("/etc"));
+        assert!(p.matches("/etc/passwd"));
+        assert!(!p.matches("/etcx/passwd"));
+        assert!(p.matches("/usr/lib/x.so"));
+        assert!(!p.matches("/usr/li"));
+        let mut root = PathPrefixes::default();
+        root.insert("/");
+        assert!(root.matches("/anything"));
+    }
+
+    #[test]
+    fn ipnet_contains() {
+        let n = IpNet::parse("192.0.2.0/24").unwrap();
+        assert!(n.contains(&"192.0.2.77".parse().unwrap()));
+        assert!(!n.contains(&"192.0.3.1".parse().unwrap()));
+        assert!(IpNet::parse("::1/128")
+            .unwrap()
+            .contains(&"::1".parse().unwrap()));
+        assert!(IpNet::parse("1.2.3.4/33").is_none());
+    }
+
+    #[test]
+    fn b64() {
+        assert_eq!(b64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert!(b64_decode("!!").is_none());
+    }
+}

@@ -1,0 +1,223 @@
+//! Output strings: `%field` and `%(field)` substitution, compiled once per
+//! rule into literal and field segments.
+//!
+//! A field token is `%` followed by a field name (letters, digits, `_`, `.`)
+//! and an optional `[arg]`; trailing dots belong to the text
+//! (`file=%fd.name.` renders the name followed by a period). `%%` and a `%`
+//! not followed by a name are literal. Missing values render as `<NA>`,
+//! like Falco.
+
+use crate::event::Event;
+use crate::fields::{self, ResolveError, Value};
+
+use super::eval::Operand;
+
+#[derive(Debug)]
+enum Seg {
+    Lit(String),
+    Field {
+        key: String,
+        operand: Option<Operand>,
+    },
+}
+
+/// A compiled output format.
+#[derive(Debug, Default)]
+pub struct OutputFormat {
+    segs: Vec<Seg>,
+}
+
+/// A problem in an output string, at a byte offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputIssue {
+    pub offset: usize,
+    pub field: String,
+    pub message: String,
+    /// `true`: a Falco field mamori lacks (renders `<NA>`); `false`: an error.
+    pub unsupported: bool,
+}
+
+impl OutputFormat {
+    /// Compile; unsupported Falco fields are reported but still compile
+    /// (to `<NA>`), unknown names make the whole format fail.
+    pub fn compile(fmt: &str) -> (OutputFormat, Vec<OutputIssue>) {
+        let mut segs = Vec::new();
+        let mut issues = Vec::new();
+        let mut lit = String::new();
+        let b = fmt.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] != b'%' {
+                let ch_end = next_char(fmt, i);
+                lit.push_str(&fmt[i..ch_end]);
+                i = ch_end;
+                continue;
+            }
+            let start = i;
+            i += 1;
+            if b.get(i) == Some(&b'%') {
+                lit.push('%');
+                i += 1;
+                continue;
+            }
+            let (name_start, name_end, after) = if b.get(i) == Some(&b'(') {
+                match fmt[i..].find(')') {
+                    Some(close) => (i + 1, i + close, i + close + 1),
+                    None => {
+                        lit.push('%');
+                        continue;
+                    }
+                }
+            } else {
+                let mut j = i;
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'.')
+                {
+                    j += 1;
+                }
+                if j < b.len() && b[j] == b'[' {
+                    if let Some(close) = fmt[j..].find(']') {
+                        j += close + 1;
+                    }
+                }
+                // Trailing dots are punctuation, not part of the field.
+                let mut end = j;
+                while end > i && b[end - 1] == b'.' {
+                    end -= 1;
+                }
+                (i, end, end)
+            };
+            let token = fmt[name_start..name_end].trim();
+            if token.is_empty() || !token.as_bytes()[0].is_ascii_alphabetic() {
+                lit.push('%');
+                continue;
+            }
+            let (name, arg) = match token.find('[') {
+                Some(k) if token.ends_with(']') => {
+                    (&token[..k], Some(&token[k + 1..token.len() - 1]))
+                }
+                _ => (token, None),
+            };
+            if !lit.is_empty() {
+                segs.push(Seg::Lit(std::mem::take(&mut lit)));
+            }
+            let operand = match fields::resolve(name, arg) {
+                Ok(field) => Some(Operand {
+                    field,
+                    transforms: Vec::new(),
+                }),
+                Err(ResolveError::Unsupported) => {
+                    issues.push(OutputIssue {
+                        offset: start,
+                        field: token.to_string(),
+                        message: format!("output field '{token}' is a Falco field mamori does not provide; it renders as <NA>"),
+                        unsupported: true,
+                    });
+                    None
+                }
+                Err(ResolveError::Unknown) => {
+                    issues.push(OutputIssue {
+                        offset: start,
+                        field: token.to_string(),
+                        message: format!("unknown output field '{token}'"),
+                        unsupported: false,
+                    });
+                    None
+                }
+                Err(ResolveError::BadArg(m)) => {
+                    issues.push(OutputIssue {
+                        offset: start,
+                        field: token.to_string(),
+                        message: m,
+                        unsupported: false,
+                    });
+                    None
+                }
+            };
+            segs.push(Seg::Field {
+                key: token.to_string(),
+                operand,
+            });
+            i = after;
+        }
+        if !lit.is_empty() {
+            segs.push(Seg::Lit(lit));
+        }
+        (OutputFormat { segs }, issues)
+    }
+
+    /// Render into `out`; when `fields` is given, also record each field's value.
+    pub fn render(
+        &self,
+        ev: &Event,
+        out: &mut String,
+        mut fields: Option<&mut serde_json::Map<String, serde_json::Value>>,
+    ) {
+        for seg in &self.segs {
+            match seg {
+                Seg::Lit(s) => out.push_str(s),
+                Seg::Field { key, operand } => {
+                    let v = operand
+                        .as_ref()
+                        .map(|o| o.get(ev))
+                        .unwrap_or(Value::Missing);
+                    v.render(out);
+                    if let Some(map) = fields.as_deref_mut() {
+                        map.insert(key.clone(), v.to_json());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn next_char(s: &str, i: usize) -> usize {
+    s[i..]
+        .chars()
+        .next()
+        .map(|c| i + c.len_utf8())
+        .unwrap_or(s.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EvtType, Process};
+
+    #[test]
+    fn renders_fields_and_na() {
+        let ev = Event {
+            ts: 0,
+            evt_type: EvtType::Execve,
+            res: 0,
+            proc: Process {
+                name: "bash".into(),
+                argv: vec!["bash".into(), "-i".into()],
+                ..Default::default()
+            },
+            fd: None,
+            open: None,
+            exec: None,
+            lifecycle: None,
+            container: None,
+            drops: None,
+        };
+        let (f, issues) = OutputFormat::compile(
+            "100% shell %proc.name (cmd=%(proc.cmdline) file=%fd.name. parent=%proc.aname[1] caps=%thread.cap_effective)",
+        );
+        assert_eq!(issues.len(), 1);
+        assert!(issues[0].unsupported);
+        let mut out = String::new();
+        let mut map = serde_json::Map::new();
+        f.render(&ev, &mut out, Some(&mut map));
+        assert_eq!(
+            out,
+            "100% shell bash (cmd=bash -i file=<NA>. parent=<NA> caps=<NA>)"
+        );
+        assert_eq!(map["proc.name"], "bash");
+        assert!(map["fd.name"].is_null());
+        assert!(map.contains_key("proc.aname[1]"));
+        let (_, issues) = OutputFormat::compile("x=%proc.nmae");
+        assert!(!issues[0].unsupported);
+        assert_eq!(issues[0].offset, 2);
+    }
+}

@@ -1,0 +1,377 @@
+//! Stage 1 of the loader: YAML text → a small document tree that keeps the
+//! position of every node.
+//!
+//! Why not deserialize straight into structs with serde? Because every later
+//! diagnostic (a typo'd field deep inside a folded `condition: >` block, a
+//! list where a string was expected) must point at `file:line:col`, and serde
+//! drops positions. The event-level parser of `yaml-rust2` hands us a marker
+//! for every scalar and collection start; we build our own tree from those
+//! events and keep the source text so that offsets inside a condition string
+//! can be mapped back to the line and column they came from.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use yaml_rust2::parser::{Event as YEvent, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// One loaded rules file: its display name and full text.
+#[derive(Debug)]
+pub struct SourceFile {
+    pub name: String,
+    pub text: String,
+    /// Byte offset of the start of each line (for position maps).
+    line_starts: Vec<usize>,
+}
+
+impl SourceFile {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Arc<SourceFile> {
+        let text = text.into();
+        let mut line_starts = vec![0];
+        for (i, b) in text.bytes().enumerate() {
+            if b == b'\n' {
+                line_starts.push(i + 1);
+            }
+        }
+        Arc::new(SourceFile {
+            name: name.into(),
+            text,
+            line_starts,
+        })
+    }
+
+    /// Byte offset of (1-based line, 0-based char column).
+    fn byte_of(&self, line: usize, col: usize) -> Option<usize> {
+        let start = *self.line_starts.get(line.checked_sub(1)?)?;
+        let rest = self.text.get(start..)?;
+        let mut it = rest.char_indices();
+        for _ in 0..col {
+            it.next()?;
+        }
+        Some(start + it.next().map(|(i, _)| i).unwrap_or(rest.len()))
+    }
+}
+
+/// A position in a source file: 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Mark {
+    pub line: u32,
+    pub col: u32,
+}
+
+impl Mark {
+    fn from_marker(m: &Marker) -> Mark {
+        Mark {
+            line: m.line() as u32,
+            col: m.col() as u32 + 1,
+        }
+    }
+}
+
+/// Scalar quoting style (block scalars are `Literal`/`Folded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Plain,
+    SingleQuoted,
+    DoubleQuoted,
+    Literal,
+    Folded,
+}
+
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    Scalar(String, Style),
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+/// A YAML node with the position where it starts.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub mark: Mark,
+}
+
+impl Node {
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Scalar(s, _) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(&self.kind, NodeKind::Scalar(s, Style::Plain) if s.is_empty() || s == "~" || s == "null")
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match &self.kind {
+            NodeKind::Scalar(..) => "a scalar",
+            NodeKind::Seq(_) => "a sequence",
+            NodeKind::Map(_) => "a mapping",
+        }
+    }
+
+    /// Look a key up in a mapping node.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.kind {
+            NodeKind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// A parse failure with its position.
+#[derive(Debug, Clone)]
+pub struct YamlError {
+    pub mark: Mark,
+    pub message: String,
+}
+
+enum Frame {
+    Seq(Vec<Node>, Mark, usize),
+    Map(Vec<(Node, Node)>, Option<Node>, Mark, usize),
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    docs: Vec<Node>,
+    anchors: HashMap<usize, Node>,
+    error: Option<YamlError>,
+}
+
+impl Builder {
+    fn push_node(&mut self, node: Node, anchor: usize) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.docs.push(node),
+            Some(Frame::Seq(items, _, _)) => items.push(node),
+            Some(Frame::Map(entries, key, _, _)) => match key.take() {
+                None => *key = Some(node),
+                Some(k) => entries.push((k, node)),
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: YEvent, marker: Marker) {
+        let mark = Mark::from_marker(&marker);
+        match ev {
+            YEvent::Scalar(value, style, anchor, _) => {
+                let style = match style {
+                    TScalarStyle::SingleQuoted => Style::SingleQuoted,
+                    TScalarStyle::DoubleQuoted => Style::DoubleQuoted,
+                    TScalarStyle::Literal => Style::Literal,
+                    TScalarStyle::Folded => Style::Folded,
+                    _ => Style::Plain,
+                };
+                self.push_node(
+                    Node {
+                        kind: NodeKind::Scalar(value, style),
+                        mark,
+                    },
+                    anchor,
+                );
+            }
+            YEvent::SequenceStart(anchor, _) => {
+                self.stack.push(Frame::Seq(Vec::new(), mark, anchor))
+            }
+            YEvent::MappingStart(anchor, _) => {
+                self.stack.push(Frame::Map(Vec::new(), None, mark, anchor))
+            }
+            YEvent::SequenceEnd | YEvent::MappingEnd => {
+                let (node, anchor) = match self.stack.pop() {
+                    Some(Frame::Seq(items, mark, anchor)) => (
+                        Node {
+                            kind: NodeKind::Seq(items),
+                            mark,
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Map(entries, _, start, anchor)) => {
+                        // The parser reports a block mapping's start after its
+                        // first key; the first key's mark is the better anchor.
+                        let mark = entries.first().map(|(k, _)| k.mark).unwrap_or(start);
+                        (
+                            Node {
+                                kind: NodeKind::Map(entries),
+                                mark,
+                            },
+                            anchor,
+                        )
+                    }
+                    None => return,
+                };
+                self.push_node(node, anchor);
+            }
+            YEvent::Alias(id) => match self.anchors.get(&id).cloned() {
+                Some(mut node) => {
+                    node.mark = mark;
+                    self.push_node(node, 0);
+                }
+                None if self.error.is_none() => {
+                    self.error = Some(YamlError {
+                        mark,
+                        message: "alias refers to an unknown anchor".into(),
+                    });
+                }
+                None => {}
+            },
+            _ => {}
+        }
+    }
+}
+
+/// Parse every document of a YAML stream.
+pub fn parse(text: &str) -> Result<Vec<Node>, YamlError> {
+    let mut builder = Builder::default();
+    let mut parser = Parser::new_from_str(text);
+    parser.load(&mut builder, true).map_err(|e| YamlError {
+        mark: Mark::from_marker(e.marker()),
+        message: e.info().to_string(),
+    })?;
+    if let Some(e) = builder.error {
+        return Err(e);
+    }
+    Ok(builder.docs)
+}
+
+/// Where a scalar's text came from, so that an offset inside its value can
+/// be mapped back to a file position.
+#[derive(Debug, Clone)]
+pub struct ScalarSource {
+    pub file: Arc<SourceFile>,
+    pub mark: Mark,
+    pub style: Style,
+}
+
+impl ScalarSource {
+    /// Map a byte offset inside `value` to a file position.
+    ///
+    /// Block and plain scalars keep every non-blank character of the source
+    /// in order (folding only changes whitespace), so walking the value and
+    /// the source side by side and matching non-blank characters finds the
+    /// spot. Quoted scalars with escapes may drift by a few columns; the
+    /// walk never goes past a bounded window and falls back to the scalar's
+    /// own start.
+    pub fn position(&self, value: &str, offset: usize) -> Mark {
+        let Some(start) = self.file.byte_of(
+            self.mark.line as usize,
+            self.mark.col.saturating_sub(1) as usize,
+        ) else {
+            return self.mark;
+        };
+        let src = &self.file.text[start..];
+        let mut src_iter = src.char_indices().peekable();
+        if matches!(self.style, Style::SingleQuoted | Style::DoubleQuoted) {
+            src_iter.next();
+        }
+        let mut line = self.mark.line;
+        let mut col = self.mark.col;
+        if matches!(self.style, Style::SingleQuoted | Style::DoubleQuoted) {
+            col += 1;
+        }
+        const WINDOW: usize = 64 * 1024;
+        let target = value
+            .char_indices()
+            .find(|(i, _)| *i >= offset)
+            .map(|(i, _)| i)
+            .unwrap_or(value.len());
+        for (i, c) in value.char_indices() {
+            let is_target = i >= target;
+            if c.is_whitespace() && !is_target {
+                continue;
+            }
+            // Advance the source to the next occurrence of `c` (or, for the
+            // target position, the next non-blank char).
+            loop {
+                let Some(&(si, sc)) = src_iter.peek() else {
+                    return self.mark;
+                };
+                if si > WINDOW {
+                    return self.mark;
+                }
+                let hit = if c.is_whitespace() {
+                    !sc.is_whitespace()
+                } else {
+                    sc == c
+                };
+                if hit {
+                    if is_target {
+                        return Mark { line, col };
+                    }
+                    src_iter.next();
+                    col += 1;
+                    break;
+                }
+                src_iter.next();
+                if sc == '\n' {
+                    line += 1;
+                    col = 1;
+                } else {
+                    col += 1;
+                }
+            }
+        }
+        // Offset at (or past) the end of the value: report where the scan stopped.
+        Mark { line, col }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_are_one_based_and_maps_keep_first_key_position() {
+        let docs = parse("- rule: x\n  condition: evt.type = open\n").unwrap();
+        let NodeKind::Seq(items) = &docs[0].kind else {
+            panic!("not a seq")
+        };
+        assert_eq!(items[0].mark, Mark { line: 1, col: 3 });
+        let cond = items[0].get("condition").unwrap();
+        assert_eq!(cond.mark, Mark { line: 2, col: 14 });
+    }
+
+    #[test]
+    fn folded_condition_offsets_map_to_source_lines() {
+        let text = "- macro: m\n  condition: >\n    evt.type = open\n    and proc.nmae = x\n";
+        let file = SourceFile::new("t.yaml", text);
+        let docs = parse(text).unwrap();
+        let NodeKind::Seq(items) = &docs[0].kind else {
+            panic!()
+        };
+        let cond = items[0].get("condition").unwrap();
+        let NodeKind::Scalar(value, style) = &cond.kind else {
+            panic!()
+        };
+        let src = ScalarSource {
+            file,
+            mark: cond.mark,
+            style: *style,
+        };
+        let off = value.find("proc.nmae").unwrap();
+        assert_eq!(src.position(value, off), Mark { line: 4, col: 9 });
+        assert_eq!(src.position(value, 0), Mark { line: 3, col: 5 });
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let err = parse("- rule: x\n  a: [\n").unwrap_err();
+        assert_eq!(err.mark.line, 3);
+    }
+
+    #[test]
+    fn aliases_resolve() {
+        let docs = parse("a: &x [1, 2]\nb: *x\n").unwrap();
+        let b = docs[0].get("b").unwrap();
+        assert!(matches!(&b.kind, NodeKind::Seq(v) if v.len() == 2));
+    }
+}
