@@ -1,21 +1,383 @@
-//! CLI handlers for the rule-authoring commands (`rules validate|list|test`,
-//! `fields`, `replay`). Placeholder until the rule engine lands.
+//! CLI handlers for the rule-authoring commands: `rules validate`,
+//! `rules list`, `rules test`, `fields` and `replay`.
+//!
+//! Thin wrappers over [`crate::rules::Engine`]: they load, print what the
+//! engine reports (text for people, `--json` for tools) and turn the result
+//! into an exit code. The `rules test` case format is documented in
+//! `rules/README.md`.
 
-use std::path::PathBuf;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub fn validate(_paths: &[PathBuf], _json: bool) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("rule engine not built yet")
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::alert::Alert;
+use crate::event::Event;
+use crate::fields::FIELDS;
+use crate::rules::{yaml, Engine, LoadOptions, LoadReport, RuleMatching, Status};
+
+/// The shipped rules directory: `rules/` of the workspace when run from a
+/// checkout, else `./rules`.
+pub fn default_rules_dir() -> PathBuf {
+    let from_checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    if from_checkout.is_dir() {
+        from_checkout
+    } else {
+        PathBuf::from("rules")
+    }
 }
-pub fn list(_paths: &[PathBuf], _json: bool) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("rule engine not built yet")
+
+fn rule_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
+    if paths.is_empty() {
+        vec![default_rules_dir()]
+    } else {
+        paths.to_vec()
+    }
 }
-pub fn test(_dirs: &[PathBuf], _rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("rule engine not built yet")
+
+fn print_report_text(report: &LoadReport) {
+    for d in &report.diagnostics {
+        println!("{d}");
+    }
 }
-pub fn fields(_json: bool) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("rule engine not built yet")
+
+/// `mamori rules validate PATH...`: exit 0 when every file loads without errors.
+pub fn validate(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
+    let (engine, report) = Engine::compile_paths(&rule_paths(paths), &LoadOptions::default());
+    if json {
+        let out = serde_json::json!({
+            "ok": !report.has_errors(),
+            "report": report,
+            "rules": engine.rules(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_report_text(&report);
+        println!("{}", report.summary());
+    }
+    Ok(if report.has_errors() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
-pub fn replay(_events: &std::path::Path, _rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("rule engine not built yet")
+
+/// `mamori rules list PATH...`: every rule with priority, event types, status.
+pub fn list(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
+    let (engine, report) = Engine::compile_paths(&rule_paths(paths), &LoadOptions::default());
+    if json {
+        println!("{}", serde_json::to_string_pretty(engine.rules())?);
+    } else {
+        let mut out = std::io::stdout().lock();
+        for r in engine.rules() {
+            let status = match &r.status {
+                Status::Active => "active".to_string(),
+                Status::Disabled => "disabled".to_string(),
+                Status::Inactive { reason, .. } => format!("inactive: {reason}"),
+                Status::Invalid { reason } => format!("invalid: {reason}"),
+            };
+            let types = if r.evttypes.is_empty() {
+                "-".to_string()
+            } else {
+                r.evttypes.join(",")
+            };
+            writeln!(
+                out,
+                "{:<60} {:<13} {:<40} {} [{}]",
+                r.name,
+                r.priority.as_str(),
+                types,
+                status,
+                r.tags.join(",")
+            )?;
+        }
+        writeln!(out, "{}", report.summary())?;
+    }
+    Ok(if report.has_errors() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `mamori fields [--json]`: the field registry.
+pub fn fields(json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(FIELDS)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = std::io::stdout().lock();
+    for f in FIELDS {
+        let name = match f.arg {
+            crate::fields::ArgKind::None => f.name.to_string(),
+            crate::fields::ArgKind::Ancestor => format!("{}[N]", f.name),
+            crate::fields::ArgKind::SyscallArg => format!("{}.NAME / {}[N]", f.name, f.name),
+        };
+        writeln!(out, "{name:<32} {:<8} {}", f.ty.as_str(), f.desc)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_engine(paths: &[PathBuf], matching: RuleMatching) -> anyhow::Result<(Engine, LoadReport)> {
+    let opts = LoadOptions {
+        rule_matching: matching,
+        ..Default::default()
+    };
+    match Engine::load_with(paths, &opts) {
+        Ok(x) => Ok(x),
+        Err(crate::rules::LoadError::Invalid { report }) => {
+            for d in report.errors() {
+                eprintln!("{d}");
+            }
+            bail!("{} error(s) loading rules", report.errors().count())
+        }
+    }
+}
+
+/// Parse one event from JSON, filling the keys a hand-written case may omit.
+fn event_from_json(mut v: serde_json::Value) -> anyhow::Result<Event> {
+    if let Some(obj) = v.as_object_mut() {
+        obj.entry("ts").or_insert(serde_json::json!(0));
+        let proc = obj.entry("proc").or_insert(serde_json::json!({}));
+        if let Some(p) = proc.as_object_mut() {
+            p.entry("pid").or_insert(serde_json::json!(1));
+        }
+    }
+    Ok(serde_json::from_value(v)?)
+}
+
+/// `mamori replay EVENTS.jsonl --rules PATH...`: alerts as JSON lines.
+pub fn replay(events: &Path, rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let (engine, _report) = load_engine(&rule_paths(rules), RuleMatching::First)?;
+    let file =
+        std::fs::File::open(events).with_context(|| format!("opening {}", events.display()))?;
+    let reader = std::io::BufReader::new(file);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let (mut n_events, mut n_alerts, mut n_bad) = (0u64, 0u64, 0u64);
+    let mut idx = Vec::new();
+    for (lineno, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", events.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ev: Event = match serde_json::from_str(&line) {
+            Ok(ev) => ev,
+            Err(e) => {
+                n_bad += 1;
+                eprintln!("{}:{}: skipped: {e}", events.display(), lineno + 1);
+                continue;
+            }
+        };
+        n_events += 1;
+        engine.matching_rules(&ev, &mut idx);
+        for &i in &idx {
+            n_alerts += 1;
+            serde_json::to_writer(&mut out, &engine.alert(i, &ev))?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    eprintln!("{n_events} events, {n_alerts} alerts, {n_bad} unreadable lines");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One `rules test` file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestFile {
+    /// Rule files/directories, relative to the test file.
+    #[serde(default)]
+    rules: Vec<String>,
+    #[serde(default)]
+    cases: Vec<TestCase>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestCase {
+    name: String,
+    events: Vec<serde_json::Value>,
+    /// Alerts that must be produced.
+    #[serde(default)]
+    expect: Vec<Expect>,
+    /// Rules that must not fire. With neither `expect` nor `not_expect`, the
+    /// case expects no alert at all.
+    #[serde(default)]
+    not_expect: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    rule: String,
+    /// Subset of `output_fields` that must match.
+    #[serde(default)]
+    fields: serde_json::Map<String, serde_json::Value>,
+    /// Exact number of alerts of this rule (default: at least one).
+    #[serde(default)]
+    count: Option<usize>,
+    #[serde(default)]
+    priority: Option<String>,
+}
+
+fn test_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for d in dirs {
+        if d.is_file() {
+            files.push(d.clone());
+            continue;
+        }
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.retain(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+        });
+        v.sort();
+        files.extend(v);
+    }
+    files
+}
+
+fn read_test_file(path: &Path) -> anyhow::Result<TestFile> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let docs = yaml::parse(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}:{}: YAML syntax error: {}",
+            path.display(),
+            e.mark.line,
+            e.mark.col,
+            e.message
+        )
+    })?;
+    let doc = docs
+        .first()
+        .map(yaml::to_json)
+        .unwrap_or(serde_json::Value::Null);
+    serde_json::from_value(doc)
+        .with_context(|| format!("{}: not a rules test file", path.display()))
+}
+
+fn check_case(engine: &Engine, case: &TestCase) -> Result<(), String> {
+    let mut alerts: Vec<Alert> = Vec::new();
+    for (i, v) in case.events.iter().enumerate() {
+        let ev = event_from_json(v.clone()).map_err(|e| format!("event #{}: {e}", i + 1))?;
+        alerts.extend(engine.evaluate(&ev));
+    }
+    let fired: Vec<&str> = alerts.iter().map(|a| a.rule.as_str()).collect();
+    for exp in &case.expect {
+        let matching: Vec<&Alert> = alerts
+            .iter()
+            .filter(|a| a.rule == exp.rule)
+            .filter(|a| {
+                exp.fields
+                    .iter()
+                    .all(|(k, v)| a.output_fields.get(k) == Some(v))
+            })
+            .filter(|a| {
+                exp.priority
+                    .as_deref()
+                    .is_none_or(|p| a.priority.as_str().eq_ignore_ascii_case(p))
+            })
+            .collect();
+        let ok = match exp.count {
+            Some(n) => matching.len() == n,
+            None => !matching.is_empty(),
+        };
+        if !ok {
+            let got: Vec<String> = alerts
+                .iter()
+                .filter(|a| a.rule == exp.rule)
+                .map(|a| serde_json::Value::Object(a.output_fields.clone()).to_string())
+                .collect();
+            return Err(format!(
+                "expected rule '{}'{}{} to fire; fired: {fired:?}{}",
+                exp.rule,
+                if exp.fields.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with {}", serde_json::Value::Object(exp.fields.clone()))
+                },
+                exp.count
+                    .map(|n| format!(" {n} time(s)"))
+                    .unwrap_or_default(),
+                if got.is_empty() {
+                    String::new()
+                } else {
+                    format!("; its fields: {}", got.join(" "))
+                },
+            ));
+        }
+    }
+    for name in &case.not_expect {
+        if fired.contains(&name.as_str()) {
+            return Err(format!("rule '{name}' must not fire but did"));
+        }
+    }
+    if case.expect.is_empty() && case.not_expect.is_empty() && !alerts.is_empty() {
+        return Err(format!("expected no alert, got {fired:?}"));
+    }
+    Ok(())
+}
+
+/// `mamori rules test DIR...`: run test cases; rules come from `--rules`, else
+/// from each file's `rules:` list (relative to the file), else the shipped
+/// `rules/` directory.
+pub fn test(dirs: &[PathBuf], rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let (mut passed, mut failed) = (0usize, 0usize);
+    let files = test_files(dirs);
+    if files.is_empty() {
+        bail!("no test files (*.yaml, *.yml, *.json) under {dirs:?}");
+    }
+    for path in files {
+        let tf = match read_test_file(&path) {
+            Ok(tf) => tf,
+            Err(e) => {
+                println!("FAIL {}: {e:#}", path.display());
+                failed += 1;
+                continue;
+            }
+        };
+        let rule_paths: Vec<PathBuf> = if !rules.is_empty() {
+            rules.to_vec()
+        } else if !tf.rules.is_empty() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            tf.rules.iter().map(|r| base.join(r)).collect()
+        } else {
+            vec![default_rules_dir()]
+        };
+        let engine = match load_engine(&rule_paths, RuleMatching::All) {
+            Ok((e, _)) => e,
+            Err(e) => {
+                println!("FAIL {}: {e:#}", path.display());
+                failed += tf.cases.len().max(1);
+                continue;
+            }
+        };
+        for case in &tf.cases {
+            match check_case(&engine, case) {
+                Ok(()) => {
+                    passed += 1;
+                    println!("ok   {}: {}", path.display(), case.name);
+                }
+                Err(why) => {
+                    failed += 1;
+                    println!("FAIL {}: {}: {why}", path.display(), case.name);
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -243,6 +243,50 @@ pub fn parse(text: &str) -> Result<Vec<Node>, YamlError> {
     Ok(builder.docs)
 }
 
+/// Convert a node to JSON (plain scalars become numbers, booleans or null
+/// when they look like one, as YAML 1.2's core schema reads them).
+pub fn to_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &node.kind {
+        NodeKind::Scalar(s, Style::Plain) => {
+            if node.is_null() {
+                J::Null
+            } else if s == "true" {
+                J::Bool(true)
+            } else if s == "false" {
+                J::Bool(false)
+            } else if let Ok(n) = s.parse::<i64>() {
+                J::from(n)
+            } else if let Ok(n) = s.parse::<u64>() {
+                J::from(n)
+            } else if let Some(n) = s
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .and_then(serde_json::Number::from_f64)
+            {
+                J::Number(n)
+            } else {
+                J::String(s.clone())
+            }
+        }
+        NodeKind::Scalar(s, _) => J::String(s.clone()),
+        NodeKind::Seq(items) => J::Array(items.iter().map(to_json).collect()),
+        NodeKind::Map(entries) => J::Object(
+            entries
+                .iter()
+                .map(|(k, v)| {
+                    let key = match &k.kind {
+                        NodeKind::Scalar(s, _) => s.clone(),
+                        _ => to_json(k).to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+    }
+}
+
 /// Where a scalar's text came from, so that an offset inside its value can
 /// be mapped back to a file position.
 #[derive(Debug, Clone)]

@@ -1,0 +1,184 @@
+//! The rule-authoring CLI end to end: `rules test` on `rules/tests`,
+//! `rules validate` exit codes and JSON, `fields`, `replay`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn mamori() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mamori"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn rules_test_round_trip_on_shipped_cases() {
+    let out = mamori()
+        .args(["rules", "test"])
+        .arg(repo().join("rules/tests"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap();
+    assert!(last.ends_with(", 0 failed"), "{last}");
+    let passed: usize = last.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed >= 15, "{last}");
+}
+
+#[test]
+fn rules_test_reports_failures_and_exits_nonzero() {
+    let dir = tempdir("rules_test_fail");
+    std::fs::write(
+        dir.join("r.yaml"),
+        "- rule: R\n  desc: d\n  condition: evt.type = execve and proc.name = x\n  output: o\n  priority: info\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("t.yaml"),
+        "rules: [r.yaml]\ncases:\n  - name: should fire but does not\n    events: [{type: execve, proc: {name: y}}]\n    expect: [{rule: R}]\n  - name: fires\n    events: [{type: execve, proc: {name: x}}]\n    expect: [{rule: R}]\n",
+    )
+    .unwrap();
+    let out = mamori()
+        .args(["rules", "test"])
+        .arg(dir.join("t.yaml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(stdout.contains("FAIL"), "{stdout}");
+    assert_eq!(stdout.lines().last().unwrap(), "1 passed, 1 failed");
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mamori-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn validate_exit_codes_and_json() {
+    let dir = tempdir("validate");
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        "- rule: R\n  desc: d\n  condition: evt.type = execve\n  output: o\n  priority: info\n",
+    )
+    .unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "- rule: R\n  desc: d\n  condition: evt.type = execve and proc.nmae = x\n  output: o\n  priority: info\n",
+    )
+    .unwrap();
+    assert!(mamori()
+        .args(["rules", "validate"])
+        .arg(&good)
+        .status()
+        .unwrap()
+        .success());
+    let out = mamori()
+        .args(["rules", "validate"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("bad.yaml:3:36: error[LOAD_ERR_COMPILE_CONDITION]: rule 'R': 'proc.nmae'"),
+        "{text}"
+    );
+    let out = mamori()
+        .args(["rules", "validate", "--json"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    let d = &v["report"]["diagnostics"][0];
+    assert_eq!(d["code"], "LOAD_ERR_COMPILE_CONDITION");
+    assert_eq!(d["line"], 3);
+    assert_eq!(d["col"], 36);
+    assert_eq!(d["item"]["name"], "R");
+}
+
+#[test]
+fn fields_json_lists_the_registry() {
+    let out = mamori().args(["fields", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "evt.type",
+        "proc.aname",
+        "fd.sip",
+        "container.id",
+        "k8s.pod.name",
+    ] {
+        assert!(names.contains(&n), "{n}");
+    }
+}
+
+#[test]
+fn replay_prints_falco_shaped_alerts() {
+    let dir = tempdir("replay");
+    let events = dir.join("events.jsonl");
+    std::fs::write(
+        &events,
+        concat!(
+            r#"{"ts":1700000000000000001,"type":"openat","res":3,"proc":{"pid":42,"name":"cat","exepath":"/usr/bin/cat","argv":["cat","/etc/shadow"]},"fd":{"type":"file","num":3,"name":"/etc/shadow"},"open":{"flags":0,"path":"/etc/shadow"}}"#,
+            "\n",
+            r#"{"ts":1700000000000000002,"type":"openat","res":3,"proc":{"pid":42,"name":"cat"},"fd":{"type":"file","num":3,"name":"/etc/hosts"},"open":{"flags":0,"path":"/etc/hosts"}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let rules = repo().join("../shared/falco-rules/falco_rules.yaml");
+    assert!(
+        rules.is_file(),
+        "Falco rules corpus missing at {}",
+        rules.display()
+    );
+    let out = mamori()
+        .arg("replay")
+        .arg(&events)
+        .arg("--rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let a: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(a["rule"], "Read sensitive file untrusted");
+    assert_eq!(a["priority"], "Warning");
+    assert_eq!(a["source"], "syscall");
+    assert_eq!(a["time"], "2023-11-14T22:13:20.000000001Z");
+    assert!(a["output"]
+        .as_str()
+        .unwrap()
+        .starts_with("22:13:20.000000001: Warning "));
+    assert_eq!(a["output_fields"]["fd.name"], "/etc/shadow");
+    assert!(a["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t == "maturity_stable"));
+    assert!(a["hostname"].is_string());
+}
