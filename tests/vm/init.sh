@@ -11,6 +11,8 @@
 # Kernel command line knobs (read from /proc/cmdline, set by the host):
 #   mamori.cgroup=v1|v2     cgroup layout to mount (v1: like EKS AL2, v2: like AL2023)
 #   mamori.ready_timeout=N  seconds to wait for mamori's `attached` line (default 120)
+#   mamori.require=LIST     checks that must pass, of exec,open,connect (default: all);
+#                           the others are still run and reported as MAMORI-VM-CHECK
 
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -27,6 +29,8 @@ mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mkdir -p /sys/fs/bpf
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+# Loopback only: the VM has no network device at all.
+ip link set lo up 2>/dev/null
 
 echo "MAMORI-VM-INIT: uptime $(cut -d' ' -f1 /proc/uptime)s"
 
@@ -41,6 +45,8 @@ cmdline_param() {
 CGROUP=$(cmdline_param mamori.cgroup)
 READY_TIMEOUT=$(cmdline_param mamori.ready_timeout)
 [ -n "$READY_TIMEOUT" ] || READY_TIMEOUT=120
+REQUIRE=$(cmdline_param mamori.require)
+[ -n "$REQUIRE" ] || REQUIRE=exec,open,connect
 
 if [ "$CGROUP" = v1 ]; then
     # Like EKS AL2: named v1 hierarchies under a tmpfs, no unified hierarchy.
@@ -142,6 +148,12 @@ fi
 )
 # A second, plain one straight from busybox (argv carries the marker).
 /bin/busybox true "$MARK"
+# File opens: one created for writing, one missing (ENOENT).
+/bin/busybox touch "/tmp/$MARK.open"
+/bin/busybox cat "/tmp/$MARK.missing" 2>/dev/null
+# A loopback connect to a closed port derived from the marker (ECONNREFUSED).
+PORT=$((0x${MARK#vmprobe-} % 40000 + 20000))
+/bin/busybox nc -w 1 127.0.0.1 "$PORT" </dev/null >/dev/null 2>&1
 # Give the reader a moment to drain the ring buffer before we stop it.
 sleep 0.5
 
@@ -178,13 +190,45 @@ echo "----- mamori stderr (first 40 lines) -----"
 head -n 40 /mamori.err
 echo "-----"
 
-if ! grep -F "$MARK" /events.jsonl 2>/dev/null | grep -q execve; then
+echo "MAMORI-VM-TYPES: $(sed -n 's/^{"ts":[0-9]*,"type":"\([a-z0-9_]*\)".*/\1/p' /events.jsonl 2>/dev/null |
+    sort | uniq -c | awk '{printf "%s=%s ", $2, $1}')"
+
+# The checks. Each prints MAMORI-VM-CHECK: <name> seen|missing and its event.
+# The selectors read the events on stdin (schema: `mamori capture --json`).
+sel_exec() { grep -F '"type":"execve"' | grep -F "\"$MARK\""; }
+sel_open() { grep -E '"type":"(open|openat|openat2|creat)"' | grep -F "\"name\":\"/tmp/$MARK.open\""; }
+sel_connect() { grep -F '"type":"connect"' | grep -F "\"rport\":$PORT" | grep -F '"rip":"127.0.0.1"'; }
+# type, result, the process's own argv and the fd object, for the log.
+brief() {
+    echo "$(echo "$1" | sed -n 's/^{"ts":[0-9]*,\("type":"[^"]*","res":-*[0-9]*\).*/\1/p')" \
+        "$(echo "$1" | grep -o '"argv":\[[^]]*\]' | head -n 1)" \
+        "$(echo "$1" | grep -o '"fd":{[^}]*}' | head -n 1)"
+}
+failed=
+check() {
+    line=$("sel_$1" </events.jsonl 2>/dev/null | head -n 1)
+    if [ -n "$line" ]; then
+        echo "MAMORI-VM-CHECK: $1 seen: $(brief "$line")"
+    else
+        case ",$REQUIRE," in
+            *",$1,"*)
+                echo "MAMORI-VM-CHECK: $1 MISSING (required)"
+                failed="$failed $1"
+                ;;
+            *) echo "MAMORI-VM-CHECK: $1 missing (not required)" ;;
+        esac
+    fi
+}
+check exec
+check open
+check connect
+
+if [ -n "$failed" ]; then
     show_diagnostics
-    finish "FAIL no execve event carrying $MARK in /events.jsonl"
+    finish "FAIL required event(s) not seen:$failed (marker $MARK, port $PORT)"
 fi
-echo "MAMORI-VM-SEEN: $(grep -F "$MARK" /events.jsonl | grep execve | head -n 1 | cut -c1-400)"
 if [ "$status" -ne 0 ] && [ "$status" -ne 130 ] && [ "$status" -ne 143 ]; then
     show_diagnostics
-    finish "FAIL mamori saw the exec but exited with status $status on $stopped_by"
+    finish "FAIL mamori saw the events but exited with status $status on $stopped_by"
 fi
 finish "PASS"

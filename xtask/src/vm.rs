@@ -90,7 +90,14 @@ pub struct VmOpts {
     /// Boot this instead of the binary passed in (`MAMORI_VM_BINARY`), e.g.
     /// `tests/vm/fake-mamori.sh` to self-test the lane.
     pub binary_override: Option<PathBuf>,
+    /// In-VM checks that must pass, of `exec`, `open`, `connect` (default:
+    /// all; `MAMORI_VM_REQUIRE`, comma-separated). The others are still run
+    /// and reported.
+    pub require: Vec<String>,
 }
+
+/// The checks `tests/vm/init.sh` knows.
+pub const CHECKS: &[&str] = &["exec", "open", "connect"];
 
 impl Default for VmOpts {
     fn default() -> Self {
@@ -102,6 +109,7 @@ impl Default for VmOpts {
             install: true,
             echo_console: true,
             binary_override: None,
+            require: CHECKS.iter().map(|c| c.to_string()).collect(),
         }
     }
 }
@@ -109,7 +117,8 @@ impl Default for VmOpts {
 impl VmOpts {
     /// Defaults, overridden by `MAMORI_VM_DIR`, `MAMORI_VM_TIMEOUT` (seconds),
     /// `MAMORI_VM_READY_TIMEOUT` (seconds), `MAMORI_VM_REFRESH=1`,
-    /// `MAMORI_VM_NO_INSTALL=1`, `MAMORI_VM_QUIET=1` and `MAMORI_VM_BINARY`.
+    /// `MAMORI_VM_NO_INSTALL=1`, `MAMORI_VM_QUIET=1`, `MAMORI_VM_BINARY` and
+    /// `MAMORI_VM_REQUIRE` (e.g. `exec,open,connect`).
     pub fn from_env() -> Result<Self> {
         let mut o = VmOpts::default();
         if let Some(d) = std::env::var_os("MAMORI_VM_DIR") {
@@ -134,6 +143,13 @@ impl VmOpts {
         o.install = !flag("MAMORI_VM_NO_INSTALL");
         o.echo_console = !flag("MAMORI_VM_QUIET");
         o.binary_override = std::env::var_os("MAMORI_VM_BINARY").map(PathBuf::from);
+        if let Ok(v) = std::env::var("MAMORI_VM_REQUIRE") {
+            o.require = v
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect();
+        }
         Ok(o)
     }
 }
@@ -164,6 +180,18 @@ pub fn vm_test(binary: &Path, kernels: &[String]) -> Result<()> {
 /// [`vm_test`] with explicit options.
 pub fn vm_test_with(binary: &Path, kernels: &[String], opts: &VmOpts) -> Result<()> {
     let started = Instant::now();
+    if let Some(bad) = opts.require.iter().find(|c| !CHECKS.contains(&c.as_str())) {
+        bail!(
+            "unknown check {bad:?} in MAMORI_VM_REQUIRE (known: {})",
+            CHECKS.join(",")
+        );
+    }
+    if opts.require.is_empty() {
+        bail!(
+            "MAMORI_VM_REQUIRE names no check (known: {})",
+            CHECKS.join(",")
+        );
+    }
     let kernels: Vec<String> = if kernels.is_empty() {
         DEFAULT_KERNELS.iter().map(|s| s.to_string()).collect()
     } else {
@@ -222,21 +250,22 @@ pub fn vm_test_with(binary: &Path, kernels: &[String], opts: &VmOpts) -> Result<
                     failed += 1;
                 }
                 println!(
-                    "  {:<6} {:<4} {:<32} uname={:<24} boot={} attach={} total={:.1}s  {}",
+                    "  {} (cgroup {}, {}): {}\n      uname {}, boot {}, attach {}, total {:.1}s, checks {}",
                     target.spec,
                     target.cgroup,
                     target.source,
+                    o.verdict,
                     o.uname.as_deref().unwrap_or("?"),
                     fmt_secs(o.boot_secs),
                     o.attach.as_deref().unwrap_or("-"),
                     o.total_secs,
-                    o.verdict
+                    if o.checks.is_empty() { "-".to_string() } else { o.checks.join(" ") },
                 );
             }
             Err(e) => {
                 failed += 1;
                 println!(
-                    "  {:<6} {:<4} {:<32} ERROR {e:#}",
+                    "  {} (cgroup {}, {}): ERROR {e:#}",
                     target.spec, target.cgroup, target.source
                 );
             }
@@ -916,6 +945,8 @@ struct Outcome {
     boot_secs: Option<f64>,
     /// mamori's attach time as `/init` measured it.
     attach: Option<String>,
+    /// `exec+ open- connect-`: which in-VM checks saw their event.
+    checks: Vec<String>,
     total_secs: f64,
 }
 
@@ -925,9 +956,10 @@ fn boot(qemu: &Path, t: &Target, initrd: &Path, mem_mib: u64, opts: &VmOpts) -> 
     let log_path = logs.join(format!("{}.log", sanitize(&t.spec)));
     let mut log = fs::File::create(&log_path)?;
     let append = format!(
-        "console=ttyS0 panic=-1 quiet mamori.cgroup={} mamori.ready_timeout={}",
+        "console=ttyS0 panic=-1 quiet mamori.cgroup={} mamori.ready_timeout={} mamori.require={}",
         t.cgroup,
-        opts.ready_timeout.as_secs()
+        opts.ready_timeout.as_secs(),
+        opts.require.join(",")
     );
     let mut cmd = Command::new(qemu);
     cmd.args(["-m", &mem_mib.to_string(), "-smp", "1", "-cpu", "max"])
@@ -988,6 +1020,7 @@ fn boot(qemu: &Path, t: &Target, initrd: &Path, mem_mib: u64, opts: &VmOpts) -> 
         uname: None,
         boot_secs: None,
         attach: None,
+        checks: Vec::new(),
         total_secs: 0.0,
     };
     let mut eof = false;
@@ -1008,6 +1041,12 @@ fn boot(qemu: &Path, t: &Target, initrd: &Path, mem_mib: u64, opts: &VmOpts) -> 
                     o.uname = Some(r.trim().to_string());
                 } else if let Some(r) = line.strip_prefix("MAMORI-VM-ATTACHED: after ") {
                     o.attach = Some(r.trim().to_string());
+                } else if let Some(r) = line.strip_prefix("MAMORI-VM-CHECK: ") {
+                    let mut w = r.split_whitespace();
+                    if let (Some(name), Some(state)) = (w.next(), w.next()) {
+                        let mark = if state == "seen:" { '+' } else { '-' };
+                        o.checks.push(format!("{name}{mark}"));
+                    }
                 } else if let Some(r) = line.strip_prefix("MAMORI-VM-RESULT: ") {
                     o.verdict = r.trim().to_string();
                 }
