@@ -38,10 +38,11 @@ pub enum Code {
     UnsupportedField,
     UnsupportedOutputField,
     ExceptionNameNotUnique,
+    RuleRedefined,
 }
 
 impl Code {
-    pub const ALL: [Code; 17] = [
+    pub const ALL: [Code; 18] = [
         Code::ErrFileRead,
         Code::ErrYamlParse,
         Code::ErrYamlValidate,
@@ -59,6 +60,7 @@ impl Code {
         Code::UnsupportedField,
         Code::UnsupportedOutputField,
         Code::ExceptionNameNotUnique,
+        Code::RuleRedefined,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -80,6 +82,7 @@ impl Code {
             Code::UnsupportedField => "LOAD_UNSUPPORTED_FIELD",
             Code::UnsupportedOutputField => "LOAD_UNSUPPORTED_OUTPUT_FIELD",
             Code::ExceptionNameNotUnique => "LOAD_EXCEPTION_NAME_NOT_UNIQUE",
+            Code::RuleRedefined => "LOAD_RULE_REDEFINED",
         }
     }
 
@@ -129,6 +132,9 @@ impl Code {
                 "the output uses a Falco field mamori does not provide; it renders as <NA>"
             }
             Code::ExceptionNameNotUnique => "two exceptions of one rule share a name",
+            Code::RuleRedefined => {
+                "a rule with the same name was defined earlier; as in Falco, the later definition replaces it in place"
+            }
         }
     }
 }

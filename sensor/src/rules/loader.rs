@@ -725,6 +725,12 @@ impl Collection {
                         "rule has been re-defined with a different source",
                     ));
                 }
+                let msg = format!(
+                    "rule redefined; replaces the definition at {}:{}:{}",
+                    prev.ctx.file.name, prev.ctx.mark.line, prev.ctx.mark.col
+                );
+                self.diags
+                    .push(cx_diag(cx, Code::RuleRedefined, item.mark, msg));
             }
             define(
                 &mut self.rules,
