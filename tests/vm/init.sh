@@ -100,7 +100,20 @@ show_diagnostics() {
 }
 
 MARK="vmprobe-$(cut -c1-8 /proc/sys/kernel/random/uuid)"
-echo "MAMORI-VM-MARK: $MARK"
+PORT=$((0x${MARK#vmprobe-} % 40000 + 20000))
+echo "MAMORI-VM-MARK: $MARK (closed port $PORT)"
+
+# The selectors read the events on stdin (schema: `mamori capture --json`).
+sel_exec() { grep -F '"type":"execve"' | grep -F "\"$MARK\""; }
+sel_open() { grep -E '"type":"(open|openat|openat2|creat)"' | grep -F "\"name\":\"/tmp/$MARK.open\""; }
+sel_connect() { grep -F '"type":"connect"' | grep -F "\"rport\":$PORT" | grep -F '"rip":"127.0.0.1"'; }
+required_seen() {
+    for c in exec open connect; do
+        case ",$REQUIRE," in
+            *",$c,"*) "sel_$c" 2>/dev/null </events.jsonl | grep -q . || return 1 ;;
+        esac
+    done
+}
 
 start=$(cut -d. -f1 /proc/uptime)
 /mamori capture --json --output /events.jsonl </dev/null >/mamori.out 2>/mamori.err &
@@ -152,10 +165,14 @@ fi
 /bin/busybox touch "/tmp/$MARK.open"
 /bin/busybox cat "/tmp/$MARK.missing" 2>/dev/null
 # A loopback connect to a closed port derived from the marker (ECONNREFUSED).
-PORT=$((0x${MARK#vmprobe-} % 40000 + 20000))
 /bin/busybox nc -w 1 127.0.0.1 "$PORT" </dev/null >/dev/null 2>&1
-# Give the reader a moment to drain the ring buffer before we stop it.
-sleep 0.5
+# Let the reader drain the ring buffer before we stop it: wait (at most 5 s)
+# until the required events are in the file, which mamori flushes often.
+i=0
+while [ $i -lt 25 ] && ! required_seen; do
+    sleep 0.2
+    i=$((i + 1))
+done
 
 # Stop it: SIGINT first (what Ctrl-C sends). A background job of a
 # non-interactive shell starts with SIGINT ignored unless the program installs
@@ -194,10 +211,6 @@ echo "MAMORI-VM-TYPES: $(sed -n 's/^{"ts":[0-9]*,"type":"\([a-z0-9_]*\)".*/\1/p'
     sort | uniq -c | awk '{printf "%s=%s ", $2, $1}')"
 
 # The checks. Each prints MAMORI-VM-CHECK: <name> seen|missing and its event.
-# The selectors read the events on stdin (schema: `mamori capture --json`).
-sel_exec() { grep -F '"type":"execve"' | grep -F "\"$MARK\""; }
-sel_open() { grep -E '"type":"(open|openat|openat2|creat)"' | grep -F "\"name\":\"/tmp/$MARK.open\""; }
-sel_connect() { grep -F '"type":"connect"' | grep -F "\"rport\":$PORT" | grep -F '"rip":"127.0.0.1"'; }
 # type, result, the process's own argv and the fd object, for the log.
 brief() {
     echo "$(echo "$1" | sed -n 's/^{"ts":[0-9]*,\("type":"[^"]*","res":-*[0-9]*\).*/\1/p')" \
@@ -206,7 +219,7 @@ brief() {
 }
 failed=
 check() {
-    line=$("sel_$1" </events.jsonl 2>/dev/null | head -n 1)
+    line=$("sel_$1" 2>/dev/null </events.jsonl | head -n 1)
     if [ -n "$line" ]; then
         echo "MAMORI-VM-CHECK: $1 seen: $(brief "$line")"
     else
