@@ -661,14 +661,7 @@ impl PrivateApt {
             "--names-only",
             &format!("^{}", k.prefix.replace('.', "\\.")),
         ]))?;
-        let mut found: Vec<(u64, String)> = out
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter_map(|name| {
-                let mid = name.strip_prefix(k.prefix)?.strip_suffix(k.suffix)?;
-                Some((mid.parse().ok()?, name.to_string()))
-            })
-            .collect();
+        let found = newest_first(k, out.lines().filter_map(|l| l.split_whitespace().next()));
         if found.is_empty() {
             bail!(
                 "no {}<N>{} package in Debian {} (apt lists in {})",
@@ -678,8 +671,7 @@ impl PrivateApt {
                 self.dir.display()
             );
         }
-        found.sort_by(|a, b| b.cmp(a));
-        Ok(found.into_iter().map(|(_, n)| n).collect())
+        Ok(found)
     }
 
     /// Download the first of `candidates` that the mirror actually serves
@@ -727,6 +719,19 @@ impl PrivateApt {
             errors.join("\n")
         )
     }
+}
+
+/// The package names of `k`'s line among `names`, newest ABI number first.
+fn newest_first<'a>(k: &KnownKernel, names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut found: Vec<(u64, String)> = names
+        .filter_map(|name| {
+            let mid = name.strip_prefix(k.prefix)?.strip_suffix(k.suffix)?;
+            Some((mid.parse().ok()?, name.to_string()))
+        })
+        .collect();
+    found.sort_by(|a, b| b.cmp(a));
+    found.dedup();
+    found.into_iter().map(|(_, n)| n).collect()
 }
 
 /// The host's Debian archive and security mirrors, from its apt sources.
@@ -858,14 +863,16 @@ fn shared_libs(binary: &Path) -> Result<Vec<PathBuf>> {
     if !out.status.success() {
         bail!("ldd {} failed: {text}", binary.display());
     }
+    parse_ldd(&text).with_context(|| format!("{}", binary.display()))
+}
+
+/// The absolute paths in `ldd` output (libraries and the loader).
+fn parse_ldd(text: &str) -> Result<Vec<PathBuf>> {
     let mut libs = Vec::new();
     for line in text.lines() {
         let line = line.trim();
         if line.contains("=> not found") {
-            bail!(
-                "{}: shared library missing on the host: {line}",
-                binary.display()
-            );
+            bail!("shared library missing on the host: {line}");
         }
         let path = match line.split_once("=>") {
             Some((_, rest)) => rest.split_whitespace().next(),
@@ -1210,6 +1217,67 @@ mod tests {
         assert_eq!(&out[110..112], b"a\0");
         assert_eq!(&out[112..115], b"abc");
         assert_eq!(&out[116..122], b"070701");
+    }
+
+    #[test]
+    fn ldd_output_gives_libraries_and_loader() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffc)\n\
+            \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f94)\n\
+            \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f95)\n\
+            \t/lib64/ld-linux-x86-64.so.2 (0x00007f96)\n";
+        let libs = parse_ldd(text).unwrap();
+        assert_eq!(
+            libs,
+            [
+                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+            .map(PathBuf::from)
+        );
+        assert!(parse_ldd("\tlibfoo.so.1 => not found\n").is_err());
+    }
+
+    #[test]
+    fn kernel_candidates_newest_abi_first() {
+        let k = &KNOWN_KERNELS[0];
+        let names = [
+            "linux-image-6.1.0-9-cloud-amd64-unsigned",
+            "linux-image-6.1.0-57-cloud-amd64-unsigned",
+            "linux-image-6.1.0-57-cloud-amd64", // signed, not ours
+            "linux-image-6.1.0-57-cloud-amd64-dbg",
+            "linux-image-6.1.0-50-cloud-amd64-unsigned",
+            "linux-image-6.12.117+deb12-cloud-amd64-unsigned",
+        ];
+        assert_eq!(
+            newest_first(k, names.into_iter()),
+            [
+                "linux-image-6.1.0-57-cloud-amd64-unsigned",
+                "linux-image-6.1.0-50-cloud-amd64-unsigned",
+                "linux-image-6.1.0-9-cloud-amd64-unsigned"
+            ]
+        );
+        let k612 = KNOWN_KERNELS.iter().find(|k| k.spec == "6.12").unwrap();
+        assert_eq!(
+            newest_first(k612, names.into_iter()),
+            ["linux-image-6.12.117+deb12-cloud-amd64-unsigned"]
+        );
+    }
+
+    #[test]
+    fn init_script_prints_the_markers_the_host_reads() {
+        for m in [
+            "MAMORI-VM-INIT:",
+            "MAMORI-VM-KERNEL:",
+            "MAMORI-VM-ATTACHED: after ",
+            "MAMORI-VM-CHECK:",
+            "MAMORI-VM-RESULT:",
+        ] {
+            assert!(INIT_SCRIPT.contains(m), "{m}");
+        }
+        for c in CHECKS {
+            assert!(INIT_SCRIPT.contains(&format!("sel_{c}()")), "{c}");
+        }
     }
 
     #[test]
