@@ -926,6 +926,27 @@ fn split_image(image: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// Per-event memo of the composed string fields, so a rule set that reads
+/// `proc.args` twenty times (Falco's credential-search macros do) builds it
+/// once per event, and not at all for events no rule asks it of.
+pub struct EvalCtx<'e> {
+    pub ev: &'e Event,
+    args: std::cell::OnceCell<String>,
+    cmdline: std::cell::OnceCell<String>,
+    pcmdline: std::cell::OnceCell<Option<String>>,
+}
+
+impl<'e> EvalCtx<'e> {
+    pub fn new(ev: &'e Event) -> Self {
+        EvalCtx {
+            ev,
+            args: std::cell::OnceCell::new(),
+            cmdline: std::cell::OnceCell::new(),
+            pcmdline: std::cell::OnceCell::new(),
+        }
+    }
+}
+
 impl Field {
     pub fn name(&self) -> &'static str {
         self.info.name
@@ -939,6 +960,21 @@ impl Field {
         self.info.id
     }
 
+    /// Read the field through a per-event memo (see [`EvalCtx`]).
+    pub fn extract_in<'c>(&self, cx: &'c EvalCtx<'_>) -> Value<'c> {
+        let p = &cx.ev.proc;
+        match self.info.id {
+            FieldId::ProcArgs => s(cx.args.get_or_init(|| p.args())),
+            FieldId::ProcCmdline => s(cx.cmdline.get_or_init(|| cmdline(&p.name, &p.argv))),
+            FieldId::ProcPCmdline => opt_str(
+                cx.pcmdline
+                    .get_or_init(|| p.ancestors.first().map(|a| cmdline(&a.name, &a.argv)))
+                    .as_deref(),
+            ),
+            _ => self.extract(cx.ev),
+        }
+    }
+
     /// Read the field from an event.
     pub fn extract<'a>(&self, ev: &'a Event) -> Value<'a> {
         use FieldId as F;
@@ -948,23 +984,7 @@ impl Field {
             EvtType::Open | EvtType::Openat | EvtType::Openat2 | EvtType::Creat
         );
         let fd = ev.fd.as_ref();
-        let is_file = fd.is_some_and(|f| matches!(f.fd_type, FdType::File | FdType::Directory));
-        let is_ip = fd.is_some_and(|f| matches!(f.fd_type, FdType::Ipv4 | FdType::Ipv6));
-        let ip = |a: Option<IpAddr>| a.map(Value::Ip).unwrap_or(Value::Missing);
-        let port = |a: Option<u16>| a.map(|x| Value::Int(x as i64)).unwrap_or(Value::Missing);
-        let (local_ip, remote_ip) = (fd.and_then(|f| f.sip), fd.and_then(|f| f.rip));
-        let (local_port, remote_port) = (fd.and_then(|f| f.sport), fd.and_then(|f| f.rport));
-        let both = |a: Value<'a>, b: Value<'a>| {
-            let v: Vec<Value<'a>> = [a, b]
-                .into_iter()
-                .filter(|x| *x != Value::Missing)
-                .collect();
-            if v.is_empty() {
-                Value::Missing
-            } else {
-                Value::List(v)
-            }
-        };
+        let is_file = || fd.is_some_and(|f| matches!(f.fd_type, FdType::File | FdType::Directory));
         match self.info.id {
             F::EvtType | F::SyscallType => s(ev.evt_type.as_str()),
             F::EvtDir => s("<"),
@@ -1088,7 +1108,7 @@ impl Field {
                 }
                 _ => Value::Missing,
             },
-            F::FdDirectory | F::FdFilename => match fd.filter(|_| is_file) {
+            F::FdDirectory | F::FdFilename => match fd.filter(|_| is_file()) {
                 Some(f) => {
                     let name = f.name.as_str();
                     if f.fd_type == FdType::Directory && self.info.id == F::FdDirectory {
@@ -1111,15 +1131,6 @@ impl Field {
                 _ => Value::Missing,
             },
             F::FdL4Proto => opt_str(fd.and_then(|f| f.l4proto.as_deref())),
-            // connect: the local side is the client, the remote side the server.
-            F::FdCip | F::FdLip if is_ip => ip(local_ip),
-            F::FdSip | F::FdRip if is_ip => ip(remote_ip),
-            F::FdCport | F::FdLport if is_ip => port(local_port),
-            F::FdSport | F::FdRport if is_ip => port(remote_port),
-            F::FdIp | F::FdNet if is_ip => both(ip(local_ip), ip(remote_ip)),
-            F::FdPort if is_ip => both(port(local_port), port(remote_port)),
-            F::FdCnet | F::FdLnet if is_ip => ip(local_ip),
-            F::FdSnet | F::FdRnet if is_ip => ip(remote_ip),
             F::FdCip
             | F::FdLip
             | F::FdSip
@@ -1134,7 +1145,7 @@ impl Field {
             | F::FdCnet
             | F::FdLnet
             | F::FdSnet
-            | F::FdRnet => Value::Missing,
+            | F::FdRnet => net_field(self.info.id, fd),
             F::ContainerId => opt_str(ev.container.as_ref().map(|c| c.id.as_str())),
             F::ContainerName => opt_str(ev.container.as_ref().and_then(|c| c.name.as_deref())),
             F::ContainerImage => opt_str(ev.container.as_ref().and_then(|c| c.image.as_deref())),
@@ -1152,6 +1163,37 @@ impl Field {
             ),
             F::K8sNsName | F::K8sPodName => Value::Missing,
         }
+    }
+}
+
+/// Address fields of a socket. For a connect, the local side is the client
+/// and the remote side the server.
+fn net_field(id: FieldId, fd: Option<&crate::event::Fd>) -> Value<'static> {
+    use FieldId as F;
+    let Some(f) = fd.filter(|f| matches!(f.fd_type, FdType::Ipv4 | FdType::Ipv6)) else {
+        return Value::Missing;
+    };
+    let ip = |a: Option<IpAddr>| a.map(Value::Ip).unwrap_or(Value::Missing);
+    let port = |a: Option<u16>| a.map(|x| Value::Int(x as i64)).unwrap_or(Value::Missing);
+    let both = |a: Value<'static>, b: Value<'static>| {
+        let v: Vec<Value<'static>> = [a, b]
+            .into_iter()
+            .filter(|x| *x != Value::Missing)
+            .collect();
+        if v.is_empty() {
+            Value::Missing
+        } else {
+            Value::List(v)
+        }
+    };
+    match id {
+        F::FdCip | F::FdLip | F::FdCnet | F::FdLnet => ip(f.sip),
+        F::FdSip | F::FdRip | F::FdSnet | F::FdRnet => ip(f.rip),
+        F::FdCport | F::FdLport => port(f.sport),
+        F::FdSport | F::FdRport => port(f.rport),
+        F::FdIp | F::FdNet => both(ip(f.sip), ip(f.rip)),
+        F::FdPort => both(port(f.sport), port(f.rport)),
+        _ => Value::Missing,
     }
 }
 

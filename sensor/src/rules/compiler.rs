@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::diag::{Code, Diagnostic, ItemRef};
-use super::eval::{self, FastSet, Glob, IpNet, Node, PathPrefixes, Rhs};
+use super::eval::{self, FastSet, Glob, IpNet, Node, PathPrefixes, Rhs, StrSet};
 use super::loader::{Collection, CondText, ExFields, ExValue, ExceptionInfo, RuleInfo};
 use super::output::OutputFormat;
 use super::parser::{
@@ -597,7 +597,10 @@ impl<'c> Compiler<'c> {
                     })?;
                 Rhs::Regex(re)
             }
-            Op::Contains | Op::StartsWith | Op::EndsWith => Rhs::Str(text.to_string()),
+            Op::Contains => Rhs::Contains(Box::new(
+                memchr::memmem::Finder::new(text.as_bytes()).into_owned(),
+            )),
+            Op::StartsWith | Op::EndsWith => Rhs::Str(text.to_string()),
             _ => match self.scalar(ty, text, v.span, src, rcx, c)? {
                 Scalar::Str(s) => Rhs::Str(s),
                 Scalar::Int(n) => Rhs::Int(n),
@@ -625,7 +628,7 @@ impl<'c> Compiler<'c> {
             }
             return Ok(Rhs::Prefixes(p));
         }
-        let mut strs = FastSet::default();
+        let mut strs = StrSet::default();
         let mut ints = FastSet::default();
         let mut ips = FastSet::default();
         let mut nets = Vec::new();
@@ -1011,6 +1014,8 @@ impl<'c> Compiler<'c> {
         let active = status == Status::Active;
         out.summary = RuleSummary { status, ..summary };
         if active {
+            let mut node = node;
+            eval::order_by_cost(&mut node);
             out.node = Some(node);
             out.mask = mask;
         }

@@ -12,31 +12,49 @@ use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
-use crate::event::{Event, EvtType};
-use crate::fields::{Field, Value};
+use crate::event::EvtType;
+use crate::fields::{EvalCtx, Field, Value};
 
 use super::parser::{Op, Transformer};
 
-/// FNV-1a: short keys (process names, paths) hash faster than with SipHash,
-/// and the keys come from rule files, not from attackers.
+/// A word-at-a-time multiplicative hash (the Fx scheme): set members are
+/// short strings from rule files, probed with process names and paths; this
+/// is several times faster than SipHash for them, and the sets are built from
+/// operator-controlled rule files, so flooding resistance is not needed.
 #[derive(Default, Clone, Copy)]
 pub struct Fnv(u64);
+
+impl Fnv {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
         self.0
     }
+    #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
         }
-        self.0 = h;
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
     }
 }
 
@@ -80,12 +98,14 @@ pub struct CheckNode {
 pub enum Rhs {
     None,
     Str(String),
+    /// `contains` needle with a precompiled substring searcher.
+    Contains(Box<memchr::memmem::Finder<'static>>),
     /// Lower-cased needle for `icontains`.
     StrLower(String),
     Bytes(Vec<u8>),
     Glob(Glob),
     Regex(regex::Regex),
-    StrSet(FastSet<String>),
+    StrSet(StrSet),
     Prefixes(PathPrefixes),
     Int(i64),
     IntSet(FastSet<i64>),
@@ -94,6 +114,32 @@ pub enum Rhs {
     IpSet(FastSet<IpAddr>),
     Nets(Vec<IpNet>),
     Operand(Operand),
+}
+
+/// A string set for `in`/`intersects`, with a length filter in front of the
+/// hash lookup: most probes (a process name against a list of 40 others) are
+/// rejected by their length alone.
+#[derive(Debug, Default)]
+pub struct StrSet {
+    set: FastSet<String>,
+    /// Bit `i` set if a member has length `i` (bit 63: length >= 63).
+    lens: u64,
+}
+
+impl StrSet {
+    fn len_bit(n: usize) -> u64 {
+        1u64 << n.min(63)
+    }
+
+    pub fn insert(&mut self, s: String) {
+        self.lens |= Self::len_bit(s.len());
+        self.set.insert(s);
+    }
+
+    #[inline]
+    pub fn contains(&self, s: &str) -> bool {
+        self.lens & Self::len_bit(s.len()) != 0 && self.set.contains(s)
+    }
 }
 
 /// An IPv4/IPv6 network.
@@ -245,16 +291,27 @@ impl Glob {
     }
 
     /// Iterative matcher with single-star backtracking: O(len(s) * len(pattern)).
+    /// ASCII input (nearly every path) is matched in place, without allocating.
     pub fn matches(&self, s: &str) -> bool {
-        let s: Vec<char> = s.chars().map(|c| fold(c, self.icase)).collect();
+        if s.is_ascii() {
+            let b = s.as_bytes();
+            self.match_with(b.len(), |i| fold(b[i] as char, self.icase))
+        } else {
+            let chars: Vec<char> = s.chars().map(|c| fold(c, self.icase)).collect();
+            self.match_with(chars.len(), |i| chars[i])
+        }
+    }
+
+    fn match_with(&self, len: usize, at: impl Fn(usize) -> char) -> bool {
         let (mut si, mut pi) = (0usize, 0usize);
         let mut star: Option<(usize, usize)> = None;
-        while si < s.len() {
+        while si < len {
+            let c = at(si);
             let ok = match self.toks.get(pi) {
-                Some(GlobTok::Char(c)) => *c == s[si],
+                Some(GlobTok::Char(p)) => *p == c,
                 Some(GlobTok::Any) => true,
                 Some(GlobTok::Class(neg, r)) => {
-                    r.iter().any(|(lo, hi)| *lo <= s[si] && s[si] <= *hi) != *neg
+                    r.iter().any(|(lo, hi)| *lo <= c && c <= *hi) != *neg
                 }
                 Some(GlobTok::Star) => {
                     star = Some((pi, si));
@@ -357,8 +414,8 @@ fn apply_transform<'a>(t: Transformer, v: Value<'a>) -> Value<'a> {
 }
 
 impl Operand {
-    pub fn get<'a>(&self, ev: &'a Event) -> Value<'a> {
-        let mut v = self.field.extract(ev);
+    pub fn get<'c>(&self, cx: &'c EvalCtx<'_>) -> Value<'c> {
+        let mut v = self.field.extract_in(cx);
         for t in &self.transforms {
             v = apply_transform(*t, v);
         }
@@ -367,22 +424,22 @@ impl Operand {
 }
 
 impl Node {
-    pub fn eval(&self, ev: &Event) -> bool {
+    pub fn eval(&self, cx: &EvalCtx<'_>) -> bool {
         match self {
             Node::Const(b) => *b,
-            Node::And(v) => v.iter().all(|n| n.eval(ev)),
-            Node::Or(v) => v.iter().any(|n| n.eval(ev)),
-            Node::Not(n) => !n.eval(ev),
-            Node::EvtType(mask) => mask & type_bit(ev.evt_type) != 0,
-            Node::Check(c) => c.eval(ev),
+            Node::And(v) => v.iter().all(|n| n.eval(cx)),
+            Node::Or(v) => v.iter().any(|n| n.eval(cx)),
+            Node::Not(n) => !n.eval(cx),
+            Node::EvtType(mask) => mask & type_bit(cx.ev.evt_type) != 0,
+            Node::Check(c) => c.eval(cx),
             Node::Unsupported => false,
         }
     }
 }
 
 impl CheckNode {
-    fn eval(&self, ev: &Event) -> bool {
-        let v = self.lhs.get(ev);
+    fn eval(&self, cx: &EvalCtx<'_>) -> bool {
+        let v = self.lhs.get(cx);
         if self.op == Op::Exists {
             return match &v {
                 Value::Missing => false,
@@ -392,7 +449,7 @@ impl CheckNode {
         }
         let other;
         let rhs_val = if let Rhs::Operand(o) = &self.rhs {
-            other = o.get(ev);
+            other = o.get(cx);
             Some(&other)
         } else {
             None
@@ -417,7 +474,7 @@ impl CheckNode {
                 match (self.op, rhs) {
                     (Op::Eq, Rhs::Str(r)) => s == r,
                     (Op::Ne, Rhs::Str(r)) => s != r,
-                    (Op::Contains, Rhs::Str(r)) => s.contains(r.as_str()),
+                    (Op::Contains, Rhs::Contains(f)) => f.find(s.as_bytes()).is_some(),
                     (Op::IContains, Rhs::StrLower(r)) => contains_icase(s, r),
                     (Op::StartsWith, Rhs::Str(r)) => s.starts_with(r.as_str()),
                     (Op::EndsWith, Rhs::Str(r)) => s.ends_with(r.as_str()),
@@ -507,6 +564,72 @@ impl CheckNode {
             },
             _ => false,
         }
+    }
+}
+
+/// Static evaluation cost estimate, used to order the operands of `and` /
+/// `or` so that cheap, selective checks run first (the language has no side
+/// effects, so order does not change results).
+pub fn cost(n: &Node) -> u32 {
+    match n {
+        Node::Const(_) | Node::EvtType(_) | Node::Unsupported => 0,
+        Node::Not(inner) => cost(inner),
+        Node::And(v) | Node::Or(v) => v.iter().map(cost).sum::<u32>() + 1,
+        Node::Check(c) => {
+            use crate::fields::FieldId as F;
+            let field = match c.lhs.field.id() {
+                F::ProcCmdline | F::ProcArgs | F::ProcPCmdline | F::ProcACmdline => 6,
+                F::EvtArg | F::EvtTime | F::EvtTimeIso | F::ContainerImageRepository => 4,
+                F::ProcAName | F::ProcAPid | F::ProcAExe | F::ProcAExePath
+                    if matches!(c.lhs.field.arg, crate::fields::FieldArg::AnyAncestor) =>
+                {
+                    8
+                }
+                _ => 2,
+            } + 3 * c.lhs.transforms.len() as u32;
+            let op = match &c.rhs {
+                Rhs::None | Rhs::Int(_) | Rhs::Bool(_) | Rhs::Ip(_) => 1,
+                Rhs::Str(_) | Rhs::Bytes(_) => 2,
+                Rhs::Contains(_) | Rhs::StrSet(_) | Rhs::IntSet(_) | Rhs::IpSet(_) => 3,
+                Rhs::Prefixes(_) | Rhs::Nets(_) => 4,
+                Rhs::StrLower(_) => 6,
+                Rhs::Glob(_) => 8,
+                Rhs::Regex(_) => 12,
+                Rhs::Operand(_) => 6,
+            };
+            field + op
+        }
+    }
+}
+
+/// Reorder operands (stable, recursively) so evaluation stops early:
+/// `and` runs event-type masks first, then positive checks (usually false
+/// for a given event: `proc.name in (...)`, `fd.name startswith ...`), then
+/// negated ones (the `and not exception` tail, usually true), cheapest first
+/// within each group; `or` runs cheapest first.
+pub fn order_by_cost(n: &mut Node) {
+    match n {
+        Node::And(v) => {
+            for c in v.iter_mut() {
+                order_by_cost(c);
+            }
+            v.sort_by_key(|c| {
+                let class = match c {
+                    Node::Const(_) | Node::EvtType(_) => 0,
+                    Node::Not(_) => 2,
+                    _ => 1,
+                };
+                (class, cost(c))
+            });
+        }
+        Node::Or(v) => {
+            for c in v.iter_mut() {
+                order_by_cost(c);
+            }
+            v.sort_by_key(cost);
+        }
+        Node::Not(inner) => order_by_cost(inner),
+        _ => {}
     }
 }
 

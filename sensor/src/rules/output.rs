@@ -152,13 +152,14 @@ impl OutputFormat {
         out: &mut String,
         mut fields: Option<&mut serde_json::Map<String, serde_json::Value>>,
     ) {
+        let cx = crate::fields::EvalCtx::new(ev);
         for seg in &self.segs {
             match seg {
                 Seg::Lit(s) => out.push_str(s),
                 Seg::Field { key, operand } => {
                     let v = operand
                         .as_ref()
-                        .map(|o| o.get(ev))
+                        .map(|o| o.get(&cx))
                         .unwrap_or(Value::Missing);
                     v.render(out);
                     if let Some(map) = fields.as_deref_mut() {
