@@ -7,8 +7,8 @@
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
-    Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use mamori_common::{EventKind, KernelOffsets, SensorConfig, NO_OFFSET};
 
@@ -22,6 +22,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub enum Attach {
     /// A raw tracepoint by name.
     Raw(&'static str),
+    /// A BTF-typed raw tracepoint (`tp_btf`) by name.
+    Btf(&'static str),
     /// A formatted tracepoint by category and name.
     TracePoint(&'static str, &'static str),
 }
@@ -41,7 +43,7 @@ pub struct Probe {
 pub const PROBES: &[Probe] = &[
     Probe {
         program: "mamori_sys_exit",
-        attach: Attach::Raw("sys_exit"),
+        attach: Attach::Btf("sys_exit"),
         required: true,
         why: "open/openat/openat2/creat, connect, failed execve/execveat",
     },
@@ -79,6 +81,8 @@ pub enum LoadError {
     RingSize(u32),
     #[error("kernel BTF: {0} (mamori needs a kernel with CONFIG_DEBUG_INFO_BTF, Linux >= 5.8)")]
     Btf(#[from] crate::btf::BtfError),
+    #[error("kernel BTF (for tp_btf programs): {0}")]
+    AyaBtf(#[source] Box<aya::BtfError>),
     #[error("kernel BTF lacks {0}, which the programs need")]
     MissingOffset(&'static str),
     #[error("loading the eBPF object: {0}")]
@@ -198,10 +202,11 @@ impl Sensor {
             .map_max_entries("EVENTS", opts.ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| LoadError::Load(Box::new(e)))?;
+        let kernel_btf = AyaBtf::from_sys_fs().map_err(|e| LoadError::AyaBtf(Box::new(e)))?;
         let mut attached = Vec::new();
         let mut skipped = Vec::new();
         for probe in PROBES {
-            match attach(&mut ebpf, probe) {
+            match attach(&mut ebpf, probe, &kernel_btf) {
                 Ok(()) => attached.push(probe.program),
                 Err(e) if !probe.required => {
                     log::warn!(
@@ -308,7 +313,7 @@ fn check_offsets(o: &KernelOffsets) -> Result<(), LoadError> {
     Ok(())
 }
 
-fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<(), LoadError> {
+fn attach(ebpf: &mut Ebpf, probe: &Probe, btf: &AyaBtf) -> Result<(), LoadError> {
     let err = |what: &'static str| {
         move |e: aya::programs::ProgramError| LoadError::Program {
             program: probe.program,
@@ -326,6 +331,11 @@ fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<(), LoadError> {
             let p: &mut RawTracePoint = prog.try_into().map_err(err("type"))?;
             p.load().map_err(err("load (verifier)"))?;
             p.attach(tp).map_err(err("attach"))?;
+        }
+        Attach::Btf(tp) => {
+            let p: &mut BtfTracePoint = prog.try_into().map_err(err("type"))?;
+            p.load(tp, btf).map_err(err("load (verifier)"))?;
+            p.attach().map_err(err("attach"))?;
         }
         Attach::TracePoint(category, name) => {
             let p: &mut TracePoint = prog.try_into().map_err(err("type"))?;

@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::Context;
+use mamori_common::EventKind;
 
 use crate::{
     bpf::{Options, Sensor},
@@ -25,6 +26,25 @@ pub struct CaptureArgs {
     pub pid: Option<u32>,
     pub output: Option<PathBuf>,
     pub ring_bytes: Option<u32>,
+    /// Kinds to capture; empty = all.
+    pub kinds: Vec<EventKind>,
+}
+
+/// Parse `--events` names (`exec`, `fork`, `exit`, `open`, `connect`).
+pub fn parse_kinds(names: &[String]) -> anyhow::Result<Vec<EventKind>> {
+    names
+        .iter()
+        .map(|n| {
+            EventKind::ALL
+                .into_iter()
+                .find(|k| k.name() == n.trim())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "unknown event kind {n:?} (expected exec, fork, exit, open, connect)"
+                    )
+                })
+        })
+        .collect()
 }
 
 /// Keep an event? `--comm` matches `proc.name`; `--pid` matches the process
@@ -106,10 +126,16 @@ pub fn human_line(ev: &Event) -> String {
 }
 
 /// Load the sensor, seed the process table, announce readiness on stderr.
-pub fn start(ring_bytes: Option<u32>) -> anyhow::Result<(Sensor, ProcTable, Clock)> {
+pub fn start(
+    ring_bytes: Option<u32>,
+    kinds: &[EventKind],
+) -> anyhow::Result<(Sensor, ProcTable, Clock)> {
     let mut opts = Options::default();
     if let Some(b) = ring_bytes {
         opts.ring_bytes = b;
+    }
+    if !kinds.is_empty() {
+        opts.kinds = kinds.to_vec();
     }
     let sensor = Sensor::load(&opts).context("starting the kernel sensor")?;
     let clock = Clock::now();
@@ -135,7 +161,7 @@ pub async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
         None => Box::new(std::io::stdout()),
     };
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
-    let (mut sensor, mut table, clock) = start(args.ring_bytes)?;
+    let (mut sensor, mut table, clock) = start(args.ring_bytes, &args.kinds)?;
     let mut last_flush = Instant::now();
     let stats = pipeline::run(
         &mut sensor,

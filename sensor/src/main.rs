@@ -38,6 +38,9 @@ enum Cmd {
         /// Kernel ring buffer size in bytes (power of two).
         #[arg(long, value_name = "BYTES")]
         ring_size: Option<u32>,
+        /// Event kinds to capture (default: all): exec, fork, exit, open, connect.
+        #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
+        events: Vec<String>,
     },
     /// Run the sensor: evaluate rules on live events, print alerts (needs root).
     Run {
@@ -129,6 +132,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             pid,
             output,
             ring_size,
+            events,
         } => {
             let args = capture::CaptureArgs {
                 json,
@@ -136,6 +140,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 pid,
                 output,
                 ring_bytes: ring_size,
+                kinds: capture::parse_kinds(&events)?,
             };
             runtime()?.block_on(capture::capture(args))?;
             Ok(ExitCode::SUCCESS)
