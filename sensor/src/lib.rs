@@ -15,4 +15,5 @@ pub mod fields;
 pub mod pipeline;
 pub mod proctable;
 pub mod rules;
+pub mod run;
 pub mod timefmt;

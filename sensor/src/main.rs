@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use mamori::{capture, cmd_rules};
+use mamori::{capture, cmd_rules, run};
 
 /// mamori (守り) — runtime security sensor for Kubernetes nodes.
 ///
@@ -44,12 +44,15 @@ enum Cmd {
     },
     /// Run the sensor: evaluate rules on live events, print alerts (needs root).
     Run {
-        /// Rule files or directories (default: the shipped rules/ directory).
+        /// Rule files or directories (default: /etc/mamori/rules, else ./rules).
         #[arg(long, short, value_name = "PATH")]
         rules: Vec<PathBuf>,
         /// Kernel ring buffer size in bytes (power of two).
         #[arg(long, value_name = "BYTES")]
         ring_size: Option<u32>,
+        /// Event kinds to capture (default: all): exec, fork, exit, open, connect.
+        #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
+        events: Vec<String>,
     },
     /// Author and check rules without a kernel.
     Rules {
@@ -146,16 +149,12 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run {
-            rules: _,
+            rules,
             ring_size,
+            events,
         } => {
-            // Until the rule engine is wired in, `run` captures as JSON.
-            let args = capture::CaptureArgs {
-                json: true,
-                ring_bytes: ring_size,
-                ..Default::default()
-            };
-            runtime()?.block_on(capture::capture(args))?;
+            let kinds = capture::parse_kinds(&events)?;
+            runtime()?.block_on(run::run(rules, ring_size, kinds))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Rules { cmd } => match cmd {

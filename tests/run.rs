@@ -1,0 +1,142 @@
+//! End-to-end test of `mamori run` on the real kernel (root only): the real
+//! binary loads a rule file, real processes do the watched thing and a benign
+//! twin, and the alerts on stdout are checked.
+//!
+//! Run: `cargo test -p sensor --features e2e --test run -- --test-threads=1`
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+const RULES: &str = r#"
+- list: e2e_secret_names
+  items: [mamori-e2e-secret.txt]
+
+- macro: e2e_open_read
+  condition: evt.type in (open, openat, openat2) and evt.is_open_read=true and fd.typechar='f' and fd.num>=0
+
+- rule: E2E secret read
+  desc: a process read the test's secret file
+  condition: e2e_open_read and fd.filename in (e2e_secret_names) and proc.name=cat
+  output: secret read (file=%fd.name proc=%proc.name cmd=%proc.cmdline parent=%proc.pname)
+  priority: WARNING
+  tags: [e2e]
+
+- rule: E2E tool exec
+  desc: a renamed true ran with a marker argument
+  condition: evt.type=execve and proc.args contains "mamori-e2e-marker"
+  output: tool ran (cmd=%proc.cmdline exe=%proc.exepath)
+  priority: NOTICE
+"#;
+
+#[test]
+fn run_prints_alerts_for_live_events_and_not_for_benign_twins() {
+    let dir = std::env::temp_dir().join(format!("mamori-run-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("rules.yaml");
+    std::fs::write(&rules, RULES).unwrap();
+    let secret = dir.join("mamori-e2e-secret.txt");
+    let benign = dir.join("mamori-e2e-benign.txt");
+    std::fs::write(&secret, "s3cret").unwrap();
+    std::fs::write(&benign, "hello").unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mamori"))
+        .args(["run", "--rules"])
+        .arg(&rules)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("mamori run did not attach; stderr: {log:?}"));
+        let ready = line.contains("attached");
+        log.push(line);
+        if ready {
+            break;
+        }
+    }
+    assert!(log.iter().any(|l| l.contains("2 active rules")), "{log:?}");
+
+    // The watched behaviour and its benign twins.
+    for path in [&secret, &benign] {
+        let st = Command::new("cat")
+            .arg(path)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let tool = dir.join("nmap");
+    std::fs::copy("/bin/true", &tool).unwrap();
+    assert!(Command::new(&tool)
+        .args(["-sS", "mamori-e2e-marker"])
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new(&tool)
+        .args(["-sS", "other"])
+        .status()
+        .unwrap()
+        .success());
+
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: sending SIGINT to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mamori run exited with {}",
+        out.status
+    );
+    let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each stdout line is an alert JSON object"))
+        .collect();
+
+    let secret_alerts: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["rule"] == "E2E secret read")
+        .collect();
+    assert_eq!(
+        secret_alerts.len(),
+        1,
+        "exactly the secret read fires: {alerts:#?}"
+    );
+    let a = secret_alerts[0];
+    assert_eq!(a["priority"], "Warning");
+    assert_eq!(a["source"], "syscall");
+    assert_eq!(a["tags"], serde_json::json!(["e2e"]));
+    assert_eq!(a["output_fields"]["fd.name"], secret.to_str().unwrap());
+    assert_eq!(a["output_fields"]["proc.name"], "cat");
+    assert!(a["output"].as_str().unwrap().contains("secret read (file="));
+    assert!(a["time"].as_str().unwrap().ends_with('Z'));
+    assert!(a["hostname"].as_str().is_some_and(|h| !h.is_empty()));
+
+    let tool_alerts: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["rule"] == "E2E tool exec")
+        .collect();
+    assert_eq!(
+        tool_alerts.len(),
+        1,
+        "only the marked exec fires: {alerts:#?}"
+    );
+    assert_eq!(
+        tool_alerts[0]["output_fields"]["proc.cmdline"],
+        "nmap -sS mamori-e2e-marker"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
