@@ -1,0 +1,32 @@
+//! Fuzz the whole loader (YAML reader, collector, parser, compiler) with an
+//! arbitrary rules file, then evaluate one event: diagnostics, never panics.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mamori::event::{Event, EvtType, Process};
+use mamori::rules::{Engine, LoadOptions};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (engine, _report) = Engine::from_sources(&[("fuzz.yaml", text)], &LoadOptions::default());
+    let ev = Event {
+        ts: 1,
+        evt_type: EvtType::Execve,
+        res: 0,
+        proc: Process {
+            pid: 1,
+            name: "sh".into(),
+            argv: vec!["sh".into(), "-c".into(), "id".into()],
+            ..Default::default()
+        },
+        fd: None,
+        open: None,
+        exec: None,
+        lifecycle: None,
+        container: None,
+        drops: None,
+    };
+    let _ = engine.evaluate(&ev);
+});
