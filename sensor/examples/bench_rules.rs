@@ -160,7 +160,7 @@ fn make_events(n: usize) -> Vec<Event> {
         let mut argv = vec![name.clone()];
         let args = rng.pick(ARGS);
         argv.extend(args.split_whitespace().map(str::to_string));
-        let ancestors = (0..(rng.next() % 4) as usize)
+        let ancestors: Vec<Ancestor> = (0..(rng.next() % 4) as usize)
             .map(|k| {
                 let p = rng.pick(PARENTS);
                 Ancestor {
@@ -194,7 +194,7 @@ fn make_events(n: usize) -> Vec<Event> {
             loginuid: if uid == 0 { -1 } else { 1000 },
             user: Some(if uid == 0 { "root" } else { "alice" }.into()),
             start_ts: 1,
-            ancestors,
+            ancestors: ancestors.into(),
             ..Default::default()
         };
         let ts = 1_700_000_000_000_000_000 + i as u64 * 1000;

@@ -12,7 +12,7 @@
 //! output, never interpreted.
 
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 /// `evt.type` values mamori produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -163,8 +163,14 @@ pub struct Process {
     #[serde(default)]
     pub cgroup_id: u64,
     /// Ancestors, nearest first: `[0]` is the parent (`proc.aname[1]`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ancestors: Vec<Ancestor>,
+    /// Shared: the process table hands every event of a process the same
+    /// chain until something in it changes.
+    #[serde(default, skip_serializing_if = "no_ancestors")]
+    pub ancestors: Arc<Vec<Ancestor>>,
+}
+
+fn no_ancestors(a: &Arc<Vec<Ancestor>>) -> bool {
+    a.is_empty()
 }
 
 fn minus_one() -> i64 {

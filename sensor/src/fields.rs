@@ -1301,7 +1301,8 @@ mod tests {
                         name: "sshd".into(),
                         ..Default::default()
                     },
-                ],
+                ]
+                .into(),
                 ..Default::default()
             },
             fd: Some(Fd {

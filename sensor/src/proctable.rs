@@ -8,6 +8,7 @@ use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use mamori_common::{flags, syscall, ConnectBody, Header};
@@ -112,6 +113,12 @@ impl Users {
 
 pub struct ProcTable {
     procs: HashMap<u32, ProcEntry>,
+    /// Ancestor chains already built, valid while `generation` is unchanged.
+    chains: HashMap<u32, (u64, Arc<Vec<Ancestor>>)>,
+    /// Bumped whenever anything an ancestor chain shows may have changed
+    /// (exec, exit, comm or parent change). Opens and connects do not bump
+    /// it, so a busy process reuses its chain for free.
+    generation: u64,
     clock: Clock,
     users: Users,
     /// `/proc` (or a test's stand-in) for lazy look-ups of unknown processes.
@@ -136,6 +143,8 @@ impl ProcTable {
     pub fn new(clock: Clock, users: Users) -> ProcTable {
         ProcTable {
             procs: HashMap::new(),
+            chains: HashMap::new(),
+            generation: 0,
             clock,
             users,
             proc_root: None,
@@ -194,12 +203,15 @@ impl ProcTable {
                 self.prune();
             }
             self.procs.insert(pid, p);
+            // It may be an ancestor some cached chain showed as unknown.
+            self.generation += 1;
         }
         let e = self.procs.get_mut(&pid).expect("inserted above");
         let comm = &hdr.comm;
         let end = comm.iter().position(|&b| b == 0).unwrap_or(16);
         if e.comm.as_bytes() != &comm[..end] {
             e.comm = lossy(&comm[..end]);
+            self.generation += 1;
         }
         e.uid = hdr.uid;
         e.gid = hdr.gid;
@@ -217,18 +229,24 @@ impl ProcTable {
         }
     }
 
-    /// The `Process` view of `pid` with its ancestor chain.
-    fn process(&self, pid: u32, tid: u32) -> Process {
-        let Some(e) = self.procs.get(&pid) else {
-            return Process {
-                pid,
-                tid,
-                loginuid: -1,
-                ..Default::default()
-            };
-        };
+    /// The ancestor chain of `pid`, from the cache when still valid.
+    fn chain(&mut self, pid: u32, ppid: u32) -> Arc<Vec<Ancestor>> {
+        if let Some((gen, chain)) = self.chains.get(&pid) {
+            if *gen == self.generation {
+                return chain.clone();
+            }
+        }
+        let chain = Arc::new(self.build_chain(ppid));
+        if self.chains.len() >= MAX_PROCS {
+            self.chains.clear();
+        }
+        self.chains.insert(pid, (self.generation, chain.clone()));
+        chain
+    }
+
+    fn build_chain(&self, ppid: u32) -> Vec<Ancestor> {
         let mut ancestors = Vec::new();
-        let mut cur = e.ppid;
+        let mut cur = ppid;
         while cur != 0 && ancestors.len() < MAX_ANCESTORS {
             let Some(a) = self.procs.get(&cur) else {
                 ancestors.push(Ancestor {
@@ -248,6 +266,21 @@ impl ProcTable {
             }
             cur = a.ppid;
         }
+        ancestors
+    }
+
+    /// The `Process` view of `pid` with its ancestor chain.
+    fn process(&mut self, pid: u32, tid: u32) -> Process {
+        let Some(ppid) = self.procs.get(&pid).map(|e| e.ppid) else {
+            return Process {
+                pid,
+                tid,
+                loginuid: -1,
+                ..Default::default()
+            };
+        };
+        let ancestors = self.chain(pid, ppid);
+        let e = &self.procs[&pid];
         Process {
             pid,
             tid,
@@ -267,7 +300,7 @@ impl ProcTable {
         }
     }
 
-    fn base(&self, hdr: &Header, evt_type: EvtType, res: i64) -> Event {
+    fn base(&mut self, hdr: &Header, evt_type: EvtType, res: i64) -> Event {
         Event {
             ts: self.clock.wall(hdr.ts_boot_ns),
             evt_type,
@@ -307,6 +340,7 @@ impl ProcTable {
                 };
                 if body.ret == 0 {
                     let start_ts = self.clock.wall(body.start_boot_ns);
+                    self.generation += 1;
                     let e = self.entry_for(hdr);
                     e.exepath = filename;
                     e.argv = argv;
@@ -338,6 +372,7 @@ impl ProcTable {
                     start_ts: self.clock.wall(body.child_start_boot_ns),
                     ..parent
                 };
+                self.chains.remove(&child.pid);
                 self.procs.insert(child.pid, child);
                 let mut ev = self.base(hdr, EvtType::Clone, body.child_tgid as i64);
                 ev.lifecycle = Some(Lifecycle {
@@ -354,6 +389,8 @@ impl ProcTable {
                     exit_status: Some(body.exit_code),
                 });
                 self.procs.remove(&hdr.tgid);
+                self.chains.remove(&hdr.tgid);
+                self.generation += 1;
                 ev
             }
             RawEvent::Open { hdr, body, path } => {
@@ -648,6 +685,41 @@ mod tests {
         });
         assert_eq!(exit.evt_type, EvtType::Procexit);
         assert!(t.get(200).is_none());
+    }
+
+    fn open(pid: u32, comm: &str) -> RawEvent {
+        RawEvent::Open {
+            hdr: hdr(EventKind::Open, pid, comm),
+            body: OpenBody {
+                ret: 3,
+                syscall: syscall::OPENAT,
+                dirfd: -100,
+                path_len: 2,
+                ..Default::default()
+            },
+            path: b"/x".to_vec(),
+        }
+    }
+
+    #[test]
+    fn cached_ancestor_chains_follow_changes() {
+        let mut t = ProcTable::new(Clock::fixed(0), Users::default());
+        t.apply(&exec(100, 1, "bash", "/bin/bash", "bash"));
+        t.apply(&fork(100, "bash", 200));
+        t.apply(&exec(200, 100, "worker", "/bin/worker", "worker"));
+        let a = t.apply(&open(200, "worker"));
+        let b = t.apply(&open(200, "worker"));
+        assert!(Arc::ptr_eq(&a.proc.ancestors, &b.proc.ancestors), "chain reused");
+        assert_eq!(a.proc.ancestors[0].name, "bash");
+        // The parent execs something else: the child's chain shows it at once.
+        t.apply(&exec(100, 1, "python3", "/usr/bin/python3", "python3 x.py"));
+        let c = t.apply(&open(200, "worker"));
+        assert_eq!(c.proc.ancestors[0].name, "python3");
+        assert_eq!(c.proc.ancestors[0].argv, ["python3", "x.py"]);
+        // The parent renames itself (prctl): seen on the child's next event.
+        t.apply(&open(100, "renamed"));
+        let d = t.apply(&open(200, "worker"));
+        assert_eq!(d.proc.ancestors[0].name, "renamed");
     }
 
     #[test]

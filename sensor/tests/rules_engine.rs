@@ -61,7 +61,8 @@ fn exec(name: &str, args: &[&str]) -> Event {
                     exepath: "/usr/lib/systemd/systemd".into(),
                     argv: vec!["/sbin/init".into()],
                 },
-            ],
+            ]
+            .into(),
             ..Default::default()
         },
         fd: None,
