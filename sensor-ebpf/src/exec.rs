@@ -49,7 +49,7 @@ pub fn mamori_enter_execveat(ctx: TracePointContext) -> u32 {
     let dirfd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
     let flags = unsafe { ctx.read_at::<u64>(48) }.unwrap_or(0) as u32;
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = EXECVEAT_CALLS.insert(&tid, &ExecAt { dirfd, flags }, 0);
+    let _ = EXECVEAT_CALLS.insert(tid, ExecAt { dirfd, flags }, 0);
     0
 }
 
@@ -65,9 +65,9 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offsets from the tracepoint format, stable since 3.x.
     let loc = unsafe { ctx.read_at::<u32>(8) }.map_err(|e| e as i64)?;
     let old_pid = unsafe { ctx.read_at::<i32>(16) }.map_err(|e| e as i64)? as u32;
-    let at = EXECVEAT_CALLS.get_ptr(&old_pid).map(|p| unsafe { *p });
+    let at = EXECVEAT_CALLS.get_ptr(old_pid).map(|p| unsafe { *p });
     if at.is_some() {
-        let _ = EXECVEAT_CALLS.remove(&old_pid);
+        let _ = EXECVEAT_CALLS.remove(old_pid);
     }
     if !emit::wanted(EventKind::Exec) {
         return Ok(());
@@ -141,7 +141,7 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<(), i64> {
 #[inline(always)]
 pub fn on_failed_exit(r: &Regs, ret: i64, sys: u16) -> Result<(), i64> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = EXECVEAT_CALLS.remove(&tid);
+    let _ = EXECVEAT_CALLS.remove(tid);
     if !emit::wanted(EventKind::Exec) {
         return Ok(());
     }

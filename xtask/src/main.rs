@@ -161,6 +161,27 @@ fn test(no_vm: bool) -> Result<()> {
         "warnings",
     ]))?;
     build_ebpf()?;
+    // The kernel crate, linted for its own target.
+    run(Command::new("rustup")
+        .current_dir(root())
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--package",
+            "mamori-ebpf",
+        ])
+        .args([
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+        ])
+        .args(["--", "-D", "warnings"])
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER"))?;
     // Unit and pure-userspace integration tests (rules, decoder, replay).
     run(cargo().args(["test"]))?;
     if is_root() {
