@@ -709,7 +709,10 @@ mod tests {
         t.apply(&exec(200, 100, "worker", "/bin/worker", "worker"));
         let a = t.apply(&open(200, "worker"));
         let b = t.apply(&open(200, "worker"));
-        assert!(Arc::ptr_eq(&a.proc.ancestors, &b.proc.ancestors), "chain reused");
+        assert!(
+            Arc::ptr_eq(&a.proc.ancestors, &b.proc.ancestors),
+            "chain reused"
+        );
         assert_eq!(a.proc.ancestors[0].name, "bash");
         // The parent execs something else: the child's chain shows it at once.
         t.apply(&exec(100, 1, "python3", "/usr/bin/python3", "python3 x.py"));

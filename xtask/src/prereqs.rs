@@ -45,14 +45,16 @@ pub fn ensure() -> Result<()> {
         "--toolchain",
         "nightly",
     ]))?;
-    if !components.lines().any(|l| l.starts_with("rust-src")) {
-        run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+    for component in ["rust-src", "clippy"] {
+        if !components.lines().any(|l| l.starts_with(component)) {
+            run(Command::new("rustup").args([
+                "component",
+                "add",
+                component,
+                "--toolchain",
+                "nightly",
+            ]))?;
+        }
     }
     ensure_bpf_linker()
 }
