@@ -343,16 +343,15 @@ fn main() {
     let mut alerts = 0u64;
     let start = Instant::now();
     let cpu0 = thread_cpu_secs();
-    for ev in &events {
-        engine.matching_rules(black_box(ev), &mut idx);
-        if !idx.is_empty() {
+    let mut last = usize::MAX;
+    engine.matching_rules_batch(black_box(&events), |e, r| {
+        if e != last {
             matched += 1;
-            for &i in &idx {
-                black_box(engine.alert(i, ev));
-                alerts += 1;
-            }
+            last = e;
         }
-    }
+        black_box(engine.alert(r, &events[e]));
+        alerts += 1;
+    });
     let wall = start.elapsed().as_secs_f64();
     let secs = (thread_cpu_secs() - cpu0).max(f64::MIN_POSITIVE);
     let rate = n as f64 / secs;

@@ -960,6 +960,21 @@ impl Field {
         self.info.id
     }
 
+    /// For "any ancestor" fields (`proc.aname` without index): call `f` on
+    /// each ancestor's value, parent first, until it returns true. Returns
+    /// `None` for other fields. Avoids building a list per check.
+    pub fn any_ancestor(&self, ev: &Event, mut f: impl FnMut(Value<'_>) -> bool) -> Option<bool> {
+        if self.arg != FieldArg::AnyAncestor {
+            return None;
+        }
+        Some(
+            ev.proc
+                .ancestors
+                .iter()
+                .any(|a| f(ancestor_value(&Anc::Up(a), self.info.id))),
+        )
+    }
+
     /// Read the field through a per-event memo (see [`EvalCtx`]).
     pub fn extract_in<'c>(&self, cx: &'c EvalCtx<'_>) -> Value<'c> {
         let p = &cx.ev.proc;

@@ -439,6 +439,18 @@ impl Node {
 
 impl CheckNode {
     fn eval(&self, cx: &EvalCtx<'_>) -> bool {
+        if self.op != Op::Exists && !matches!(self.rhs, Rhs::Operand(_)) {
+            // Any-ancestor fields: test each ancestor in place, no list.
+            let hit = self.lhs.field.any_ancestor(cx.ev, |mut v| {
+                for t in &self.lhs.transforms {
+                    v = apply_transform(*t, v);
+                }
+                !matches!(v, Value::Missing) && self.apply(&v, None)
+            });
+            if let Some(hit) = hit {
+                return hit;
+            }
+        }
         let v = self.lhs.get(cx);
         if self.op == Op::Exists {
             return match &v {
