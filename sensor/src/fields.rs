@@ -926,6 +926,11 @@ fn split_image(image: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// Fast accessor of a plain string field.
+pub type StrGetter = for<'c> fn(&'c EvalCtx<'_>) -> Option<&'c str>;
+/// Fast accessor of a plain integer field.
+pub type IntGetter = fn(&Event) -> Option<i64>;
+
 /// Per-event memo of the composed string fields, so a rule set that reads
 /// `proc.args` twenty times (Falco's credential-search macros do) builds it
 /// once per event, and not at all for events no rule asks it of.
@@ -958,6 +963,50 @@ impl Field {
 
     pub fn id(&self) -> FieldId {
         self.info.id
+    }
+
+    /// A direct accessor for plain string fields (no transformer, no list):
+    /// the evaluator's fast path, skipping [`Value`] construction.
+    pub fn str_getter(&self) -> Option<StrGetter> {
+        use FieldId as F;
+        let g: StrGetter = match (self.info.id, self.arg) {
+            (F::ProcName, _) => |cx| Some(&cx.ev.proc.name),
+            (F::ProcExe, _) => |cx| Some(cx.ev.proc.exe()),
+            (F::ProcExePath, _) => |cx| Some(&cx.ev.proc.exepath),
+            (F::ProcCwd, _) => |cx| cx.ev.proc.cwd.as_deref(),
+            (F::ProcArgs, _) => |cx| Some(cx.args.get_or_init(|| cx.ev.proc.args())),
+            (F::ProcCmdline, _) => |cx| {
+                Some(
+                    cx.cmdline
+                        .get_or_init(|| cmdline(&cx.ev.proc.name, &cx.ev.proc.argv)),
+                )
+            },
+            (F::ProcPName, _) => |cx| cx.ev.proc.ancestors.first().map(|a| a.name.as_str()),
+            (F::ProcPExePath, _) => |cx| cx.ev.proc.ancestors.first().map(|a| a.exepath.as_str()),
+            (F::FdName, _) => |cx| cx.ev.fd.as_ref().map(|f| f.name.as_str()),
+            (F::ContainerId, _) => |cx| cx.ev.container.as_ref().map(|c| c.id.as_str()),
+            (F::UserName, _) => |cx| cx.ev.proc.user.as_deref(),
+            (F::EvtType | F::SyscallType, _) => |cx| Some(cx.ev.evt_type.as_str()),
+            _ => return None,
+        };
+        Some(g)
+    }
+
+    /// A direct accessor for plain integer fields (the fast path).
+    pub fn int_getter(&self) -> Option<IntGetter> {
+        use FieldId as F;
+        let g: IntGetter = match self.info.id {
+            F::ProcPid => |ev| Some(ev.proc.pid as i64),
+            F::ProcPpid => |ev| Some(ev.proc.ppid as i64),
+            F::UserUid => |ev| Some(ev.proc.uid as i64),
+            F::UserLoginUid => |ev| Some(ev.proc.loginuid),
+            F::GroupGid => |ev| Some(ev.proc.gid as i64),
+            F::EvtRawRes => |ev| Some(ev.res),
+            F::FdNum => |ev| ev.fd.as_ref().map(|f| f.num),
+            F::ProcTty => |_| Some(0),
+            _ => return None,
+        };
+        Some(g)
     }
 
     /// For "any ancestor" fields (`proc.aname` without index): call `f` on

@@ -485,7 +485,7 @@ impl<'c> Compiler<'c> {
                 self.list_rhs(op, ty, items, src, rcx, c)?
             }
         };
-        Ok(Node::Check(Box::new(eval::CheckNode { lhs, op, rhs })))
+        Ok(Node::Check(Box::new(eval::CheckNode::new(lhs, op, rhs))))
     }
 
     /// Expand unquoted list names inside a value list.

@@ -13,7 +13,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use crate::event::EvtType;
-use crate::fields::{EvalCtx, Field, Value};
+use crate::fields::{EvalCtx, Field, IntGetter, StrGetter, Value};
 
 use super::parser::{Op, Transformer};
 
@@ -92,6 +92,39 @@ pub struct CheckNode {
     pub lhs: Operand,
     pub op: Op,
     pub rhs: Rhs,
+    /// Fast path for plain string / integer fields compared with constants.
+    pub fast: Fast,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Fast {
+    None,
+    Str(StrGetter),
+    Int(IntGetter),
+    /// Plain field, constant right side: extract and compare, no memo,
+    /// no transformers, no ancestor iteration.
+    Plain,
+}
+
+impl CheckNode {
+    pub fn new(lhs: Operand, op: Op, rhs: Rhs) -> CheckNode {
+        let plain =
+            lhs.transforms.is_empty() && op != Op::Exists && !matches!(rhs, Rhs::Operand(_));
+        let memoized = matches!(
+            lhs.field.id(),
+            crate::fields::FieldId::ProcArgs
+                | crate::fields::FieldId::ProcCmdline
+                | crate::fields::FieldId::ProcPCmdline
+        );
+        let any = lhs.field.arg == crate::fields::FieldArg::AnyAncestor;
+        let fast = match (plain, lhs.field.str_getter(), lhs.field.int_getter()) {
+            (true, Some(g), _) => Fast::Str(g),
+            (true, None, Some(g)) => Fast::Int(g),
+            (true, None, None) if !memoized && !any => Fast::Plain,
+            _ => Fast::None,
+        };
+        CheckNode { lhs, op, rhs, fast }
+    }
 }
 
 #[derive(Debug)]
@@ -439,6 +472,20 @@ impl Node {
 
 impl CheckNode {
     fn eval(&self, cx: &EvalCtx<'_>) -> bool {
+        match self.fast {
+            Fast::Str(get) => return get(cx).is_some_and(|s| self.apply_str(s)),
+            Fast::Int(get) => return get(cx.ev).is_some_and(|n| self.apply_int(n)),
+            Fast::Plain => {
+                return match self.lhs.field.extract(cx.ev) {
+                    Value::Str(s) => self.apply_str(&s),
+                    Value::Int(n) => self.apply_int(n),
+                    Value::Missing => false,
+                    Value::List(items) => items.iter().any(|x| self.apply(x, None)),
+                    v => self.apply(&v, None),
+                }
+            }
+            Fast::None => {}
+        }
         if self.op != Op::Exists && !matches!(self.rhs, Rhs::Operand(_)) {
             // Any-ancestor fields: test each ancestor in place, no list.
             let hit = self.lhs.field.any_ancestor(cx.ev, |mut v| {
@@ -481,34 +528,8 @@ impl CheckNode {
             };
         }
         match (v, &self.rhs) {
-            (Value::Str(s), rhs) => {
-                let s: &str = s;
-                match (self.op, rhs) {
-                    (Op::Eq, Rhs::Str(r)) => s == r,
-                    (Op::Ne, Rhs::Str(r)) => s != r,
-                    (Op::Contains, Rhs::Contains(f)) => f.find(s.as_bytes()).is_some(),
-                    (Op::IContains, Rhs::StrLower(r)) => contains_icase(s, r),
-                    (Op::StartsWith, Rhs::Str(r)) => s.starts_with(r.as_str()),
-                    (Op::EndsWith, Rhs::Str(r)) => s.ends_with(r.as_str()),
-                    (Op::BContains, Rhs::Bytes(b)) => memmem(s.as_bytes(), b),
-                    (Op::BStartsWith, Rhs::Bytes(b)) => s.as_bytes().starts_with(b),
-                    (Op::Glob | Op::IGlob, Rhs::Glob(g)) => g.matches(s),
-                    (Op::Regex, Rhs::Regex(re)) => re.is_match(s),
-                    (Op::In | Op::Intersects, Rhs::StrSet(set)) => set.contains(s),
-                    (Op::PMatch, Rhs::Prefixes(p)) => p.matches(s),
-                    _ => false,
-                }
-            }
-            (Value::Int(n), rhs) => match (self.op, rhs) {
-                (Op::Eq, Rhs::Int(r)) => n == r,
-                (Op::Ne, Rhs::Int(r)) => n != r,
-                (Op::Lt, Rhs::Int(r)) => n < r,
-                (Op::Le, Rhs::Int(r)) => n <= r,
-                (Op::Gt, Rhs::Int(r)) => n > r,
-                (Op::Ge, Rhs::Int(r)) => n >= r,
-                (Op::In | Op::Intersects, Rhs::IntSet(set)) => set.contains(n),
-                _ => false,
-            },
+            (Value::Str(s), _) => self.apply_str(s),
+            (Value::Int(n), _) => self.apply_int(*n),
             (Value::Bool(b), Rhs::IntSet(set)) => {
                 matches!(self.op, Op::In | Op::Intersects) && set.contains(&i64::from(*b))
             }
@@ -527,6 +548,39 @@ impl CheckNode {
                 (Op::Ne, Rhs::Nets(nets)) => !nets.iter().any(|n| n.contains(ip)),
                 _ => false,
             },
+            _ => false,
+        }
+    }
+
+    #[inline]
+    fn apply_str(&self, s: &str) -> bool {
+        match (self.op, &self.rhs) {
+            (Op::Eq, Rhs::Str(r)) => s == r,
+            (Op::Ne, Rhs::Str(r)) => s != r,
+            (Op::Contains, Rhs::Contains(f)) => f.find(s.as_bytes()).is_some(),
+            (Op::IContains, Rhs::StrLower(r)) => contains_icase(s, r),
+            (Op::StartsWith, Rhs::Str(r)) => s.starts_with(r.as_str()),
+            (Op::EndsWith, Rhs::Str(r)) => s.ends_with(r.as_str()),
+            (Op::BContains, Rhs::Bytes(b)) => memmem(s.as_bytes(), b),
+            (Op::BStartsWith, Rhs::Bytes(b)) => s.as_bytes().starts_with(b),
+            (Op::Glob | Op::IGlob, Rhs::Glob(g)) => g.matches(s),
+            (Op::Regex, Rhs::Regex(re)) => re.is_match(s),
+            (Op::In | Op::Intersects, Rhs::StrSet(set)) => set.contains(s),
+            (Op::PMatch, Rhs::Prefixes(p)) => p.matches(s),
+            _ => false,
+        }
+    }
+
+    #[inline]
+    fn apply_int(&self, n: i64) -> bool {
+        match (self.op, &self.rhs) {
+            (Op::Eq, Rhs::Int(r)) => n == *r,
+            (Op::Ne, Rhs::Int(r)) => n != *r,
+            (Op::Lt, Rhs::Int(r)) => n < *r,
+            (Op::Le, Rhs::Int(r)) => n <= *r,
+            (Op::Gt, Rhs::Int(r)) => n > *r,
+            (Op::Ge, Rhs::Int(r)) => n >= *r,
+            (Op::In | Op::Intersects, Rhs::IntSet(set)) => set.contains(&n),
             _ => false,
         }
     }
