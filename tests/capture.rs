@@ -273,7 +273,6 @@ fn capture_child(opts: Options, spec: String) -> (u32, Vec<Event>, Stats) {
         let stats = pipeline::run(
             &mut sensor,
             &mut table,
-            clock,
             |ev| {
                 events.push(ev.clone());
                 Ok(())

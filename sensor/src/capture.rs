@@ -126,10 +126,7 @@ pub fn human_line(ev: &Event) -> String {
 }
 
 /// Load the sensor, seed the process table, announce readiness on stderr.
-pub fn start(
-    ring_bytes: Option<u32>,
-    kinds: &[EventKind],
-) -> anyhow::Result<(Sensor, ProcTable, Clock)> {
+pub fn start(ring_bytes: Option<u32>, kinds: &[EventKind]) -> anyhow::Result<(Sensor, ProcTable)> {
     let mut opts = Options::default();
     if let Some(b) = ring_bytes {
         opts.ring_bytes = b;
@@ -150,7 +147,7 @@ pub fn start(
         sensor.attached.join(", "),
         table.len()
     );
-    Ok((sensor, table, clock))
+    Ok((sensor, table))
 }
 
 pub async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
@@ -161,12 +158,11 @@ pub async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
         None => Box::new(std::io::stdout()),
     };
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
-    let (mut sensor, mut table, clock) = start(args.ring_bytes, &args.kinds)?;
+    let (mut sensor, mut table) = start(args.ring_bytes, &args.kinds)?;
     let mut last_flush = Instant::now();
     let stats = pipeline::run(
         &mut sensor,
         &mut table,
-        clock,
         |ev| {
             if ev.drops.is_some() || selected(ev, args.comm.as_deref(), args.pid) {
                 if args.json {

@@ -364,6 +364,40 @@ impl Drops {
     pub fn total(&self) -> u64 {
         self.exec + self.fork + self.exit + self.open + self.connect + self.invalid
     }
+
+    /// Per-kind counts, in a fixed order (for logs, alerts and metrics).
+    pub fn by_kind(&self) -> [(&'static str, u64); 6] {
+        [
+            ("exec", self.exec),
+            ("fork", self.fork),
+            ("exit", self.exit),
+            ("open", self.open),
+            ("connect", self.connect),
+            ("undecodable", self.invalid),
+        ]
+    }
+
+    /// Add another report's counts.
+    pub fn add(&mut self, other: &Drops) {
+        self.exec += other.exec;
+        self.fork += other.fork;
+        self.exit += other.exit;
+        self.open += other.open;
+        self.connect += other.connect;
+        self.invalid += other.invalid;
+    }
+}
+
+impl std::fmt::Display for Drops {
+    /// `N events lost (exec=.. fork=.. ...)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} events lost (", self.total())?;
+        for (i, (k, n)) in self.by_kind().iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{k}={n}")?;
+        }
+        f.write_str(")")
+    }
 }
 
 #[cfg(test)]

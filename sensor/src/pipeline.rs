@@ -14,7 +14,7 @@ use crate::{
     bpf::Sensor,
     decode::decode,
     event::{Drops, Event, EvtType, Process},
-    proctable::{Clock, ProcTable},
+    proctable::ProcTable,
 };
 
 /// How often the ring is drained when no wakeup came.
@@ -31,8 +31,7 @@ pub struct Stats {
 }
 
 /// Builds the `drop` event reporting losses.
-pub fn drop_event(clock: &Clock, drops: Drops) -> Event {
-    let _ = clock;
+pub fn drop_event(drops: Drops) -> Event {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -57,21 +56,11 @@ pub fn drop_event(clock: &Clock, drops: Drops) -> Event {
     }
 }
 
-fn add(total: &mut Drops, d: &Drops) {
-    total.exec += d.exec;
-    total.fork += d.fork;
-    total.exit += d.exit;
-    total.open += d.open;
-    total.connect += d.connect;
-    total.invalid += d.invalid;
-}
-
 /// Run until `shutdown` resolves, handing every event to `consume`. An error
 /// from `consume` stops the pipeline (e.g. the output file became unwritable).
 pub async fn run<F, S>(
     sensor: &mut Sensor,
     table: &mut ProcTable,
-    clock: Clock,
     mut consume: F,
     shutdown: S,
 ) -> anyhow::Result<Stats>
@@ -109,7 +98,7 @@ where
             }
             _ = poll.tick() => drain(ring.get_mut(), table, &mut consume, &mut stats, &mut invalid_since_report)?,
             _ = drops_tick.tick() => {
-                if let Some(ev) = report(sensor, &clock, &mut stats, &mut invalid_since_report) {
+                if let Some(ev) = report(sensor, &mut stats, &mut invalid_since_report) {
                     consume(&ev)?;
                 }
             }
@@ -123,7 +112,7 @@ where
         &mut stats,
         &mut invalid_since_report,
     )?;
-    if let Some(ev) = report(sensor, &clock, &mut stats, &mut invalid_since_report) {
+    if let Some(ev) = report(sensor, &mut stats, &mut invalid_since_report) {
         consume(&ev)?;
     }
     Ok(stats)
@@ -161,29 +150,15 @@ where
 }
 
 /// Read the kernel's drop counters; a `drop` event if anything was lost.
-fn report(
-    sensor: &mut Sensor,
-    clock: &Clock,
-    stats: &mut Stats,
-    invalid: &mut u64,
-) -> Option<Event> {
+fn report(sensor: &mut Sensor, stats: &mut Stats, invalid: &mut u64) -> Option<Event> {
     let mut d = sensor.drops_since_last();
     d.invalid = std::mem::take(invalid);
     if d.total() == 0 {
         return None;
     }
-    log::warn!(
-        "lost {} events (exec {}, fork {}, exit {}, open {}, connect {}, undecodable {})",
-        d.total(),
-        d.exec,
-        d.fork,
-        d.exit,
-        d.open,
-        d.connect,
-        d.invalid
-    );
-    add(&mut stats.dropped, &d);
-    Some(drop_event(clock, d))
+    log::warn!("kernel event drop: {d}");
+    stats.dropped.add(&d);
+    Some(drop_event(d))
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

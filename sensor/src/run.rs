@@ -14,6 +14,7 @@ use crate::{
     alert::{Alert, Priority},
     capture,
     event::Event,
+    fields::time_of_day_ns,
     pipeline,
     rules::Engine,
     timefmt::rfc3339_nanos,
@@ -25,35 +26,17 @@ pub const DEFAULT_RULE_DIRS: &[&str] = &["/etc/mamori/rules", "rules"];
 /// The alert for a `drop` event.
 pub fn drop_alert(ev: &Event, hostname: &str) -> Option<Alert> {
     let d = ev.drops.as_ref()?;
-    let text = format!(
-        "mamori internal: kernel event drop. {} events lost since the last report (exec={} fork={} exit={} open={} connect={} undecodable={})",
-        d.total(),
-        d.exec,
-        d.fork,
-        d.exit,
-        d.open,
-        d.connect,
-        d.invalid
-    );
+    let text = format!("mamori internal: kernel event drop. {d} since the last report");
     let mut fields = serde_json::Map::new();
-    for (k, v) in [
-        ("n_drops", d.total()),
-        ("n_drops_exec", d.exec),
-        ("n_drops_fork", d.fork),
-        ("n_drops_exit", d.exit),
-        ("n_drops_open", d.open),
-        ("n_drops_connect", d.connect),
-        ("n_invalid", d.invalid),
-    ] {
-        fields.insert(k.into(), v.into());
+    fields.insert("n_drops".into(), d.total().into());
+    for (k, n) in d.by_kind() {
+        fields.insert(format!("n_drops_{k}"), n.into());
     }
-    let time = rfc3339_nanos(ev.ts);
-    let clock = time.get(11..29).unwrap_or("").to_string();
     Some(Alert {
-        time,
+        time: rfc3339_nanos(ev.ts),
         rule: "mamori internal: kernel event drop".into(),
         priority: Priority::Critical,
-        output: format!("{clock}: {} {text}", Priority::Critical),
+        output: format!("{}: {} {text}", time_of_day_ns(ev.ts), Priority::Critical),
         output_fields: fields,
         source: "internal".into(),
         tags: vec!["mamori_internal".into()],
@@ -102,13 +85,12 @@ pub async fn run(
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
-    let (mut sensor, mut table, clock) = capture::start(ring_bytes, &kinds)?;
+    let (mut sensor, mut table) = capture::start(ring_bytes, &kinds)?;
     let mut out = std::io::stdout().lock();
     let mut alerts = 0u64;
     let stats = pipeline::run(
         &mut sensor,
         &mut table,
-        clock,
         |ev| {
             let produced = match drop_alert(ev, &hostname) {
                 Some(a) => vec![a],
@@ -134,4 +116,31 @@ pub async fn run(
         stats.invalid
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{event::Drops, pipeline::drop_event};
+
+    #[test]
+    fn drops_become_a_critical_internal_alert() {
+        let ev = drop_event(Drops {
+            open: 7,
+            connect: 2,
+            ..Default::default()
+        });
+        let a = drop_alert(&ev, "node-1").expect("a drop event makes an alert");
+        assert_eq!(a.rule, "mamori internal: kernel event drop");
+        assert_eq!(a.priority, Priority::Critical);
+        assert_eq!(a.output_fields["n_drops"], 9);
+        assert_eq!(a.output_fields["n_drops_open"], 7);
+        assert!(a
+            .output
+            .contains("9 events lost (exec=0 fork=0 exit=0 open=7 connect=2 undecodable=0)"));
+        assert_eq!(a.hostname, "node-1");
+        let mut quiet = ev.clone();
+        quiet.drops = None;
+        assert!(drop_alert(&quiet, "node-1").is_none());
+    }
 }
