@@ -104,20 +104,26 @@ fn stop_mamori(mut child: Child, rx: &mpsc::Receiver<String>) -> Result<(u64, u6
     while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         // "mamori: N events, M lost in the kernel, K undecodable"
         if let Some(rest) = line.strip_prefix("mamori: ") {
-            let nums: Vec<u64> = rest
-                .split(|c: char| !c.is_ascii_digit())
-                .filter_map(|s| s.parse().ok())
-                .collect();
-            if rest.contains("lost in the kernel") && nums.len() >= 2 {
-                return Ok((nums[0], nums[1]));
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let before = |word: &str| {
+                words
+                    .windows(2)
+                    .find(|w| w[1].trim_end_matches(',') == word)
+                    .and_then(|w| w[0].parse::<u64>().ok())
+            };
+            if let (Some(events), Some(lost)) = (before("events"), before("lost")) {
+                return Ok((events, lost));
             }
         }
     }
     bail!("mamori printed no summary line")
 }
 
-/// (name, run_cnt, run_time_ns) of loaded programs whose name starts with mamori.
-fn prog_stats() -> Result<Vec<(String, u64, u64)>> {
+/// (name, run_cnt, run_time_ns) of one loaded program.
+type ProgStat = (String, u64, u64);
+
+/// Stats of the loaded programs whose name starts with mamori.
+fn prog_stats() -> Result<Vec<ProgStat>> {
     let out = Command::new("bpftool").args(["prog", "show"]).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut res = Vec::new();
@@ -153,23 +159,71 @@ fn set_bpf_stats(on: bool) -> Result<()> {
     .context("writing kernel.bpf_stats_enabled")
 }
 
+/// One timed loop with mamori running `args`: (ns per pair, events, lost,
+/// per-program stats).
+fn with_mamori(
+    mamori: &Path,
+    args: &[&str],
+    n: u64,
+) -> Result<(f64, u64, u64, Result<Vec<ProgStat>>)> {
+    let mut cmd = Command::new(mamori);
+    cmd.args(args);
+    let (child, rx) = spawn_ready(cmd, "attached", true)?;
+    set_bpf_stats(true)?;
+    let ns = open_loop(n);
+    let stats = prog_stats();
+    set_bpf_stats(false)?;
+    let (events, lost) = stop_mamori(child, &rx)?;
+    Ok((ns, events, lost, stats))
+}
+
+/// Open as fast as `threads` threads can for `secs` while mamori runs `args`:
+/// (opens generated, events drained, lost, elapsed s).
+fn storm(mamori: &Path, args: &[&str], threads: usize, secs: u64) -> Result<(u64, u64, u64, f64)> {
+    let mut cmd = Command::new(mamori);
+    cmd.args(args);
+    let (child, rx) = spawn_ready(cmd, "attached", true)?;
+    let dur = Duration::from_secs(secs);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut k = 0u64;
+                while start.elapsed() < dur {
+                    for _ in 0..1000 {
+                        drop(std::fs::File::open(TARGET_PATH));
+                    }
+                    k += 1000;
+                }
+                k
+            })
+        })
+        .collect();
+    let opened: u64 = handles.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    let elapsed = start.elapsed().as_secs_f64();
+    let (events, lost) = stop_mamori(child, &rx)?;
+    Ok((opened, events, lost, elapsed))
+}
+
 pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
     ensure_pkg("bpftrace", "bpftrace")?;
     ensure_pkg("bpftool", "bpftool")?;
+    let corpus = root().join("../shared/falco-rules/falco_rules.yaml");
+    if !corpus.exists() {
+        bail!("Falco's rules corpus is missing at {}", corpus.display());
+    }
+    let corpus = corpus.to_string_lossy().into_owned();
     let n = iterations;
     println!("bench capture: {n} openat+close pairs on {TARGET_PATH}, 2 cores");
     open_loop(n / 10); // warm caches
     let bare = open_loop(n);
 
-    // mamori: full pipeline, JSON to /dev/null.
-    let mut cmd = Command::new(mamori);
-    cmd.args(["capture", "--json", "--output", "/dev/null"]);
-    let (child, rx) = spawn_ready(cmd, "attached", true)?;
-    set_bpf_stats(true)?;
-    let with_mamori = open_loop(n);
-    let stats = prog_stats();
-    set_bpf_stats(false)?;
-    let (events, lost) = stop_mamori(child, &rx)?;
+    // The main job: live events through Falco's stable rules.
+    let run_args = ["run", "--rules", corpus.as_str()];
+    let (run_ns, run_events, run_lost, stats) = with_mamori(mamori, &run_args, n)?;
+    // Capture with every event serialised as JSON (to /dev/null).
+    let cap_args = ["capture", "--json", "--output", "/dev/null"];
+    let (cap_ns, cap_events, cap_lost, _) = with_mamori(mamori, &cap_args, n)?;
 
     // bpftrace printing each path (its stdout drained by a thread).
     let mut cmd = Command::new("bpftrace");
@@ -183,48 +237,29 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
     signal(&bt, "-INT");
     let _ = bt.wait();
 
-    // Sustained drain: two threads opening as fast as they can for 3 s.
-    let mut cmd = Command::new(mamori);
-    cmd.args(["capture", "--json", "--output", "/dev/null"]);
-    let (child, rx) = spawn_ready(cmd, "attached", true)?;
-    let storm = Duration::from_secs(3);
-    let start = Instant::now();
-    let threads: Vec<_> = (0..2)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut k = 0u64;
-                while start.elapsed() < storm {
-                    for _ in 0..1000 {
-                        drop(std::fs::File::open(TARGET_PATH));
-                    }
-                    k += 1000;
-                }
-                k
-            })
-        })
-        .collect();
-    let opened: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
-    let secs = start.elapsed().as_secs_f64();
-    let (storm_events, storm_lost) = stop_mamori(child, &rx)?;
+    let (opened1, drained1, lost1, secs1) = storm(mamori, &run_args, 1, 3)?;
+    let (opened2, drained2, lost2, secs2) = storm(mamori, &run_args, 2, 3)?;
 
     println!();
-    println!("| configuration | ns / openat+close | ratio to bare |");
-    println!("| --- | ---: | ---: |");
-    println!("| bare | {bare:.0} | 1.00 |");
+    println!("| configuration | ns / openat+close | ratio to bare | events | lost |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| bare | {bare:.0} | 1.00 | | |");
     println!(
-        "| mamori capturing (exec+connect+open, full paths, JSON) | {with_mamori:.0} | {:.2} |",
-        with_mamori / bare
+        "| mamori run (exec+connect+open, full paths, Falco stable rules) | {run_ns:.0} | {:.2} | {run_events} | {run_lost} |",
+        run_ns / bare
     );
     println!(
-        "| bpftrace printing each path | {with_bpftrace:.0} | {:.2} |",
+        "| mamori capture --json (every event serialised) | {cap_ns:.0} | {:.2} | {cap_events} | {cap_lost} |",
+        cap_ns / bare
+    );
+    println!(
+        "| bpftrace printing each path | {with_bpftrace:.0} | {:.2} | | |",
         with_bpftrace / bare
     );
     println!();
-    println!("mamori during the timed loop: {events} events, {lost} lost");
     match stats {
         Ok(s) if !s.is_empty() => {
-            println!();
-            println!("| program | runs | avg ns / run |");
+            println!("| program (during mamori run) | runs | avg ns / run |");
             println!("| --- | ---: | ---: |");
             for (name, cnt, t) in s {
                 let avg = if cnt > 0 { t as f64 / cnt as f64 } else { 0.0 };
@@ -234,11 +269,15 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
         Ok(_) => println!("(bpftool listed no mamori programs)"),
         Err(e) => println!("(bpftool failed: {e})"),
     }
-    println!();
-    println!(
-        "open storm (2 threads, {secs:.1} s): {opened} opens generated, mamori drained {storm_events} events = {:.0} events/s, {storm_lost} lost",
-        storm_events as f64 / secs
-    );
+    for (threads, opened, drained, lost, secs) in [
+        (1, opened1, drained1, lost1, secs1),
+        (2, opened2, drained2, lost2, secs2),
+    ] {
+        println!(
+            "open storm under mamori run ({threads} thread(s), {secs:.1} s): {opened} opens, {drained} events drained = {:.0} events/s, {lost} lost",
+            drained as f64 / secs
+        );
+    }
     // Userspace drain ceiling, without the kernel in the way.
     run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
