@@ -113,3 +113,118 @@ fn incubating_rules_load_completely_on_top_of_stable() {
         engine.active_rules()
     );
 }
+
+/// The process-name index must not change which rules match, nor their order.
+#[test]
+fn name_index_matches_unindexed_evaluation() {
+    use mamori::event::{Ancestor, Container, Event, EvtType, Fd, FdType, OpenArgs, Process};
+    use mamori::rules::RuleMatching;
+    let dir = corpus_dir();
+    let paths = vec![
+        dir.join("falco_rules.yaml"),
+        dir.join("falco-incubating_rules.yaml"),
+    ];
+    for matching in [RuleMatching::All, RuleMatching::First] {
+        let opts = LoadOptions {
+            rule_matching: matching,
+            ..Default::default()
+        };
+        let (engine, _) = Engine::compile_paths(&paths, &opts);
+        let names = [
+            "bash", "sh", "grep", "find", "nc", "ncat", "cat", "python3", "crontab", "shred",
+            "useradd", "curl", "apt", "nmap",
+        ];
+        let files = [
+            "/etc/shadow",
+            "/etc/passwd",
+            "/root/.ssh/authorized_keys",
+            "/var/log/syslog",
+            "/proc/1/environ",
+            "/dev/x",
+            "/etc/../etc/shadow",
+            "/home/a/.bashrc",
+        ];
+        let args = [
+            vec![],
+            vec!["-e".to_string(), "/bin/sh".to_string()],
+            vec!["-r".to_string(), "BEGIN RSA PRIVATE".to_string()],
+            vec!["/dev/shm/x".to_string()],
+        ];
+        let (mut checked, mut hits) = (0, 0);
+        for (k, name) in names.iter().enumerate() {
+            for (j, a) in args.iter().enumerate() {
+                for t in [EvtType::Execve, EvtType::Openat, EvtType::Connect] {
+                    for file in files {
+                        let mut argv = vec![name.to_string()];
+                        argv.extend(a.iter().cloned());
+                        let ev = Event {
+                            ts: 1,
+                            evt_type: t,
+                            res: if j == 3 { -2 } else { 3 },
+                            proc: Process {
+                                pid: 10,
+                                name: name.to_string(),
+                                exepath: format!("/usr/bin/{name}"),
+                                argv,
+                                cwd: Some("/dev/shm/".into()),
+                                uid: (k % 2) as u32,
+                                ancestors: vec![Ancestor {
+                                    pid: 1,
+                                    name: names[(k + j) % names.len()].to_string(),
+                                    ..Default::default()
+                                }]
+                                .into(),
+                                ..Default::default()
+                            },
+                            fd: Some(match t {
+                                EvtType::Connect => Fd {
+                                    fd_type: FdType::Ipv4,
+                                    num: 3,
+                                    name: "127.0.0.1:1->127.0.0.2:4444".into(),
+                                    sip: Some("127.0.0.1".parse().unwrap()),
+                                    sport: Some(1),
+                                    rip: Some("127.0.0.2".parse().unwrap()),
+                                    rport: Some(4444),
+                                    l4proto: Some(if j % 2 == 0 { "udp" } else { "tcp" }.into()),
+                                },
+                                _ => Fd {
+                                    fd_type: FdType::File,
+                                    num: 3,
+                                    name: file.into(),
+                                    sip: None,
+                                    sport: None,
+                                    rip: None,
+                                    rport: None,
+                                    l4proto: None,
+                                },
+                            }),
+                            open: (t == EvtType::Openat).then(|| OpenArgs {
+                                flags: (j % 3) as u32,
+                                path: file.into(),
+                                ..Default::default()
+                            }),
+                            exec: None,
+                            lifecycle: None,
+                            container: (k % 3 == 0).then(|| Container {
+                                id: "0123456789ab".into(),
+                                name: None,
+                                image: Some("docker.io/library/alpine:3".into()),
+                            }),
+                            drops: None,
+                        };
+                        let (mut a, mut b) = (Vec::new(), Vec::new());
+                        engine.matching_rules(&ev, &mut a);
+                        engine.matching_rules_unindexed(&ev, &mut b);
+                        assert_eq!(a, b, "{ev:?}");
+                        checked += 1;
+                        hits += a.len();
+                    }
+                }
+            }
+        }
+        assert!(
+            hits > 20,
+            "the events should exercise matching rules ({hits} of {checked})"
+        );
+    }
+}

@@ -173,6 +173,10 @@ impl StrSet {
     pub fn contains(&self, s: &str) -> bool {
         self.lens & Self::len_bit(s.len()) != 0 && self.set.contains(s)
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        self.set.iter()
+    }
 }
 
 /// An IPv4/IPv6 network.
@@ -696,6 +700,34 @@ pub fn order_by_cost(n: &mut Node) {
         }
         Node::Not(inner) => order_by_cost(inner),
         _ => {}
+    }
+}
+
+/// Process names a node can only be true for, if its truth requires
+/// `proc.name = x` / `proc.name in (...)` (directly, in an `and`, or in every
+/// branch of an `or`). The engine indexes such rules by name, so an event
+/// only meets the rules that can match its process.
+pub fn required_names(n: &Node) -> Option<Vec<String>> {
+    match n {
+        Node::Check(c)
+            if c.lhs.field.id() == crate::fields::FieldId::ProcName
+                && c.lhs.transforms.is_empty() =>
+        {
+            match (c.op, &c.rhs) {
+                (Op::Eq, Rhs::Str(s)) => Some(vec![s.clone()]),
+                (Op::In | Op::Intersects, Rhs::StrSet(set)) => Some(set.iter().cloned().collect()),
+                _ => None,
+            }
+        }
+        Node::And(v) => v.iter().filter_map(required_names).min_by_key(Vec::len),
+        Node::Or(v) => {
+            let mut all = Vec::new();
+            for c in v.iter() {
+                all.extend(required_names(c)?);
+            }
+            Some(all)
+        }
+        _ => None,
     }
 }
 

@@ -82,11 +82,20 @@ struct ActiveRule {
     output: output::OutputFormat,
 }
 
+/// The rules of one event type: those that require a process name, by name,
+/// and the rest. Both lists are in load order.
+#[derive(Default)]
+struct TypeIndex {
+    generic: Vec<u32>,
+    by_name: std::collections::HashMap<String, Vec<u32>, std::hash::BuildHasherDefault<eval::Fnv>>,
+}
+
 /// A compiled, indexed rule set.
 pub struct Engine {
     rules: Vec<ActiveRule>,
     summaries: Vec<RuleSummary>,
     by_type: Vec<Vec<u32>>,
+    index: Vec<TypeIndex>,
     matching: RuleMatching,
     hostname: String,
 }
@@ -239,10 +248,35 @@ impl Engine {
             rules_inactive: count(|s| matches!(s, Status::Inactive { .. })),
             rules_disabled: count(|s| matches!(s, Status::Disabled)),
         };
+        let names: Vec<Option<Vec<String>>> = rules
+            .iter()
+            .map(|r| eval::required_names(&r.node))
+            .collect();
+        let index = by_type
+            .iter()
+            .map(|list| {
+                let mut ti = TypeIndex::default();
+                for &i in list {
+                    match &names[i as usize] {
+                        Some(ns) => {
+                            for n in ns {
+                                let v = ti.by_name.entry(n.clone()).or_default();
+                                if v.last() != Some(&i) {
+                                    v.push(i);
+                                }
+                            }
+                        }
+                        None => ti.generic.push(i),
+                    }
+                }
+                ti
+            })
+            .collect();
         let engine = Engine {
             rules,
             summaries,
             by_type,
+            index,
             matching: opts.rule_matching,
             hostname: opts.hostname.clone().unwrap_or_else(default_hostname),
         };
@@ -261,6 +295,43 @@ impl Engine {
     /// Indices of the active rules matching `ev` (allocation-free once `out`
     /// has capacity); respects `rule_matching`.
     pub fn matching_rules(&self, ev: &Event, out: &mut Vec<usize>) {
+        out.clear();
+        let Some(ti) = self.index.get(ev.evt_type as usize) else {
+            return;
+        };
+        let named: &[u32] = if ti.by_name.is_empty() {
+            &[]
+        } else {
+            ti.by_name
+                .get(ev.proc.name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+        };
+        let cx = fields::EvalCtx::new(ev);
+        // Merge the two load-ordered lists, so `first` keeps Falco's order.
+        let (mut g, mut n) = (ti.generic.iter().peekable(), named.iter().peekable());
+        loop {
+            let i = match (g.peek(), n.peek()) {
+                (Some(&&a), Some(&&b)) if a < b => g.next(),
+                (Some(_), Some(_)) => n.next(),
+                (Some(_), None) => g.next(),
+                (None, Some(_)) => n.next(),
+                (None, None) => break,
+            };
+            let Some(&i) = i else { break };
+            if self.rules[i as usize].node.eval(&cx) {
+                out.push(i as usize);
+                if self.matching == RuleMatching::First {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Every rule indexed for the event type, without the name index (for
+    /// tests that check the index changes nothing).
+    #[doc(hidden)]
+    pub fn matching_rules_unindexed(&self, ev: &Event, out: &mut Vec<usize>) {
         out.clear();
         let Some(list) = self.by_type.get(ev.evt_type as usize) else {
             return;
@@ -313,11 +384,11 @@ impl Engine {
     pub fn matching_rules_batch(&self, events: &[Event], mut on_match: impl FnMut(usize, usize)) {
         let mut idx = Vec::with_capacity(8);
         for (i, ev) in events.iter().enumerate() {
-            if let Some(far) = events.get(i + 4) {
+            if let Some(far) = events.get(i + 8) {
                 prefetch(far.proc.ancestors.as_ptr());
                 prefetch(far.proc.argv.as_ptr());
             }
-            if let Some(near) = events.get(i + 2) {
+            if let Some(near) = events.get(i + 4) {
                 prefetch_event(near);
             }
             self.matching_rules(ev, &mut idx);
