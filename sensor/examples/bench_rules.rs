@@ -171,10 +171,14 @@ fn make_events(n: usize) -> Vec<Event> {
                 }
             })
             .collect();
-        let container = (rng.next().is_multiple_of(3)).then(|| Container {
-            id: format!("{:012x}", rng.next() & 0xffff_ffff_ffff),
-            name: Some("app".into()),
-            image: Some(rng.pick(IMAGES).to_string()),
+        let container = (rng.next().is_multiple_of(3)).then(|| {
+            Container {
+                id: format!("{:012x}", rng.next() & 0xffff_ffff_ffff),
+                name: Some("app".into()),
+                image: Some(rng.pick(IMAGES).to_string()),
+                ..Default::default()
+            }
+            .into()
         });
         let uid = if rng.next().is_multiple_of(4) {
             0

@@ -205,10 +205,13 @@ fn name_index_matches_unindexed_evaluation() {
                             }),
                             exec: None,
                             lifecycle: None,
-                            container: (k % 3 == 0).then(|| Container {
-                                id: "0123456789ab".into(),
-                                name: None,
-                                image: Some("docker.io/library/alpine:3".into()),
+                            container: (k % 3 == 0).then(|| {
+                                Container {
+                                    id: "0123456789ab".into(),
+                                    image: Some("docker.io/library/alpine:3".into()),
+                                    ..Default::default()
+                                }
+                                .into()
                             }),
                             drops: None,
                         };

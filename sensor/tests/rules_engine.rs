@@ -292,7 +292,6 @@ fn every_operator_evaluates_like_falco() {
         ("container.id exists", false),
         ("container.id != host", false),
         ("not container.id = host", true),
-        ("evt.num = 0", false),
         ("proc.args = \"-c import os\"", true),
         ("evt.arg.filename = /usr/bin/python3", true),
     ];
@@ -366,6 +365,41 @@ fn every_operator_evaluates_like_falco() {
 }
 
 #[test]
+fn constant_fields_fold_at_load() {
+    // Falco's never_true idiom: `evt.num = 0` is never true (mamori does not
+    // number events), so `and not never_true` folds away and a rule that
+    // needs it is inactive with its own code.
+    let yaml = format!(
+        "- macro: never_true\n  condition: (evt.num=0)\n{}{}",
+        rule(
+            "Tuned",
+            "evt.type = execve and proc.name = a and not never_true"
+        ),
+        rule("Never", "evt.type = execve and never_true"),
+    );
+    let (e, r) = load(&yaml);
+    assert!(!r.has_errors());
+    assert_eq!(e.rules()[0].status, Status::Active);
+    assert!(matches!(
+        e.rules()[1].status,
+        Status::Inactive {
+            code: Code::NeverTrue,
+            ..
+        }
+    ));
+    assert_eq!(fired(&e, &exec("a", &[])), ["Tuned"]);
+    // evt.dir is always '<': `evt.dir = >` can never match.
+    let (e, _) = load(&rule("Enter", "evt.type = execve and evt.dir = >"));
+    assert!(matches!(
+        e.rules()[0].status,
+        Status::Inactive {
+            code: Code::NeverTrue,
+            ..
+        }
+    ));
+}
+
+#[test]
 fn missing_values_make_every_comparison_false() {
     let ev = exec("x", &[]);
     for cond in [
@@ -386,11 +420,15 @@ fn missing_values_make_every_comparison_false() {
         );
     }
     let mut in_container = ev.clone();
-    in_container.container = Some(Container {
-        id: "0123456789ab".into(),
-        name: Some("web".into()),
-        image: Some("registry.local:5000/team/app:1.2".into()),
-    });
+    in_container.container = Some(
+        Container {
+            id: "0123456789ab".into(),
+            name: Some("web".into()),
+            image: Some("registry.local:5000/team/app:1.2".into()),
+            ..Default::default()
+        }
+        .into(),
+    );
     for (cond, want) in [
         ("container.id != host", true),
         (

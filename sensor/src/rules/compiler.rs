@@ -485,7 +485,15 @@ impl<'c> Compiler<'c> {
                 self.list_rhs(op, ty, items, src, rcx, c)?
             }
         };
-        Ok(Node::Check(Box::new(eval::CheckNode::new(lhs, op, rhs))))
+        let constant = matches!(lhs.field.id(), FieldId::EvtDir | FieldId::EvtNum)
+            && !matches!(rhs, Rhs::Operand(_));
+        let check = eval::CheckNode::new(lhs, op, rhs);
+        if constant {
+            // evt.dir is always '<' and evt.num always missing in mamori:
+            // decide the check now (Falco's never_true idiom folds away).
+            return Ok(Node::Const(check.eval_on(&constant_event())));
+        }
+        Ok(Node::Check(Box::new(check)))
     }
 
     /// Expand unquoted list names inside a value list.
@@ -950,6 +958,7 @@ impl<'c> Compiler<'c> {
                     .push(mk(Code::ErrCompileOutput, mark, file, issue.message));
             }
         }
+        let node = eval::simplify(node);
         let (mask, _) = eval::type_sets(&node);
         summary.evttypes = EvtType::ALL
             .into_iter()
@@ -963,6 +972,14 @@ impl<'c> Compiler<'c> {
             }
         } else if !r.enabled {
             Status::Disabled
+        } else if matches!(node, Node::Const(false)) {
+            let reason = "condition is always false on mamori's events (evt.dir is always '<', evt.num is never set)".to_string();
+            self.diags
+                .push(mk(Code::NeverTrue, mark, file, reason.clone()));
+            Status::Inactive {
+                code: Code::NeverTrue,
+                reason,
+            }
         } else if mask == 0 {
             let others: Vec<&str> = rcx
                 .evt_names
@@ -1020,6 +1037,22 @@ impl<'c> Compiler<'c> {
             out.mask = mask;
         }
         out
+    }
+}
+
+/// An event for folding checks on fields whose value mamori never varies.
+fn constant_event() -> crate::event::Event {
+    crate::event::Event {
+        ts: 0,
+        evt_type: EvtType::Execve,
+        res: 0,
+        proc: Default::default(),
+        fd: None,
+        open: None,
+        exec: None,
+        lifecycle: None,
+        container: None,
+        drops: None,
     }
 }
 

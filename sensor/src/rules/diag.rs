@@ -39,10 +39,11 @@ pub enum Code {
     UnsupportedOutputField,
     ExceptionNameNotUnique,
     RuleRedefined,
+    NeverTrue,
 }
 
 impl Code {
-    pub const ALL: [Code; 18] = [
+    pub const ALL: [Code; 19] = [
         Code::ErrFileRead,
         Code::ErrYamlParse,
         Code::ErrYamlValidate,
@@ -61,6 +62,7 @@ impl Code {
         Code::UnsupportedOutputField,
         Code::ExceptionNameNotUnique,
         Code::RuleRedefined,
+        Code::NeverTrue,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -83,6 +85,7 @@ impl Code {
             Code::UnsupportedOutputField => "LOAD_UNSUPPORTED_OUTPUT_FIELD",
             Code::ExceptionNameNotUnique => "LOAD_EXCEPTION_NAME_NOT_UNIQUE",
             Code::RuleRedefined => "LOAD_RULE_REDEFINED",
+            Code::NeverTrue => "LOAD_NEVER_TRUE",
         }
     }
 
@@ -132,6 +135,9 @@ impl Code {
                 "the output uses a Falco field mamori does not provide; it renders as <NA>"
             }
             Code::ExceptionNameNotUnique => "two exceptions of one rule share a name",
+            Code::NeverTrue => {
+                "the condition is always false on mamori's events (evt.dir is always '<', evt.num is never set); the rule is loaded inactive"
+            }
             Code::RuleRedefined => {
                 "a rule with the same name was defined earlier; as in Falco, the later definition replaces it in place"
             }

@@ -107,6 +107,11 @@ pub enum Fast {
 }
 
 impl CheckNode {
+    /// Evaluate against one event (used to fold constant checks at load).
+    pub fn eval_on(&self, ev: &crate::event::Event) -> bool {
+        self.eval(&EvalCtx::new(ev))
+    }
+
     pub fn new(lhs: Operand, op: Op, rhs: Rhs) -> CheckNode {
         let plain =
             lhs.transforms.is_empty() && op != Op::Exists && !matches!(rhs, Rhs::Operand(_));
@@ -634,6 +639,51 @@ impl CheckNode {
             },
             _ => false,
         }
+    }
+}
+
+/// Fold constants: `and` with a false operand is false, true operands drop
+/// out; `or` dually; `not` of a constant is a constant.
+pub fn simplify(n: Node) -> Node {
+    match n {
+        Node::Not(inner) => match simplify(*inner) {
+            Node::Const(b) => Node::Const(!b),
+            Node::Not(x) => *x,
+            x => Node::Not(Box::new(x)),
+        },
+        Node::And(v) => {
+            let mut out = Vec::with_capacity(v.len());
+            for c in v.into_vec() {
+                match simplify(c) {
+                    Node::Const(true) => {}
+                    Node::Const(false) => return Node::Const(false),
+                    Node::And(inner) => out.extend(inner.into_vec()),
+                    x => out.push(x),
+                }
+            }
+            match out.len() {
+                0 => Node::Const(true),
+                1 => out.pop().unwrap_or(Node::Const(true)),
+                _ => Node::And(out.into_boxed_slice()),
+            }
+        }
+        Node::Or(v) => {
+            let mut out = Vec::with_capacity(v.len());
+            for c in v.into_vec() {
+                match simplify(c) {
+                    Node::Const(false) => {}
+                    Node::Const(true) => return Node::Const(true),
+                    Node::Or(inner) => out.extend(inner.into_vec()),
+                    x => out.push(x),
+                }
+            }
+            match out.len() {
+                0 => Node::Const(false),
+                1 => out.pop().unwrap_or(Node::Const(false)),
+                _ => Node::Or(out.into_boxed_slice()),
+            }
+        }
+        x => x,
     }
 }
 
