@@ -273,6 +273,7 @@ fn capture_child(opts: Options, spec: String) -> (u32, Vec<Event>, Stats) {
         let stats = pipeline::run(
             &mut sensor,
             &mut table,
+            None,
             |ev| {
                 events.push(ev.clone());
                 Ok(())

@@ -160,9 +160,11 @@ pub async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
     let (mut sensor, mut table) = start(args.ring_bytes, &args.kinds)?;
     let mut last_flush = Instant::now();
+    let mut enricher = crate::enrich::Enricher::for_this_node();
     let stats = pipeline::run(
         &mut sensor,
         &mut table,
+        Some(&mut enricher),
         |ev| {
             if ev.drops.is_some() || selected(ev, args.comm.as_deref(), args.pid) {
                 if args.json {

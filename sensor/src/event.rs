@@ -109,10 +109,11 @@ pub struct Event {
     /// Child of a `clone` event / exit status of a `procexit` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Lifecycle>,
-    /// Container the process runs in (filled by enrichment; `None` on the host
-    /// or before enrichment exists).
+    /// Container the process runs in, filled by the enrichment stage
+    /// (`id = "host"` for host processes; `None` when enrichment did not run).
+    /// Shared: every event of one container points at the same value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<Container>,
+    pub container: Option<Arc<Container>>,
     /// Loss report (`evt.type = drop`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drops: Option<Drops>,
@@ -336,14 +337,84 @@ pub struct Lifecycle {
 }
 
 /// Container and Kubernetes metadata (filled by the enrichment stage).
+///
+/// The ids come from the process's cgroup path; everything else from the
+/// node's pod watch, so it is absent off Kubernetes or until the watch has
+/// delivered the pod. Every field but `id` is optional so that older JSON
+/// (and events from bare hosts) still parse.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
-    /// `container.id` (12-char short id as Falco prints it, or "host").
+    /// `container.id`: the 12-char short id as Falco prints it, or "host".
     pub id: String,
+    /// The full (64-hex) container id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub full_id: String,
+    /// Container runtime seen in the cgroup path: `containerd`, `cri-o`,
+    /// `docker`, `podman`, or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// `container.name` (the name in the pod spec).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// `container.image`: the image as written in the pod spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// `container.image.repository`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_repository: Option<String>,
+    /// `container.image.tag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_tag: Option<String>,
+    /// `container.image.digest` (`sha256:...`), from the running image id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// `container.privileged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
+    /// The pod the container belongs to (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Arc<Pod>>,
+}
+
+impl Container {
+    /// The value for host processes.
+    pub fn host() -> Container {
+        Container {
+            id: "host".into(),
+            ..Default::default()
+        }
+    }
+
+    /// True for the host pseudo-container.
+    pub fn is_host(&self) -> bool {
+        self.id == "host"
+    }
+}
+
+/// Kubernetes pod metadata (`k8s.*` fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pod {
+    /// `k8s.pod.uid` (from the cgroup path, so known even without the API).
+    pub uid: String,
+    /// `k8s.pod.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `k8s.ns.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// `k8s.pod.labels` / `k8s.pod.label[key]`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `k8s.workload.kind`: Deployment, DaemonSet, StatefulSet, Job, CronJob,
+    /// ReplicaSet, or the owner's kind as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_kind: Option<String>,
+    /// `k8s.workload.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_name: Option<String>,
+    /// `k8s.sa.name`: the pod's service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
 }
 
 /// A loss report: how many events of each kind the kernel could not queue
@@ -433,5 +504,23 @@ mod tests {
         assert_eq!(ev.open.as_ref().unwrap().dirfd, -100);
         let again: Event = serde_json::from_str(&serde_json::to_string(&ev).unwrap()).unwrap();
         assert_eq!(ev, again);
+    }
+
+    #[test]
+    fn container_json_old_and_new_shapes() {
+        let old = r#"{"ts":1,"type":"execve","proc":{"pid":1},"container":{"id":"abc"}}"#;
+        let ev: Event = serde_json::from_str(old).unwrap();
+        let c = ev.container.as_deref().unwrap();
+        assert_eq!(c.id, "abc");
+        assert!(c.pod.is_none() && c.privileged.is_none());
+        let full = r#"{"ts":1,"type":"execve","proc":{"pid":1},"container":{"id":"0123456789ab",
+            "full_id":"0123456789abcdef","name":"web","privileged":true,
+            "pod":{"uid":"u-1","name":"web-1","namespace":"prod","labels":{"app":"web"}}}}"#;
+        let ev: Event = serde_json::from_str(full).unwrap();
+        let again: Event = serde_json::from_str(&serde_json::to_string(&ev).unwrap()).unwrap();
+        assert_eq!(ev, again);
+        let pod = again.container.as_ref().unwrap().pod.as_ref().unwrap();
+        assert_eq!(pod.labels["app"], "web");
+        assert!(Container::host().is_host());
     }
 }

@@ -10,6 +10,7 @@ pub mod btf;
 pub mod capture;
 pub mod cmd_rules;
 pub mod decode;
+pub mod enrich;
 pub mod event;
 pub mod fields;
 pub mod pipeline;

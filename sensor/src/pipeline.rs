@@ -13,6 +13,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     bpf::Sensor,
     decode::decode,
+    enrich::Enricher,
     event::{Drops, Event, EvtType, Process},
     proctable::ProcTable,
 };
@@ -56,11 +57,13 @@ pub fn drop_event(drops: Drops) -> Event {
     }
 }
 
-/// Run until `shutdown` resolves, handing every event to `consume`. An error
-/// from `consume` stops the pipeline (e.g. the output file became unwritable).
+/// Run until `shutdown` resolves, handing every event to `consume` (after
+/// container enrichment, when an enricher is given). An error from `consume`
+/// stops the pipeline (e.g. the output file became unwritable).
 pub async fn run<F, S>(
     sensor: &mut Sensor,
     table: &mut ProcTable,
+    mut enricher: Option<&mut Enricher>,
     mut consume: F,
     shutdown: S,
 ) -> anyhow::Result<Stats>
@@ -93,10 +96,10 @@ where
             _ = &mut shutdown => break,
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), table, &mut consume, &mut stats, &mut invalid_since_report)?;
+                drain(guard.get_inner_mut(), table, enricher.as_deref_mut(), &mut consume, &mut stats, &mut invalid_since_report)?;
                 guard.clear_ready();
             }
-            _ = poll.tick() => drain(ring.get_mut(), table, &mut consume, &mut stats, &mut invalid_since_report)?,
+            _ = poll.tick() => drain(ring.get_mut(), table, enricher.as_deref_mut(), &mut consume, &mut stats, &mut invalid_since_report)?,
             _ = drops_tick.tick() => {
                 if let Some(ev) = report(sensor, &mut stats, &mut invalid_since_report) {
                     consume(&ev)?;
@@ -108,6 +111,7 @@ where
     drain(
         ring.get_mut(),
         table,
+        enricher,
         &mut consume,
         &mut stats,
         &mut invalid_since_report,
@@ -121,6 +125,7 @@ where
 fn drain<F>(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     table: &mut ProcTable,
+    mut enricher: Option<&mut Enricher>,
     consume: &mut F,
     stats: &mut Stats,
     invalid: &mut u64,
@@ -133,7 +138,10 @@ where
         drop(item);
         match decoded {
             Ok(raw) => {
-                let ev = table.apply(&raw);
+                let mut ev = table.apply(&raw);
+                if let Some(en) = enricher.as_deref_mut() {
+                    en.enrich(&mut ev);
+                }
                 stats.events += 1;
                 consume(&ev)?;
             }

@@ -88,9 +88,11 @@ pub async fn run(
     let (mut sensor, mut table) = capture::start(ring_bytes, &kinds)?;
     let mut out = std::io::stdout().lock();
     let mut alerts = 0u64;
+    let mut enricher = crate::enrich::Enricher::for_this_node();
     let stats = pipeline::run(
         &mut sensor,
         &mut table,
+        Some(&mut enricher),
         |ev| {
             let produced = match drop_alert(ev, &hostname) {
                 Some(a) => vec![a],
