@@ -185,17 +185,10 @@ fn test(no_vm: bool) -> Result<()> {
     // Unit and pure-userspace integration tests (rules, decoder, replay).
     run(cargo().args(["test"]))?;
     if is_root() {
-        // Real-kernel end-to-end tests: they share kernel state, run them one at a time.
+        // Real-kernel end-to-end tests (every `[[test]]` behind the `e2e`
+        // feature): they share kernel state, run them one at a time.
         run(cargo()
-            .args([
-                "test",
-                "-p",
-                "sensor",
-                "--features",
-                "e2e",
-                "--test",
-                "capture",
-            ])
+            .args(["test", "-p", "sensor", "--features", "e2e"])
             .args(["--", "--test-threads=1"]))?;
     } else {
         bail!("the end-to-end tests load eBPF programs and must run as root");
