@@ -17,7 +17,7 @@
 //! carry the cgroup's ids, and the next events after delivery carry the pod.
 
 pub mod cgroup;
-// pub mod k8s;
+pub mod k8s;
 pub mod pods;
 
 use std::{
@@ -85,7 +85,7 @@ impl Enricher {
     /// metadata when running on Kubernetes (see [`k8s::start`]). Must be
     /// called inside the tokio runtime.
     pub fn for_this_node() -> Enricher {
-        Enricher::new("/proc", DEFAULT_CACHE_SIZE, None)
+        Enricher::new("/proc", DEFAULT_CACHE_SIZE, k8s::start_if_configured())
     }
 
     pub fn stats(&self) -> &EnrichStats {
