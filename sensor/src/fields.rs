@@ -137,8 +137,13 @@ pub enum FieldId {
     ContainerImage,
     ContainerImageRepository,
     ContainerImageTag,
+    ContainerImageDigest,
+    ContainerPrivileged,
+    ContainerType,
+    ContainerFullId,
     K8sNsName,
     K8sPodName,
+    K8sPodUid,
 }
 
 /// One registry entry.
@@ -263,8 +268,13 @@ pub static FIELDS: &[FieldInfo] = &[
     f!("container.image", String, None, ContainerImage, "Container image (repository:tag)."),
     f!("container.image.repository", String, None, ContainerImageRepository, "Container image repository."),
     f!("container.image.tag", String, None, ContainerImageTag, "Container image tag."),
-    f!("k8s.ns.name", String, None, K8sNsName, "Kubernetes namespace (missing until Kubernetes enrichment exists)."),
-    f!("k8s.pod.name", String, None, K8sPodName, "Kubernetes pod name (missing until Kubernetes enrichment exists)."),
+    f!("container.image.digest", String, None, ContainerImageDigest, "Container image digest (sha256:...), when the runtime reports it."),
+    f!("container.privileged", Bool, None, ContainerPrivileged, "true for a privileged container, when the pod spec is known."),
+    f!("container.type", String, None, ContainerType, "Container runtime: containerd, cri-o, docker, podman."),
+    f!("container.full_id", String, None, ContainerFullId, "The full (64 hex) container id."),
+    f!("k8s.ns.name", String, None, K8sNsName, "Kubernetes namespace of the pod (missing outside Kubernetes)."),
+    f!("k8s.pod.name", String, None, K8sPodName, "Kubernetes pod name (missing outside Kubernetes)."),
+    f!("k8s.pod.uid", String, None, K8sPodUid, "Kubernetes pod uid."),
 ];
 
 /// Falco field names mamori does not provide. A rule using one loads as
@@ -396,11 +406,8 @@ pub static FALCO_ONLY: &[&str] = &[
     "fd.rawname",
     "fdlist.",
     "fs.path.",
-    "container.privileged",
     "container.start_ts",
     "container.image.id",
-    "container.image.digest",
-    "container.type",
     "container.mounts",
     "container.mount",
     "container.mount.",
@@ -1213,21 +1220,43 @@ impl Field {
             F::ContainerId => opt_str(ev.container.as_ref().map(|c| c.id.as_str())),
             F::ContainerName => opt_str(ev.container.as_ref().and_then(|c| c.name.as_deref())),
             F::ContainerImage => opt_str(ev.container.as_ref().and_then(|c| c.image.as_deref())),
-            F::ContainerImageRepository => opt_str(
+            F::ContainerImageRepository => opt_str(ev.container.as_ref().and_then(|c| {
+                c.image_repository
+                    .as_deref()
+                    .or_else(|| c.image.as_deref().map(|i| split_image(i).0))
+            })),
+            F::ContainerImageTag => opt_str(ev.container.as_ref().and_then(|c| {
+                c.image_tag
+                    .as_deref()
+                    .or_else(|| c.image.as_deref().and_then(|i| split_image(i).1))
+            })),
+            F::ContainerImageDigest => opt_str(
                 ev.container
                     .as_ref()
-                    .and_then(|c| c.image.as_deref())
-                    .map(|i| split_image(i).0),
+                    .and_then(|c| c.image_digest.as_deref()),
             ),
-            F::ContainerImageTag => opt_str(
+            F::ContainerPrivileged => ev
+                .container
+                .as_ref()
+                .and_then(|c| c.privileged)
+                .map(Value::Bool)
+                .unwrap_or(Value::Missing),
+            F::ContainerType => opt_str(ev.container.as_ref().and_then(|c| c.runtime.as_deref())),
+            F::ContainerFullId => opt_str(
                 ev.container
                     .as_ref()
-                    .and_then(|c| c.image.as_deref())
-                    .and_then(|i| split_image(i).1),
+                    .map(|c| c.full_id.as_str())
+                    .filter(|s| !s.is_empty()),
             ),
-            F::K8sNsName | F::K8sPodName => Value::Missing,
+            F::K8sNsName => opt_str(pod(ev).and_then(|p| p.namespace.as_deref())),
+            F::K8sPodName => opt_str(pod(ev).and_then(|p| p.name.as_deref())),
+            F::K8sPodUid => opt_str(pod(ev).map(|p| p.uid.as_str())),
         }
     }
+}
+
+fn pod(ev: &Event) -> Option<&crate::event::Pod> {
+    ev.container.as_ref().and_then(|c| c.pod.as_deref())
 }
 
 /// Address fields of a socket. For a connect, the local side is the client

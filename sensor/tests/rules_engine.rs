@@ -429,6 +429,46 @@ fn missing_values_make_every_comparison_false() {
         }
         .into(),
     );
+    let mut in_pod = in_container.clone();
+    in_pod.container = Some(
+        Container {
+            id: "0123456789ab".into(),
+            full_id: "0123456789ab".repeat(5) + "0123",
+            runtime: Some("containerd".into()),
+            image: Some("registry.local:5000/team/app:1.2".into()),
+            image_repository: Some("registry.local:5000/team/app".into()),
+            image_tag: Some("1.2".into()),
+            image_digest: Some("sha256:abcd".into()),
+            privileged: Some(true),
+            pod: Some(std::sync::Arc::new(mamori::event::Pod {
+                uid: "8f4e-uid".into(),
+                name: Some("api-7d9f".into()),
+                namespace: Some("payments".into()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+        .into(),
+    );
+    for (cond, want) in [
+        ("k8s.ns.name = payments", true),
+        ("k8s.pod.name startswith api-", true),
+        ("k8s.pod.uid = 8f4e-uid", true),
+        ("container.privileged = true", true),
+        ("container.image.digest = 'sha256:abcd'", true),
+        ("container.type = containerd", true),
+        ("container.full_id startswith 0123456789ab0123", true),
+    ] {
+        assert_eq!(
+            matches(&format!("evt.type = execve and {cond}"), &in_pod),
+            want,
+            "{cond}"
+        );
+        assert!(
+            !matches(&format!("evt.type = execve and {cond}"), &in_container),
+            "{cond}"
+        );
+    }
     for (cond, want) in [
         ("container.id != host", true),
         (

@@ -855,7 +855,7 @@ impl<'c> Compiler<'c> {
     }
 
     fn rule(&mut self, r: &RuleInfo) -> CompiledRule {
-        let mut summary = RuleSummary {
+        let summary = RuleSummary {
             name: r.name.clone(),
             desc: r.desc.clone(),
             priority: r.priority,
@@ -874,7 +874,6 @@ impl<'c> Compiler<'c> {
             output,
             mask: 0,
         };
-        summary = out.summary.clone();
         let item = Some(ItemRef {
             kind: "rule",
             name: r.name.clone(),
@@ -895,12 +894,9 @@ impl<'c> Compiler<'c> {
                 &r.ctx.file.name,
                 format!("unknown source '{}', rule skipped", r.source),
             ));
-            out.summary = RuleSummary {
-                status: Status::Inactive {
-                    code: Code::UnknownSource,
-                    reason: format!("source '{}' is not captured by mamori", r.source),
-                },
-                ..summary
+            out.summary.status = Status::Inactive {
+                code: Code::UnknownSource,
+                reason: format!("source '{}' is not captured by mamori", r.source),
             };
             return out;
         }
@@ -936,11 +932,8 @@ impl<'c> Compiler<'c> {
         let node = match compiled {
             Ok(n) => n,
             Err(Fail(d)) => {
-                out.summary = RuleSummary {
-                    status: Status::Invalid {
-                        reason: d.message.clone(),
-                    },
-                    ..summary
+                out.summary.status = Status::Invalid {
+                    reason: d.message.clone(),
                 };
                 self.diags.push(d);
                 return out;
@@ -960,7 +953,7 @@ impl<'c> Compiler<'c> {
         }
         let node = eval::simplify(node);
         let (mask, _) = eval::type_sets(&node);
-        summary.evttypes = EvtType::ALL
+        out.summary.evttypes = EvtType::ALL
             .into_iter()
             .filter(|t| mask & eval::type_bit(*t) != 0)
             .map(EvtType::as_str)
@@ -1029,7 +1022,7 @@ impl<'c> Compiler<'c> {
             Status::Active
         };
         let active = status == Status::Active;
-        out.summary = RuleSummary { status, ..summary };
+        out.summary.status = status;
         if active {
             let mut node = node;
             eval::order_by_cost(&mut node);
