@@ -53,6 +53,14 @@ enum Cmd {
         /// Event kinds to capture (default: all): exec, fork, exit, open, connect.
         #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
         events: Vec<String>,
+        /// Configuration file (default: /etc/mamori/mamori.yaml if it exists;
+        /// see mamori.example.yaml).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Override a config key, e.g. `-o outputs.syslog.address=udp://127.0.0.1:514`
+        /// (repeatable; beats MAMORI_OUTPUTS__... env vars and the file).
+        #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
     },
     /// Author and check rules without a kernel.
     Rules {
@@ -112,7 +120,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_target(false)
         .init();
-    match dispatch(cli.cmd) {
+    match dispatch(cli.cmd, cli.verbose) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mamori: error: {e:#}");
@@ -127,7 +135,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
+fn dispatch(cmd: Cmd, verbose: u8) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Capture {
             json,
@@ -152,9 +160,16 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             rules,
             ring_size,
             events,
+            config,
+            options,
         } => {
             let kinds = capture::parse_kinds(&events)?;
-            runtime()?.block_on(run::run(rules, ring_size, kinds))?;
+            let rc = run::RunConfig {
+                config,
+                overrides: options,
+                verbose: verbose > 0,
+            };
+            runtime()?.block_on(run::run(rules, ring_size, kinds, rc))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Rules { cmd } => match cmd {

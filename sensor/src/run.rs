@@ -1,20 +1,24 @@
-//! `mamori run`: the main job. Live events → rules → alerts as Falco-shaped
-//! JSON lines on stdout (sinks for Slack/syslog/webhooks come later).
+//! `mamori run`: the main job. Live events → rules → alerts, handed to the
+//! configured outputs (stdout, file, syslog, Slack, webhook; see
+//! [`crate::outputs`] and `mamori.example.yaml`).
 //!
-//! Alerts are flushed as they are produced: an alert must leave within a
-//! second of its event. Kernel losses become an alert too (Falco's "syscall
-//! event drop" equivalent), so they are as visible as detections.
+//! The pipeline only *submits* alerts: the outputs run on their own thread
+//! with bounded queues, so no sink can slow detection down. Kernel losses
+//! become an alert too (Falco's "syscall event drop" equivalent), so they are
+//! as visible as detections. On SIGINT/SIGTERM the outputs get the configured
+//! grace period to drain; what is left, dropped or failed is reported.
 
-use std::{io::Write, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use mamori_common::EventKind;
 
 use crate::{
     alert::{Alert, Priority},
-    capture,
+    capture, config,
     event::Event,
     fields::time_of_day_ns,
+    outputs::{Outputs, ShutdownReport},
     pipeline,
     rules::Engine,
     timefmt::rfc3339_nanos,
@@ -58,11 +62,61 @@ fn default_rules() -> anyhow::Result<Vec<PathBuf>> {
         })
 }
 
+/// Where `mamori run` gets its output configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunConfig {
+    /// `--config`; default [`config::DEFAULT_CONFIG_PATH`] if it exists.
+    pub config: Option<PathBuf>,
+    /// `-o KEY=VALUE`, in order.
+    pub overrides: Vec<String>,
+    /// `-v` or more: print per-output counters at exit.
+    pub verbose: bool,
+}
+
+/// Load and validate the configuration (file, `MAMORI_*` env, `-o`).
+pub fn load_config(rc: &RunConfig) -> anyhow::Result<config::Config> {
+    let path = config::resolve_path(rc.config.clone());
+    if let Some(p) = &path {
+        log::info!("config: {}", p.display());
+    }
+    Ok(config::load(
+        path.as_deref(),
+        &rc.overrides,
+        std::env::vars(),
+    )?)
+}
+
+/// The exit summary of the outputs: always the losses, everything with `-v`.
+pub fn report_outputs(r: &ShutdownReport, verbose: bool) {
+    for s in &r.sinks {
+        if verbose {
+            eprintln!("mamori: output {s}");
+        } else if s.dropped + s.failed + s.pending > 0 {
+            eprintln!(
+                "mamori: output {}: {} alerts not delivered (dropped={} failed={} left={})",
+                s.name,
+                s.dropped + s.failed + s.pending,
+                s.dropped,
+                s.failed,
+                s.pending
+            );
+        }
+    }
+    if r.timed_out {
+        eprintln!(
+            "mamori: outputs: grace period over with {} alerts left undelivered",
+            r.left()
+        );
+    }
+}
+
 pub async fn run(
     rules: Vec<PathBuf>,
     ring_bytes: Option<u32>,
     kinds: Vec<EventKind>,
+    rc: RunConfig,
 ) -> anyhow::Result<()> {
+    let cfg = load_config(&rc)?;
     let paths = if rules.is_empty() {
         default_rules()?
     } else {
@@ -85,8 +139,17 @@ pub async fn run(
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
+    let outputs = Outputs::start(&cfg.outputs).context("starting outputs")?;
+    let reopen = outputs.reopener();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let hup_task = tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            log::info!("SIGHUP: reopening output files");
+            reopen.reopen();
+        }
+    });
     let (mut sensor, mut table) = capture::start(ring_bytes, &kinds)?;
-    let mut out = std::io::stdout().lock();
     let mut alerts = 0u64;
     let mut enricher = crate::enrich::Enricher::for_this_node();
     let stats = pipeline::run(
@@ -99,24 +162,27 @@ pub async fn run(
                 None => engine.evaluate(ev),
             };
             for a in &produced {
-                serde_json::to_writer(&mut out, a)?;
-                out.write_all(b"\n")?;
+                outputs.submit(a);
                 alerts += 1;
-            }
-            if !produced.is_empty() {
-                out.flush()?;
             }
             Ok(())
         },
         pipeline::shutdown_signal(),
     )
-    .await?;
+    .await;
+    hup_task.abort();
+    // Drain the outputs even when the pipeline failed: queued alerts matter.
+    let report = tokio::task::spawn_blocking(move || outputs.shutdown())
+        .await
+        .context("waiting for the outputs")?;
+    let stats = stats?;
     eprintln!(
         "mamori: {} events, {alerts} alerts, {} lost in the kernel, {} undecodable",
         stats.events,
         stats.dropped.total() - stats.dropped.invalid,
         stats.invalid
     );
+    report_outputs(&report, rc.verbose);
     Ok(())
 }
 
