@@ -113,6 +113,7 @@ pub enum FieldId {
     FdName,
     FdNameRaw,
     FdConnected,
+    FdNameChanged,
     FdDirectory,
     FdFilename,
     FdSockFamily,
@@ -244,6 +245,7 @@ pub static FIELDS: &[FieldInfo] = &[
         FdConnected,
         "For sockets: true if the connect succeeded or is in progress (EINPROGRESS)."
     ),
+    f!("fd.name_changed", Bool, None, FdNameChanged, "true when the event gave the fd its name: a connect (which sets the socket's tuple); false for other events on an fd."),
     f!("fd.directory", String, None, FdDirectory, "Directory part of fd.name for files."),
     f!("fd.filename", String, None, FdFilename, "File name part of fd.name for files."),
     f!("fd.sockfamily", String, None, FdSockFamily, "ip or unix for sockets."),
@@ -383,7 +385,6 @@ pub static FALCO_ONLY: &[&str] = &[
     "user.homedir",
     "user.shell",
     "group.name",
-    "fd.name_changed",
     "fd.types",
     "fd.sip.name",
     "fd.cip.name",
@@ -1173,6 +1174,9 @@ impl Field {
                 Some(o) => s(&o.path),
                 None => fd.map(|f| s(&f.name)).unwrap_or(Value::Missing),
             },
+            F::FdNameChanged => fd
+                .map(|_| Value::Bool(ev.evt_type == EvtType::Connect))
+                .unwrap_or(Value::Missing),
             F::FdConnected => match fd.map(|f| f.fd_type) {
                 Some(FdType::Ipv4 | FdType::Ipv6 | FdType::Unix) => {
                     Value::Bool(ev.evt_type == EvtType::Connect && (ev.res >= 0 || ev.res == -115))

@@ -489,7 +489,7 @@ impl CheckNode {
                     Value::Str(s) => self.apply_str(&s),
                     Value::Int(n) => self.apply_int(n),
                     Value::Missing => false,
-                    Value::List(items) => items.iter().any(|x| self.apply(x, None)),
+                    Value::List(items) => self.apply_list(&items, None),
                     v => self.apply(&v, None),
                 }
             }
@@ -497,11 +497,21 @@ impl CheckNode {
         }
         if self.op != Op::Exists && !matches!(self.rhs, Rhs::Operand(_)) {
             // Any-ancestor fields: test each ancestor in place, no list.
+            // `!=` means "no ancestor equals" (as Falco negates multi-valued
+            // fields); every other operator "some ancestor satisfies".
+            let ne = self.op == Op::Ne;
             let hit = self.lhs.field.any_ancestor(cx.ev, |mut v| {
                 for t in &self.lhs.transforms {
                     v = apply_transform(*t, v);
                 }
-                !matches!(v, Value::Missing) && self.apply(&v, None)
+                !matches!(v, Value::Missing) && (self.apply(&v, None) != ne)
+            });
+            let hit = hit.map(|h| {
+                if ne {
+                    !h && !cx.ev.proc.ancestors.is_empty()
+                } else {
+                    h
+                }
             });
             if let Some(hit) = hit {
                 return hit;
@@ -524,7 +534,7 @@ impl CheckNode {
         };
         match &v {
             Value::Missing => false,
-            Value::List(items) => items.iter().any(|x| self.apply(x, rhs_val)),
+            Value::List(items) => self.apply_list(items, rhs_val),
             x => self.apply(x, rhs_val),
         }
     }
@@ -558,6 +568,17 @@ impl CheckNode {
                 _ => false,
             },
             _ => false,
+        }
+    }
+
+    /// Multi-valued fields (client-or-server address, any ancestor): `!=`
+    /// holds when no value equals (Falco: `fd.net != 127.0.0.0/8` is false
+    /// if either end is loopback); other operators when any value matches.
+    fn apply_list(&self, items: &[Value], rhs_val: Option<&Value>) -> bool {
+        if self.op == Op::Ne {
+            !items.is_empty() && items.iter().all(|x| self.apply(x, rhs_val))
+        } else {
+            items.iter().any(|x| self.apply(x, rhs_val))
         }
     }
 
