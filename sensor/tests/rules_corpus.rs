@@ -231,3 +231,69 @@ fn name_index_matches_unindexed_evaluation() {
         );
     }
 }
+
+/// "Contact K8S API Server From Container" compares fd.sip.name with the API
+/// server's in-cluster names; mamori resolves them without DNS (here from an
+/// explicit table, in a pod from KUBERNETES_SERVICE_HOST).
+#[test]
+fn contact_k8s_api_server_from_container_fires() {
+    use mamori::event::{Container, Event, EvtType, Fd, FdType, Process};
+    use mamori::rules::compiler::HostNames;
+    let mut names = HostNames::default();
+    names.add_kubernetes_api("198.51.100.1".parse().unwrap());
+    let opts = LoadOptions {
+        host_names: Some(names),
+        ..Default::default()
+    };
+    let (engine, report) = Engine::compile_paths(&[corpus_dir().join("falco_rules.yaml")], &opts);
+    assert!(!report.has_errors());
+    let rule = "Contact K8S API Server From Container";
+    let status = &engine
+        .rules()
+        .iter()
+        .find(|r| r.name == rule)
+        .unwrap()
+        .status;
+    assert_eq!(*status, Status::Active);
+    let connect = |rip: &str| Event {
+        ts: 1,
+        evt_type: EvtType::Connect,
+        res: 0,
+        proc: Process {
+            pid: 5,
+            name: "curl".into(),
+            exepath: "/usr/bin/curl".into(),
+            argv: vec!["curl".into(), "https://kubernetes.default".into()],
+            ..Default::default()
+        },
+        fd: Some(Fd {
+            fd_type: FdType::Ipv4,
+            num: 3,
+            name: format!("198.51.100.7:40000->{rip}:443"),
+            sip: Some("198.51.100.7".parse().unwrap()),
+            sport: Some(40000),
+            rip: Some(rip.parse().unwrap()),
+            rport: Some(443),
+            l4proto: Some("tcp".into()),
+        }),
+        open: None,
+        exec: None,
+        lifecycle: None,
+        container: Some(
+            Container {
+                id: "0123456789ab".into(),
+                image: Some("docker.io/library/alpine:3.19".into()),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        drops: None,
+    };
+    let fired =
+        |ev: &Event| -> Vec<String> { engine.evaluate(ev).into_iter().map(|a| a.rule).collect() };
+    assert_eq!(fired(&connect("198.51.100.1")), [rule]);
+    assert!(fired(&connect("198.51.100.2")).is_empty());
+    let mut host = connect("198.51.100.1");
+    host.container = None;
+    assert!(fired(&host).is_empty());
+}

@@ -818,6 +818,36 @@ fn unknown_and_unsupported_fields() {
 }
 
 #[test]
+fn host_names_come_from_hosts_files_not_dns() {
+    use mamori::rules::compiler::HostNames;
+    let mut names = HostNames::default();
+    names.add_hosts_file(
+        "# comment\n198.51.100.9  metadata.internal md  # trailing\n::1 localhost6\nbogus line\n",
+    );
+    let opts = LoadOptions {
+        rule_matching: RuleMatching::All,
+        host_names: Some(names),
+        ..Default::default()
+    };
+    let yaml = format!(
+        "{}{}{}",
+        rule(
+            "Md",
+            "evt.type = connect and fd.sip.name = metadata.internal"
+        ),
+        rule("NotMd", "evt.type = connect and fd.sip.name != md"),
+        rule(
+            "Unknown",
+            "evt.type = connect and fd.sip.name in (nowhere.example, \"MD.\")"
+        ),
+    );
+    let (e, r) = Engine::from_sources(&[("t.yaml", &yaml)], &opts);
+    assert!(!r.has_errors(), "{r}");
+    assert_eq!(fired(&e, &connect("198.51.100.9", 80)), ["Md", "Unknown"]);
+    assert_eq!(fired(&e, &connect("198.51.100.8", 80)), ["NotMd"]);
+}
+
+#[test]
 fn output_rendering_and_alert_shape() {
     let yaml = "- rule: Shell\n  desc: d\n  condition: evt.type = execve and proc.name = bash\n  output: \"Shell (user=%user.name cmd=%proc.cmdline parent=%proc.aname[1] ctr=%container.id flags=%(evt.arg.flags))\"\n  priority: NOTICE\n  tags: [maturity_stable, shell]\n";
     let e = load_ok(yaml);

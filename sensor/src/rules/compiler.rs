@@ -29,10 +29,74 @@ use crate::fields::{self, FieldId, FieldType, ResolveError};
 const MAX_MACRO_DEPTH: usize = 64;
 
 /// Load-time options that change compilation.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CompileOptions {
     /// Treat Falco fields mamori lacks as errors instead of loading the rule inactive.
     pub strict_fields: bool,
+    /// Host names `fd.sip.name` & co. compare against, resolved at load.
+    pub names: HostNames,
+}
+
+/// Name → addresses table for `fd.sip.name = "host"` checks. mamori never
+/// sends DNS queries: names come from `/etc/hosts` and, in a pod, the API
+/// server's service address (`KUBERNETES_SERVICE_HOST`) for the
+/// `kubernetes.default.svc...` names; a name it cannot resolve matches nothing.
+#[derive(Debug, Clone, Default)]
+pub struct HostNames(pub HashMap<String, Vec<std::net::IpAddr>>);
+
+impl HostNames {
+    /// `/etc/hosts` plus the in-cluster API server names.
+    pub fn from_system() -> HostNames {
+        let mut t = HostNames::default();
+        if let Ok(text) = std::fs::read_to_string("/etc/hosts") {
+            t.add_hosts_file(&text);
+        }
+        if let Some(ip) = std::env::var("KUBERNETES_SERVICE_HOST")
+            .ok()
+            .and_then(|h| h.parse().ok())
+        {
+            t.add_kubernetes_api(ip);
+        }
+        t
+    }
+
+    pub fn add_hosts_file(&mut self, text: &str) {
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("");
+            let mut words = line.split_whitespace();
+            let Some(ip) = words.next().and_then(|w| w.parse().ok()) else {
+                continue;
+            };
+            for name in words {
+                self.add(name, ip);
+            }
+        }
+    }
+
+    pub fn add_kubernetes_api(&mut self, ip: std::net::IpAddr) {
+        for n in [
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ] {
+            self.add(n, ip);
+        }
+    }
+
+    pub fn add(&mut self, name: &str, ip: std::net::IpAddr) {
+        let v = self.0.entry(name.to_ascii_lowercase()).or_default();
+        if !v.contains(&ip) {
+            v.push(ip);
+        }
+    }
+
+    fn lookup(&self, name: &str) -> &[std::net::IpAddr] {
+        self.0
+            .get(&name.trim_end_matches('.').to_ascii_lowercase())
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
 }
 
 /// Why a rule is not evaluated.
@@ -403,6 +467,52 @@ impl<'c> Compiler<'c> {
                     Node::Not(Box::new(Node::EvtType(mask)))
                 } else {
                     Node::EvtType(mask)
+                });
+            }
+        }
+
+        // fd.sip.name = "host": compare the address with the host's addresses.
+        let ip_of_name = match lhs.field.id() {
+            FieldId::FdSipName => Some("fd.sip"),
+            FieldId::FdRipName => Some("fd.rip"),
+            FieldId::FdCipName => Some("fd.cip"),
+            FieldId::FdLipName => Some("fd.lip"),
+            _ => None,
+        };
+        if let Some(ip_field) = ip_of_name.filter(|_| lhs.transforms.is_empty()) {
+            if matches!(op, Op::Eq | Op::Ne | Op::In | Op::Intersects) {
+                let names: Vec<String> = match &c.rhs {
+                    AstRhs::Value(v) => vec![v.text.clone()],
+                    AstRhs::List(items, _) => {
+                        self.expand(items).into_iter().map(|(s, _)| s).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                let mut ips = FastSet::default();
+                for n in &names {
+                    ips.extend(self.opts.names.lookup(n).iter().copied());
+                }
+                let field = fields::resolve(ip_field, None).map_err(|_| {
+                    self.fail(
+                        rcx,
+                        src,
+                        c.span,
+                        Code::ErrCompileCondition,
+                        "internal: address field",
+                    )
+                })?;
+                let check = Node::Check(Box::new(eval::CheckNode::new(
+                    eval::Operand {
+                        field,
+                        transforms: Vec::new(),
+                    },
+                    Op::In,
+                    Rhs::IpSet(ips),
+                )));
+                return Ok(if op == Op::Ne {
+                    Node::Not(Box::new(check))
+                } else {
+                    check
                 });
             }
         }

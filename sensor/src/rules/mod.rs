@@ -65,6 +65,9 @@ pub struct LoadOptions {
     pub strict_fields: bool,
     /// Hostname put in alerts (default: the kernel's hostname).
     pub hostname: Option<String>,
+    /// Names for `fd.sip.name` & co. (default: `/etc/hosts` and the
+    /// in-cluster API server, see [`compiler::HostNames`]).
+    pub host_names: Option<compiler::HostNames>,
 }
 
 /// Loading failed: the report holds at least one error diagnostic.
@@ -214,6 +217,10 @@ impl Engine {
             &col,
             compiler::CompileOptions {
                 strict_fields: opts.strict_fields,
+                names: opts
+                    .host_names
+                    .clone()
+                    .unwrap_or_else(compiler::HostNames::from_system),
             },
         );
         let mut diagnostics = std::mem::take(&mut col.diags);
