@@ -15,10 +15,14 @@
 //! Run: `cargo test -p sensor --features e2e --test enrich_cgroup -- --test-threads=1`
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -177,9 +181,12 @@ fn resolver_names_container_and_pod_in_real_v1_and_v2_cgroups() {
 }
 
 /// Start `mamori capture --json --comm NAME` and wait until it is attached.
-fn start_capture(comm: &str) -> (Child, Vec<String>) {
+fn start_capture(comm: &str, env: &[(&str, String)]) -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mamori"))
         .args(["capture", "--json", "--events", "exec", "--comm", comm])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBECONFIG")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -231,7 +238,7 @@ fn capture_enriches_an_exec_inside_kubepods_cgroups() {
     }
     assert!(!layouts.is_empty(), "no cgroup hierarchy to test on");
 
-    let (capture, _log) = start_capture(comm);
+    let (capture, _log) = start_capture(comm, &[]);
     // The shell moves itself into the container's cgroup, then execs the
     // tool: what runc does for a container's first process.
     let mut runs = Vec::new();
@@ -270,4 +277,180 @@ fn capture_enriches_an_exec_inside_kubepods_cgroups() {
     }
     drop(guards);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A stand-in for the API server on 127.0.0.1: answers the pod list with
+/// `list` and holds every watch open (silent) until `stop` is set. Sends the
+/// request targets it saw on `seen`.
+fn fake_apiserver(list: String, stop: Arc<AtomicBool>, seen: mpsc::Sender<String>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&b[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            let _ = seen.send(target.clone());
+            if target.contains("watch=true") {
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                );
+                open.push(s);
+            } else {
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{list}",
+                    list.len()
+                );
+                let _ = s.write_all(resp.as_bytes());
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn capture_enriches_an_exec_with_the_pod_from_the_api() {
+    let (rel, id, uid) = v2_layout(5);
+    let (rel, id, uid, root) = match v2_root() {
+        Some(r) => (rel, id, uid, r),
+        None => {
+            let (rel, id, uid) = v1_layout(5);
+            (rel, id, uid, PathBuf::from("/sys/fs/cgroup/pids"))
+        }
+    };
+    let (guard, cg) = Cgroups::create(&root, &rel).expect("a cgroup hierarchy");
+    let node = "mamori-e2e-node";
+    let list = serde_json::json!({
+        "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "7"},
+        "items": [{
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "api-6b7f9d8c4-k2x9q", "namespace": "payments", "uid": uid,
+                "resourceVersion": "7",
+                "labels": {"app": "api", "pod-template-hash": "6b7f9d8c4"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "api-6b7f9d8c4", "uid": "rs-1", "controller": true}]
+            },
+            "spec": {"nodeName": node, "serviceAccountName": "api",
+                "containers": [{"name": "server", "image": "registry.example/payments/api:2.4.1"}]},
+            "status": {"phase": "Running", "containerStatuses": [{
+                "name": "server", "ready": true, "restartCount": 0,
+                "image": "registry.example/payments/api:2.4.1",
+                "imageID": "registry.example/payments/api@sha256:feedbeef",
+                "containerID": format!("containerd://{id}")}]}
+        }]
+    })
+    .to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let port = fake_apiserver(list, stop.clone(), seen_tx);
+
+    let dir = std::env::temp_dir().join(format!("mamori-enrich-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\nusers:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\ncurrent-context: fake\n"
+        ),
+    )
+    .unwrap();
+    let comm = "mamori-e2e-pod";
+    let tool = dir.join(comm);
+    std::fs::copy("/bin/sleep", &tool).unwrap();
+
+    let (capture, log) = start_capture(
+        comm,
+        &[
+            ("KUBECONFIG", kubeconfig.display().to_string()),
+            ("NODE_NAME", node.to_string()),
+        ],
+    );
+    // Wait for the watch (it starts after the list was applied).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut targets = Vec::new();
+    while !targets.iter().any(|t: &String| t.contains("watch=true")) {
+        match seen_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(t) => targets.push(t),
+            Err(_) => {
+                unsafe_sigint(&capture);
+                let out = capture.wait_with_output().unwrap();
+                panic!(
+                    "no pod watch from mamori: {targets:?} {log:?} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {} 1",
+        cg.display(),
+        tool.display()
+    );
+    let run = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    let pid = run.id();
+    assert!(run.wait_with_output().unwrap().status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe_sigint(&capture);
+    let out = capture.wait_with_output().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert!(out.status.success(), "capture exited with {}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<Event> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is an event"))
+        .collect();
+    let ev = events
+        .iter()
+        .find(|e| e.evt_type == EvtType::Execve && e.proc.pid == pid && e.res == 0)
+        .unwrap_or_else(|| panic!("no exec of pid {pid} in {events:#?}; stderr {stderr}"));
+    let c = ev.container.as_ref().expect("container");
+    assert_eq!(c.full_id, id);
+    assert_eq!(c.name.as_deref(), Some("server"), "{ev:#?}");
+    assert_eq!(
+        c.image_repository.as_deref(),
+        Some("registry.example/payments/api")
+    );
+    assert_eq!(c.image_tag.as_deref(), Some("2.4.1"));
+    assert_eq!(c.image_digest.as_deref(), Some("sha256:feedbeef"));
+    assert_eq!(c.privileged, Some(false));
+    let pod = c.pod.as_ref().expect("pod");
+    assert_eq!(pod.uid, uid);
+    assert_eq!(pod.name.as_deref(), Some("api-6b7f9d8c4-k2x9q"));
+    assert_eq!(pod.namespace.as_deref(), Some("payments"));
+    assert_eq!(pod.labels.get("app").map(String::as_str), Some("api"));
+    assert_eq!(pod.workload_kind.as_deref(), Some("Deployment"));
+    assert_eq!(pod.workload_name.as_deref(), Some("api"));
+    assert_eq!(pod.service_account.as_deref(), Some("api"));
+    // Only this node's pods were asked for, and never per event.
+    for t in &targets {
+        assert!(
+            t.contains("fieldSelector=spec.nodeName%3Dmamori-e2e-node"),
+            "{t}"
+        );
+    }
+    drop(guard);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn unsafe_sigint(child: &Child) {
+    // SAFETY: sending SIGINT to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
 }
