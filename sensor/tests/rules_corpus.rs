@@ -81,7 +81,7 @@ fn check_corpus(files: &[&str]) -> Engine {
 fn stable_rules_load_completely() {
     let engine = check_corpus(&["falco_rules.yaml"]);
     assert!(
-        engine.active_rules() >= 12,
+        engine.active_rules() >= 15,
         "active: {}",
         engine.active_rules()
     );
@@ -94,6 +94,8 @@ fn stable_rules_load_completely() {
         "Terminal shell in container",
         "Execution from /dev/shm",
         "Clear Log Activities",
+        "Disallowed SSH Connection Non Standard Port",
+        "Contact K8S API Server From Container",
     ] {
         let r = engine
             .rules()
@@ -108,7 +110,7 @@ fn stable_rules_load_completely() {
 fn incubating_rules_load_completely_on_top_of_stable() {
     let engine = check_corpus(&["falco_rules.yaml", "falco-incubating_rules.yaml"]);
     assert!(
-        engine.active_rules() >= 30,
+        engine.active_rules() >= 36,
         "active: {}",
         engine.active_rules()
     );
