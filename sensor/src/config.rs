@@ -153,12 +153,18 @@ pub fn set_path(root: &mut Value, key: &str, value: Value) -> Result<(), ConfigE
     Ok(())
 }
 
-/// Parse an override value as YAML (`true`, `10`, `[a, b]`, `text`).
+/// Parse an override value: `[a, b]` / `{env: X}` as YAML flow collections,
+/// `true`, `10`, `1.5`, `null` as YAML scalars, anything else (including
+/// `#channel` or `a: b`) as the literal string.
 fn override_value(text: &str, origin: &str) -> Result<Value, ConfigError> {
-    if text.is_empty() {
-        return Ok(Value::String(String::new()));
+    let t = text.trim();
+    if t.starts_with('[') || t.starts_with('{') {
+        return yaml_to_value(t, origin);
     }
-    yaml_to_value(text, origin)
+    match yaml_to_value(t, origin) {
+        Ok(v @ (Value::Bool(_) | Value::Number(_) | Value::Null)) if !t.is_empty() => Ok(v),
+        _ => Ok(Value::String(text.to_string())),
+    }
 }
 
 /// Apply one `-o KEY=VALUE`.
@@ -1132,6 +1138,28 @@ mod tests {
         assert_eq!(s.expose(), url);
         assert_eq!(format!("{s:?} {s}"), "*** ***");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn override_values_are_yaml_scalars_or_literal_text() {
+        let c = load(
+            None,
+            &[
+                "outputs.slack.webhook_url=http://127.0.0.1:9/x".into(),
+                "outputs.slack.channel=#sec".into(),
+                "outputs.slack.username=a: b".into(),
+                "outputs.slack.max_value_chars=100".into(),
+            ],
+            vec![],
+        )
+        .unwrap();
+        let s = c.outputs.slack.unwrap();
+        assert_eq!(s.channel.as_deref(), Some("#sec"));
+        assert_eq!(s.username.as_deref(), Some("a: b"));
+        assert_eq!(s.max_value_chars, 100);
+        // Without its URL the Slack output stays off.
+        let c = load(None, &["outputs.slack.channel=#sec".into()], vec![]).unwrap();
+        assert!(c.outputs.slack.is_none());
     }
 
     #[test]
