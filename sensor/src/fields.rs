@@ -1004,6 +1004,18 @@ impl Field {
         Some(g)
     }
 
+    /// For either-end fields (`fd.ip`, `fd.net`, `fd.port`): the client-side
+    /// and server-side fields they combine.
+    pub fn either_ends(&self) -> Option<(Field, Field)> {
+        let (a, b) = match self.info.id {
+            FieldId::FdIp => ("fd.cip", "fd.sip"),
+            FieldId::FdNet => ("fd.cnet", "fd.snet"),
+            FieldId::FdPort => ("fd.cport", "fd.sport"),
+            _ => return None,
+        };
+        Some((resolve(a, None).ok()?, resolve(b, None).ok()?))
+    }
+
     /// A direct accessor for plain integer fields (the fast path).
     pub fn int_getter(&self) -> Option<IntGetter> {
         use FieldId as F;

@@ -1134,7 +1134,7 @@ impl<'c> Compiler<'c> {
         let active = status == Status::Active;
         out.summary.status = status;
         if active {
-            let mut node = node;
+            let mut node = eval::specialize(node, mask);
             eval::order_by_cost(&mut node);
             out.node = Some(node);
             out.mask = mask;

@@ -104,6 +104,9 @@ pub enum Fast {
     /// Plain field, constant right side: extract and compare, no memo,
     /// no transformers, no ancestor iteration.
     Plain,
+    /// Either-end fields (`fd.ip`, `fd.net`, `fd.port`): the client and the
+    /// server side read separately, no list built.
+    Either(Field, Field),
 }
 
 impl CheckNode {
@@ -125,6 +128,10 @@ impl CheckNode {
         let fast = match (plain, lhs.field.str_getter(), lhs.field.int_getter()) {
             (true, Some(g), _) => Fast::Str(g),
             (true, None, Some(g)) => Fast::Int(g),
+            (true, None, None) if lhs.field.either_ends().is_some() => {
+                let (a, b) = lhs.field.either_ends().unwrap_or((lhs.field, lhs.field));
+                Fast::Either(a, b)
+            }
             (true, None, None) if !memoized && !any => Fast::Plain,
             _ => Fast::None,
         };
@@ -493,6 +500,24 @@ impl CheckNode {
                     v => self.apply(&v, None),
                 }
             }
+            Fast::Either(a, b) => {
+                let (va, vb) = (a.extract(cx.ev), b.extract(cx.ev));
+                let present = [&va, &vb]
+                    .into_iter()
+                    .filter(|v| !matches!(v, Value::Missing));
+                return if self.op == Op::Ne {
+                    let mut any = false;
+                    for v in present {
+                        any = true;
+                        if !self.apply(v, None) {
+                            return false;
+                        }
+                    }
+                    any
+                } else {
+                    present.into_iter().any(|v| self.apply(v, None))
+                };
+            }
             Fast::None => {}
         }
         if self.op != Op::Exists && !matches!(self.rhs, Rhs::Operand(_)) {
@@ -706,6 +731,30 @@ pub fn simplify(n: Node) -> Node {
         }
         x => x,
     }
+}
+
+/// Decide `evt.type` checks for a rule indexed under `mask`: a check that
+/// every indexed type passes is true, one that none passes is false.
+pub fn specialize(n: Node, mask: u16) -> Node {
+    let n = match n {
+        Node::EvtType(m) if m & mask == mask => Node::Const(true),
+        Node::EvtType(m) if m & mask == 0 => Node::Const(false),
+        Node::Not(inner) => Node::Not(Box::new(specialize(*inner, mask))),
+        Node::And(v) => Node::And(
+            v.into_vec()
+                .into_iter()
+                .map(|c| specialize(c, mask))
+                .collect(),
+        ),
+        Node::Or(v) => Node::Or(
+            v.into_vec()
+                .into_iter()
+                .map(|c| specialize(c, mask))
+                .collect(),
+        ),
+        x => x,
+    };
+    simplify(n)
 }
 
 /// Static evaluation cost estimate, used to order the operands of `and` /
