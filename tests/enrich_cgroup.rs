@@ -181,7 +181,11 @@ fn resolver_names_container_and_pod_in_real_v1_and_v2_cgroups() {
 }
 
 /// Start `mamori capture --json --comm NAME` and wait until it is attached.
-fn start_capture(comm: &str, env: &[(&str, String)]) -> (Child, Vec<String>) {
+/// Also returns the rest of its stderr, line by line (until it exits).
+fn start_capture(
+    comm: &str,
+    env: &[(&str, String)],
+) -> (Child, Vec<String>, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mamori"))
         .args(["capture", "--json", "--events", "exec", "--comm", comm])
         .env_remove("KUBERNETES_SERVICE_HOST")
@@ -209,7 +213,7 @@ fn start_capture(comm: &str, env: &[(&str, String)]) -> (Child, Vec<String>) {
         let ready = line.contains("attached");
         log.push(line);
         if ready {
-            return (child, log);
+            return (child, log, rx);
         }
     }
 }
@@ -238,7 +242,7 @@ fn capture_enriches_an_exec_inside_kubepods_cgroups() {
     }
     assert!(!layouts.is_empty(), "no cgroup hierarchy to test on");
 
-    let (capture, _log) = start_capture(comm, &[]);
+    let (capture, _log, stderr_rx) = start_capture(comm, &[]);
     // The shell moves itself into the container's cgroup, then execs the
     // tool: what runc does for a container's first process.
     let mut runs = Vec::new();
@@ -260,6 +264,12 @@ fn capture_enriches_an_exec_inside_kubepods_cgroups() {
     unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
     let out = capture.wait_with_output().unwrap();
     assert!(out.status.success(), "capture exited with {}", out.status);
+    // Off Kubernetes: no pod watch, and nothing about it in the logs.
+    let stderr: String = stderr_rx.iter().collect::<Vec<_>>().join("\n");
+    assert!(
+        !stderr.to_lowercase().contains("pod") && !stderr.contains("WARN"),
+        "quiet without Kubernetes: {stderr}"
+    );
     let events: Vec<Event> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is an event"))
@@ -375,7 +385,7 @@ fn capture_enriches_an_exec_with_the_pod_from_the_api() {
     let tool = dir.join(comm);
     std::fs::copy("/bin/sleep", &tool).unwrap();
 
-    let (capture, log) = start_capture(
+    let (capture, log, stderr_rx) = start_capture(
         comm,
         &[
             ("KUBECONFIG", kubeconfig.display().to_string()),
@@ -390,11 +400,9 @@ fn capture_enriches_an_exec_with_the_pod_from_the_api() {
             Ok(t) => targets.push(t),
             Err(_) => {
                 unsafe_sigint(&capture);
-                let out = capture.wait_with_output().unwrap();
-                panic!(
-                    "no pod watch from mamori: {targets:?} {log:?} {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let _ = capture.wait_with_output();
+                let rest: Vec<String> = stderr_rx.iter().collect();
+                panic!("no pod watch from mamori: {targets:?} {log:?} {rest:?}");
             }
         }
     }
@@ -412,7 +420,7 @@ fn capture_enriches_an_exec_with_the_pod_from_the_api() {
     let out = capture.wait_with_output().unwrap();
     stop.store(true, Ordering::Relaxed);
     assert!(out.status.success(), "capture exited with {}", out.status);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr: Vec<String> = stderr_rx.iter().collect();
     let events: Vec<Event> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is an event"))
@@ -420,7 +428,7 @@ fn capture_enriches_an_exec_with_the_pod_from_the_api() {
     let ev = events
         .iter()
         .find(|e| e.evt_type == EvtType::Execve && e.proc.pid == pid && e.res == 0)
-        .unwrap_or_else(|| panic!("no exec of pid {pid} in {events:#?}; stderr {stderr}"));
+        .unwrap_or_else(|| panic!("no exec of pid {pid} in {events:#?}; stderr {stderr:?}"));
     let c = ev.container.as_ref().expect("container");
     assert_eq!(c.full_id, id);
     assert_eq!(c.name.as_deref(), Some("server"), "{ev:#?}");
