@@ -2,9 +2,12 @@
 //!
 //! Everything that can be decided at load time is: field names are bound to
 //! registry entries, values are parsed to the field's type, `in`/`intersects`
-//! lists are hash sets, `pmatch` lists are prefix sets probed once per path
-//! component, globs and regexes are compiled once, and `evt.type` checks are
-//! bit masks. Evaluating a rule extracts each field at most once per check,
+//! lists are hash sets (with a length filter), `pmatch` lists are prefix sets
+//! probed once per path component, globs and regexes are compiled once,
+//! `evt.type` checks are bit masks and fold away where the rule's index
+//! already decides them, constant fields (`evt.dir`, `evt.num`) fold, and
+//! `and`/`or` operands are ordered so selective, cheap checks run first.
+//! Checks on plain fields read them through direct accessors. Evaluating a rule extracts each field at most once per check,
 //! borrowing from the event; no allocation happens unless a composed field
 //! (`proc.cmdline`, rendered flags) is read.
 

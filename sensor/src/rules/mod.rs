@@ -13,7 +13,27 @@
 //!    type checks against [`crate::fields`], event-type derivation, active /
 //!    inactive decision with reasons;
 //! 5. [`eval`] — the compiled tree, evaluated per event; [`Engine`] indexes
-//!    rules by event type so an event only meets rules that can match it.
+//!    rules by event type, and within a type by the process names a rule
+//!    requires, so an event only meets rules that can match it.
+//!
+//! Library use (what `mamori run` does):
+//!
+//! ```no_run
+//! use mamori::rules::{Engine, LoadOptions};
+//! # fn events() -> Vec<mamori::event::Event> { Vec::new() }
+//! let paths = vec![std::path::PathBuf::from("rules/")];
+//! let (engine, report) = Engine::load_with(&paths, &LoadOptions::default())
+//!     .map_err(|e| e.to_string())?;
+//! for w in report.warnings() {
+//!     eprintln!("{w}");
+//! }
+//! for ev in events() {
+//!     for alert in engine.evaluate(&ev) {
+//!         println!("{}", serde_json::to_string(&alert).unwrap_or_default());
+//!     }
+//! }
+//! # Ok::<(), String>(())
+//! ```
 //!
 //! Load problems are data ([`Diagnostic`] with a code and `file:line:col`),
 //! never panics: a broken rule is reported and skipped, the rest still load.
@@ -465,5 +485,17 @@ fn prefetch_event(ev: &Event) {
     }
     if let Some(c) = &ev.container {
         prefetch(c.id.as_ptr());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Engine>();
+        assert_send_sync::<LoadReport>();
     }
 }
