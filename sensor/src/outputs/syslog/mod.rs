@@ -169,6 +169,31 @@ impl SyslogSink {
     }
 }
 
+/// Whether a stream peer has closed (FIN or RST) since the last write.
+///
+/// Without this, the first record written after a syslog server restart
+/// lands in the kernel buffer of a dead connection and is lost; checking
+/// first makes the sink reconnect and send it on the new connection. A
+/// syslog server never sends application data, so anything readable other
+/// than EOF (e.g. a TLS session ticket) means the peer is alive.
+fn peer_closed(conn: &Conn) -> bool {
+    let tcp = match conn {
+        Conn::Tcp(s) => s,
+        Conn::Tls(s) => s.get_ref().0,
+        Conn::Unix(_) | Conn::Udp(_) => return false,
+    };
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    match tcp.poll_peek(&mut cx, &mut buf) {
+        std::task::Poll::Ready(Ok(0)) => true,
+        std::task::Poll::Ready(Ok(_)) => false,
+        std::task::Poll::Ready(Err(_)) => true,
+        std::task::Poll::Pending => false,
+    }
+}
+
 async fn write(conn: &mut Conn, record: &str) -> std::io::Result<()> {
     match conn {
         Conn::Unix(s) => s.send(record.as_bytes()).await.map(drop),
@@ -190,6 +215,13 @@ impl Output for SyslogSink {
     fn send<'a>(&'a mut self, alert: &'a Alert) -> SendFuture<'a> {
         Box::pin(async move {
             let record = self.record(alert);
+            if self.conn.as_ref().is_some_and(peer_closed) {
+                log::info!(
+                    "syslog {}: connection closed by the server, reconnecting",
+                    self.address
+                );
+                self.conn = None;
+            }
             if self.conn.is_none() {
                 let c = self.connect().await.map_err(|e| {
                     SendError::retry(format!("connecting to {}: {e}", self.address))
