@@ -341,8 +341,11 @@ impl ProcTable {
                 if body.ret == 0 {
                     let start_ts = self.clock.wall(body.start_boot_ns);
                     self.generation += 1;
+                    // `proc.exepath` is absolute, as Falco shows it: a relative
+                    // filename is taken against the cwd (or execveat's dirfd).
+                    let exepath = self.resolve_path(hdr.tgid, body.dirfd, &filename);
                     let e = self.entry_for(hdr);
-                    e.exepath = filename;
+                    e.exepath = exepath;
                     e.argv = argv;
                     e.argv_truncated = truncated;
                     if body.ppid != 0 {
