@@ -149,6 +149,10 @@ pub enum FieldId {
     K8sNsName,
     K8sPodName,
     K8sPodUid,
+    K8sPodLabels,
+    K8sWorkloadKind,
+    K8sWorkloadName,
+    K8sSaName,
 }
 
 /// One registry entry.
@@ -285,6 +289,10 @@ pub static FIELDS: &[FieldInfo] = &[
     f!("k8s.ns.name", String, None, K8sNsName, "Kubernetes namespace of the pod (missing outside Kubernetes)."),
     f!("k8s.pod.name", String, None, K8sPodName, "Kubernetes pod name (missing outside Kubernetes)."),
     f!("k8s.pod.uid", String, None, K8sPodUid, "Kubernetes pod uid."),
+    f!("k8s.pod.labels", String, None, K8sPodLabels, "Kubernetes pod labels as key:value pairs, sorted by key, separated by ', '."),
+    f!("k8s.workload.kind", String, None, K8sWorkloadKind, "Kind of the workload that owns the pod: Deployment, DaemonSet, StatefulSet, Job, CronJob, ReplicaSet, ..."),
+    f!("k8s.workload.name", String, None, K8sWorkloadName, "Name of the workload that owns the pod (the Deployment, not its ReplicaSet)."),
+    f!("k8s.sa.name", String, None, K8sSaName, "Service account of the pod."),
 ];
 
 /// Falco field names mamori does not provide. A rule using one loads as
@@ -1272,6 +1280,19 @@ impl Field {
             F::K8sNsName => opt_str(pod(ev).and_then(|p| p.namespace.as_deref())),
             F::K8sPodName => opt_str(pod(ev).and_then(|p| p.name.as_deref())),
             F::K8sPodUid => opt_str(pod(ev).map(|p| p.uid.as_str())),
+            F::K8sPodLabels => match pod(ev) {
+                Some(p) if !p.labels.is_empty() => Value::Str(Cow::Owned(
+                    p.labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}:{v}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )),
+                _ => Value::Missing,
+            },
+            F::K8sWorkloadKind => opt_str(pod(ev).and_then(|p| p.workload_kind.as_deref())),
+            F::K8sWorkloadName => opt_str(pod(ev).and_then(|p| p.workload_name.as_deref())),
+            F::K8sSaName => opt_str(pod(ev).and_then(|p| p.service_account.as_deref())),
         }
     }
 }
@@ -1565,5 +1586,32 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), FIELDS.len());
+    }
+
+    #[test]
+    fn k8s_pod_labels_workload_and_service_account() {
+        let mut e = ev();
+        assert_eq!(get("k8s.pod.labels", None, &e), "<NA>");
+        assert_eq!(get("k8s.workload.kind", None, &e), "<NA>");
+        let pod = crate::event::Pod {
+            uid: "u".into(),
+            labels: [("tier", "web"), ("app", "api")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            workload_kind: Some("Deployment".into()),
+            workload_name: Some("api".into()),
+            service_account: Some("api-sa".into()),
+            ..Default::default()
+        };
+        e.container = Some(std::sync::Arc::new(crate::event::Container {
+            id: "0123456789ab".into(),
+            pod: Some(std::sync::Arc::new(pod)),
+            ..Default::default()
+        }));
+        assert_eq!(get("k8s.pod.labels", None, &e), "app:api, tier:web");
+        assert_eq!(get("k8s.workload.kind", None, &e), "Deployment");
+        assert_eq!(get("k8s.workload.name", None, &e), "api");
+        assert_eq!(get("k8s.sa.name", None, &e), "api-sa");
     }
 }
