@@ -207,21 +207,14 @@ impl<'c> Compiler<'c> {
     }
 
     fn compile_lists(&mut self) {
-        for l in &self.col.lists {
+        let col = self.col;
+        for l in &col.lists {
             let mut items = Vec::new();
             for it in &l.items {
                 match self.lists.get(it.as_str()) {
                     Some((idx, sub)) if *idx < l.visibility => {
                         items.extend(sub.iter().cloned());
-                        self.list_used.insert(
-                            self.col
-                                .lists
-                                .iter()
-                                .find(|x| x.name == *it)
-                                .map(|x| x.name.as_str())
-                                .unwrap_or(""),
-                            true,
-                        );
+                        self.list_used.insert(it.as_str(), true);
                     }
                     _ => items.push(unquote(it).to_string()),
                 }

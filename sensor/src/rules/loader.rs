@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use super::diag::{Code, Diagnostic, ItemRef, Severity};
+use super::diag::{Code, Diagnostic, ItemRef};
 use super::yaml::{Mark, Node, NodeKind, ScalarSource, SourceFile, Style};
 use crate::alert::Priority;
 
@@ -970,9 +970,7 @@ fn cx_diag(cx: &ItemCx, code: Code, mark: Mark, msg: impl Into<String>) -> Diagn
         file: cx.file.clone(),
         mark,
     };
-    let d = diag(code, &ctx, mark, Some((cx.kind, &cx.name)), msg);
-    debug_assert!(d.severity == Severity::Warning || d.severity == Severity::Error);
-    d
+    diag(code, &ctx, mark, Some((cx.kind, &cx.name)), msg)
 }
 
 fn no_prev(cx: &ItemCx, mark: Mark, mode: Mode) -> Fail {
