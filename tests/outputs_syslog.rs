@@ -27,6 +27,8 @@ struct Rsyslog {
     dir: PathBuf,
     udp: u16,
     tcp: u16,
+    /// TLS (mTLS: client certificate required) input, when started with certs.
+    tls: Option<u16>,
 }
 
 fn rsyslogd() -> PathBuf {
@@ -52,16 +54,30 @@ fn free_port() -> u16 {
 
 impl Rsyslog {
     fn start(name: &str) -> Rsyslog {
+        Self::start_opts(name, false)
+    }
+
+    /// With a test CA, server and client certificates (openssl CLI) and a
+    /// TLS input that requires a client certificate signed by that CA.
+    fn start_tls(name: &str) -> Rsyslog {
+        Self::start_opts(name, true)
+    }
+
+    fn start_opts(name: &str, tls: bool) -> Rsyslog {
         let dir =
             std::env::temp_dir().join(format!("mamori-rsyslog-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let (udp, tcp) = (free_port(), free_port());
+        if tls {
+            make_certs(&dir);
+        }
         let mut r = Rsyslog {
             child: None,
             dir,
             udp,
             tcp,
+            tls: tls.then(free_port),
         };
         r.spawn();
         r
@@ -71,9 +87,10 @@ impl Rsyslog {
         let d = self.dir.display();
         let conf = format!(
             r#"
-global(workDirectory="{d}" maxMessageSize="64k")
+global(workDirectory="{d}" maxMessageSize="64k"{tls_global})
 module(load="imudp")
 module(load="imtcp")
+{tls_input}
 module(load="imuxsock" SysSock.Use="off")
 input(type="imudp" address="127.0.0.1" port="{udp}")
 input(type="imtcp" address="127.0.0.1" port="{tcp}")
@@ -84,7 +101,20 @@ template(name="parsed" type="string" string="%inputname%|%pri%|%syslogfacility-t
 *.* action(type="omfile" file="{d}/parsed.log" template="parsed")
 "#,
             udp = self.udp,
-            tcp = self.tcp
+            tcp = self.tcp,
+            tls_global = if self.tls.is_some() {
+                format!(
+                    r#" DefaultNetstreamDriverCAFile="{d}/ca.pem" DefaultNetstreamDriverCertFile="{d}/server.pem" DefaultNetstreamDriverKeyFile="{d}/server-key.pem""#
+                )
+            } else {
+                String::new()
+            },
+            tls_input = match self.tls {
+                Some(port) => format!(
+                    r#"input(type="imtcp" address="127.0.0.1" port="{port}" name="imtls" StreamDriver.Name="ossl" StreamDriver.Mode="1" StreamDriver.AuthMode="x509/certvalid")"#
+                ),
+                None => String::new(),
+            },
         );
         std::fs::write(self.dir.join("rsyslog.conf"), conf).unwrap();
         let _ = std::fs::remove_file(self.dir.join("log.sock"));
@@ -102,7 +132,10 @@ template(name="parsed" type="string" string="%inputname%|%pri%|%syslogfacility-t
         // Ready when TCP accepts and the unix socket exists (bounded).
         let t0 = Instant::now();
         loop {
-            let tcp_up = std::net::TcpStream::connect(("127.0.0.1", self.tcp)).is_ok();
+            let tcp_up = std::net::TcpStream::connect(("127.0.0.1", self.tcp)).is_ok()
+                && self
+                    .tls
+                    .is_none_or(|p| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok());
             if tcp_up && self.dir.join("log.sock").exists() {
                 break;
             }
@@ -161,6 +194,67 @@ impl Drop for Rsyslog {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A throwaway CA, a server certificate for 127.0.0.1 and a client
+/// certificate, with the openssl CLI (Debian package openssl).
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let st = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl CLI (Debian package openssl)");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=mamori test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca-key.pem", "-out", "ca.pem"]);
+    run(&ca);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let key = format!("{name}-key.pem");
+        let csr = format!("{name}.csr");
+        let subj = format!("/CN=mamori-test-{name}");
+        let mut req = vec!["req", "-subj", &subj];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr]);
+        run(&req);
+        let pem = format!("{name}.pem");
+        let extfile = format!("{name}.ext");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &extfile,
+            "-out",
+            &pem,
+        ]);
     }
 }
 
@@ -364,4 +458,57 @@ fn tcp_reconnects_after_a_server_restart() {
     let s = &report.sinks[0];
     assert!(s.retried >= 1, "{s}");
     assert_eq!((s.sent, s.failed, s.dropped), (7, 0, 0), "{s}");
+}
+
+/// tls://: RFC 5424 over TLS with octet counting, the server verified
+/// against the configured CA, a client certificate presented (mTLS); and
+/// without the CA the connection is refused, never sent in the clear.
+#[test]
+fn tls_with_ca_and_client_certificate() {
+    let rs = Rsyslog::start_tls("tls");
+    let port = rs.tls.unwrap();
+    let d = &rs.dir;
+    let out = outputs(&[
+        format!("outputs.syslog.address=tls://127.0.0.1:{port}"),
+        format!("outputs.syslog.tls.ca_file={}", d.join("ca.pem").display()),
+        format!(
+            "outputs.syslog.tls.cert_file={}",
+            d.join("client.pem").display()
+        ),
+        format!(
+            "outputs.syslog.tls.key_file={}",
+            d.join("client-key.pem").display()
+        ),
+    ]);
+    let a = alert("r", Priority::Critical, HOSTILE);
+    out.submit(&a);
+    let (raw, _) = rs.wait(Duration::from_secs(10), |l| !l.is_empty());
+    let r = out.shutdown();
+    assert_eq!(raw, [format!("imtls {}", format::rfc5424(&a, &header()))]);
+    assert_eq!(
+        (r.sinks[0].sent, r.sinks[0].failed),
+        (1, 0),
+        "{}",
+        r.sinks[0]
+    );
+
+    // Default roots do not trust the test CA: handshake fails, counted, nothing arrives.
+    let out = outputs(&[
+        format!("outputs.syslog.address=tls://127.0.0.1:{port}"),
+        "outputs.syslog.retry.max_attempts=2".into(),
+    ]);
+    out.submit(&alert("r", Priority::Critical, "must not arrive"));
+    let t0 = Instant::now();
+    while out.stats()[0].failed == 0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = out.shutdown();
+    assert_eq!(
+        (r.sinks[0].sent, r.sinks[0].failed),
+        (0, 1),
+        "{}",
+        r.sinks[0]
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(rs.lines("raw.log").len(), 1);
 }
