@@ -451,21 +451,26 @@ impl ProcTable {
         if path.starts_with('/') || path.is_empty() {
             return path.to_string();
         }
-        let Some(root) = self.proc_root.clone() else {
-            return path.to_string();
+        let live = |rel: String| {
+            self.proc_root
+                .as_ref()
+                .and_then(|root| std::fs::read_link(root.join(rel)).ok())
+                .map(|p| p.to_string_lossy().into_owned())
         };
         let base = if dirfd == AT_FDCWD {
-            let cwd = std::fs::read_link(root.join(format!("{pid}/cwd")))
-                .ok()
-                .map(|p| p.to_string_lossy().into_owned());
-            if let (Some(c), Some(e)) = (&cwd, self.procs.get_mut(&pid)) {
-                e.cwd = Some(c.clone());
+            match live(format!("{pid}/cwd")) {
+                Some(c) => {
+                    if let Some(e) = self.procs.get_mut(&pid) {
+                        e.cwd = Some(c.clone());
+                    }
+                    Some(c)
+                }
+                // Gone already (short-lived): the last cwd we knew, which a
+                // child inherits from its parent at fork.
+                None => self.procs.get(&pid).and_then(|e| e.cwd.clone()),
             }
-            cwd
         } else {
-            std::fs::read_link(root.join(format!("{pid}/fd/{dirfd}")))
-                .ok()
-                .map(|p| p.to_string_lossy().into_owned())
+            live(format!("{pid}/fd/{dirfd}"))
         };
         match base {
             Some(b) => normalize(&format!("{}/{}", b.trim_end_matches('/'), path)),
@@ -643,6 +648,7 @@ mod tests {
                 syscall: syscall::EXECVE,
                 filename_len: file.len() as u16,
                 args_len: args.len() as u16,
+                dirfd: AT_FDCWD,
                 ..Default::default()
             },
             filename: file.as_bytes().to_vec(),
@@ -781,6 +787,22 @@ mod tests {
         assert_eq!(fd.rport, Some(8080));
         assert_eq!(unix_name(b"\0hidden\0\0"), "@hidden");
         assert_eq!(unix_name(b"/run/x.sock\0junk"), "/run/x.sock");
+    }
+
+    #[test]
+    fn relative_paths_use_the_last_known_cwd_when_proc_is_gone() {
+        let mut t = ProcTable::new(Clock::fixed(0), Users::default());
+        t.proc_root = Some(PathBuf::from("/nonexistent-proc"));
+        t.insert(ProcEntry {
+            pid: 100,
+            comm: "bash".into(),
+            cwd: Some("/srv/app".into()),
+            ..Default::default()
+        });
+        t.apply(&fork(100, "bash", 200));
+        let ev = t.apply(&exec(200, 100, "true", "./bin/../true", "true"));
+        assert_eq!(ev.proc.exepath, "/srv/app/true");
+        assert_eq!(ev.exec.unwrap().filename, "./bin/../true");
     }
 
     #[test]
