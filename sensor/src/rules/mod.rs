@@ -411,12 +411,24 @@ impl Engine {
     pub fn matching_rules_batch(&self, events: &[Event], mut on_match: impl FnMut(usize, usize)) {
         let mut idx = Vec::with_capacity(8);
         for (i, ev) in events.iter().enumerate() {
-            if let Some(far) = events.get(i + 8) {
-                prefetch(far.proc.ancestors.as_ptr());
+            // Three stages, so each prefetch reads only pointers an earlier
+            // stage already brought in: shared blocks and vectors first, then
+            // the strings they point to, then the parent's name.
+            if let Some(far) = events.get(i + 12) {
+                prefetch(std::sync::Arc::as_ptr(&far.proc.ancestors));
                 prefetch(far.proc.argv.as_ptr());
+                if let Some(c) = &far.container {
+                    prefetch(std::sync::Arc::as_ptr(c));
+                }
             }
-            if let Some(near) = events.get(i + 4) {
-                prefetch_event(near);
+            if let Some(mid) = events.get(i + 6) {
+                prefetch(mid.proc.ancestors.as_ptr());
+                prefetch_event(mid);
+            }
+            if let Some(near) = events.get(i + 3) {
+                if let Some(a) = near.proc.ancestors.first() {
+                    prefetch(a.name.as_ptr());
+                }
             }
             self.matching_rules(ev, &mut idx);
             for &r in &idx {
@@ -477,14 +489,14 @@ fn prefetch_event(ev: &Event) {
     if let Some(a) = p.argv.get(1) {
         prefetch(a.as_ptr());
     }
-    if let Some(a) = p.ancestors.first() {
-        prefetch(a.name.as_ptr());
-    }
     if let Some(f) = &ev.fd {
         prefetch(f.name.as_ptr());
     }
     if let Some(c) = &ev.container {
         prefetch(c.id.as_ptr());
+        if let Some(i) = &c.image {
+            prefetch(i.as_ptr());
+        }
     }
 }
 
