@@ -1043,11 +1043,11 @@ impl<'c> Compiler<'c> {
             }
         };
         let mut output_error = false;
+        let mut output_warnings = Vec::new();
         for issue in issues {
             let (file, mark) = (&r.output_ctx.file.name, r.output_ctx.mark);
             if issue.unsupported {
-                self.diags
-                    .push(mk(Code::UnsupportedOutputField, mark, file, issue.message));
+                output_warnings.push(mk(Code::UnsupportedOutputField, mark, file, issue.message));
             } else {
                 output_error = true;
                 self.diags
@@ -1127,6 +1127,8 @@ impl<'c> Compiler<'c> {
         let active = status == Status::Active;
         out.summary.status = status;
         if active {
+            // `<NA>` in the output only matters for rules that can fire.
+            self.diags.append(&mut output_warnings);
             let mut node = eval::specialize(node, mask);
             eval::order_by_cost(&mut node);
             out.node = Some(node);
