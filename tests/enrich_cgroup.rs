@@ -290,9 +290,15 @@ fn capture_enriches_an_exec_inside_kubepods_cgroups() {
 }
 
 /// A stand-in for the API server on 127.0.0.1: answers the pod list with
-/// `list` and holds every watch open (silent) until `stop` is set. Sends the
-/// request targets it saw on `seen`.
-fn fake_apiserver(list: String, stop: Arc<AtomicBool>, seen: mpsc::Sender<String>) -> u16 {
+/// `list` and holds every watch open until `stop` is set, writing each line
+/// received on `push` (a watch event) to the open watches. Sends the request
+/// targets it saw on `seen`.
+fn fake_apiserver(
+    list: String,
+    stop: Arc<AtomicBool>,
+    seen: mpsc::Sender<String>,
+    push: mpsc::Receiver<String>,
+) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
@@ -300,6 +306,12 @@ fn fake_apiserver(list: String, stop: Arc<AtomicBool>, seen: mpsc::Sender<String
         let mut open = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(120);
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            while let Ok(line) = push.try_recv() {
+                let chunk = format!("{:x}\r\n{line}\r\n", line.len());
+                for w in open.iter_mut() {
+                    let _ = std::io::Write::write_all(w, chunk.as_bytes());
+                }
+            }
             let Ok((mut s, _)) = listener.accept() else {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
@@ -334,6 +346,39 @@ fn fake_apiserver(list: String, stop: Arc<AtomicBool>, seen: mpsc::Sender<String
     port
 }
 
+/// A running pod of a Deployment `api`, as the API server serialises it.
+fn api_pod(name: &str, uid: &str, id: &str, node: &str, rv: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": name, "namespace": "payments", "uid": uid, "resourceVersion": rv,
+            "labels": {"app": "api", "pod-template-hash": "6b7f9d8c4"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "api-6b7f9d8c4", "uid": "rs-1", "controller": true}]
+        },
+        "spec": {"nodeName": node, "serviceAccountName": "api",
+            "containers": [{"name": "server", "image": "registry.example/payments/api:2.4.1"}]},
+        "status": {"phase": "Running", "containerStatuses": [{
+            "name": "server", "ready": true, "restartCount": 0,
+            "image": "registry.example/payments/api:2.4.1",
+            "imageID": "registry.example/payments/api@sha256:feedbeef",
+            "containerID": format!("containerd://{id}")}]}
+    })
+}
+
+/// Run `tool` as the first process of the container cgroup `cg`; its pid.
+fn exec_in(cg: &Path, tool: &Path) -> u32 {
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {} 1",
+        cg.display(),
+        tool.display()
+    );
+    let run = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    let pid = run.id();
+    assert!(run.wait_with_output().unwrap().status.success());
+    pid
+}
+
 #[test]
 fn capture_enriches_an_exec_with_the_pod_from_the_api() {
     let (rel, id, uid) = v2_layout(5);
@@ -345,31 +390,24 @@ fn capture_enriches_an_exec_with_the_pod_from_the_api() {
         }
     };
     let (guard, cg) = Cgroups::create(&root, &rel).expect("a cgroup hierarchy");
+    // A second pod that the watch delivers only after its first exec.
+    let (late_id, late_uid) = ids(6);
+    let late_rel = if root.ends_with("pids") {
+        v1_layout(6).0
+    } else {
+        v2_layout(6).0
+    };
+    let (late_guard, late_cg) = Cgroups::create(&root, &late_rel).expect("late cgroup");
     let node = "mamori-e2e-node";
     let list = serde_json::json!({
         "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "7"},
-        "items": [{
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {
-                "name": "api-6b7f9d8c4-k2x9q", "namespace": "payments", "uid": uid,
-                "resourceVersion": "7",
-                "labels": {"app": "api", "pod-template-hash": "6b7f9d8c4"},
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                    "name": "api-6b7f9d8c4", "uid": "rs-1", "controller": true}]
-            },
-            "spec": {"nodeName": node, "serviceAccountName": "api",
-                "containers": [{"name": "server", "image": "registry.example/payments/api:2.4.1"}]},
-            "status": {"phase": "Running", "containerStatuses": [{
-                "name": "server", "ready": true, "restartCount": 0,
-                "image": "registry.example/payments/api:2.4.1",
-                "imageID": "registry.example/payments/api@sha256:feedbeef",
-                "containerID": format!("containerd://{id}")}]}
-        }]
+        "items": [api_pod("api-6b7f9d8c4-k2x9q", &uid, &id, node, "7")]
     })
     .to_string();
     let stop = Arc::new(AtomicBool::new(false));
     let (seen_tx, seen_rx) = mpsc::channel();
-    let port = fake_apiserver(list, stop.clone(), seen_tx);
+    let (push_tx, push_rx) = mpsc::channel();
+    let port = fake_apiserver(list, stop.clone(), seen_tx, push_rx);
 
     let dir = std::env::temp_dir().join(format!("mamori-enrich-api-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -407,14 +445,19 @@ fn capture_enriches_an_exec_with_the_pod_from_the_api() {
         }
     }
     std::thread::sleep(Duration::from_millis(300));
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec {} 1",
-        cg.display(),
-        tool.display()
-    );
-    let run = Command::new("sh").args(["-c", &script]).spawn().unwrap();
-    let pid = run.id();
-    assert!(run.wait_with_output().unwrap().status.success());
+    let pid = exec_in(&cg, &tool);
+    // The late pod: its exec (1 s of sleep) is over before the watch says
+    // ADDED; the event is held and comes out with the pod.
+    let late_pid = {
+        let cg = late_cg.clone();
+        let tool = tool.clone();
+        let t = std::thread::spawn(move || exec_in(&cg, &tool));
+        std::thread::sleep(Duration::from_millis(300));
+        let added = serde_json::json!({"type": "ADDED",
+            "object": api_pod("api-6b7f9d8c4-late1", &late_uid, &late_id, node, "8")});
+        push_tx.send(format!("{added}\n")).unwrap();
+        t.join().unwrap()
+    };
     std::thread::sleep(Duration::from_millis(500));
     unsafe_sigint(&capture);
     let out = capture.wait_with_output().unwrap();
@@ -454,7 +497,22 @@ fn capture_enriches_an_exec_with_the_pod_from_the_api() {
             "{t}"
         );
     }
+    let late = events
+        .iter()
+        .find(|e| e.evt_type == EvtType::Execve && e.proc.pid == late_pid && e.res == 0)
+        .unwrap_or_else(|| panic!("no exec of pid {late_pid} in {events:#?}"));
+    let c = late.container.as_ref().expect("container");
+    assert_eq!(c.full_id, late_id);
+    assert_eq!(
+        c.name.as_deref(),
+        Some("server"),
+        "held for the pod: {late:#?}"
+    );
+    let pod = c.pod.as_ref().expect("pod");
+    assert_eq!(pod.name.as_deref(), Some("api-6b7f9d8c4-late1"));
+    assert_eq!(pod.uid, late_uid);
     drop(guard);
+    drop(late_guard);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -111,11 +111,14 @@ where
     drain(
         ring.get_mut(),
         table,
-        enricher,
+        enricher.as_deref_mut(),
         &mut consume,
         &mut stats,
         &mut invalid_since_report,
     )?;
+    if let Some(en) = enricher {
+        en.release(&mut consume, true)?;
+    }
     if let Some(ev) = report(sensor, &mut stats, &mut invalid_since_report) {
         consume(&ev)?;
     }
@@ -138,12 +141,12 @@ where
         drop(item);
         match decoded {
             Ok(raw) => {
-                let mut ev = table.apply(&raw);
-                if let Some(en) = enricher.as_deref_mut() {
-                    en.enrich(&mut ev);
-                }
+                let ev = table.apply(&raw);
                 stats.events += 1;
-                consume(&ev)?;
+                match enricher.as_deref_mut() {
+                    Some(en) => en.admit(ev, consume)?,
+                    None => consume(&ev)?,
+                }
             }
             Err(e) => {
                 stats.invalid += 1;
@@ -153,6 +156,10 @@ where
                 }
             }
         }
+    }
+    // Events held for late pod metadata whose time has come.
+    if let Some(en) = enricher {
+        en.release(consume, false)?;
     }
     Ok(())
 }

@@ -13,17 +13,30 @@
 //! exec — so an entry is re-read after an exec, when the kernel's cgroup id
 //! for the process changes, and when the pid was reused (different start
 //! time). An entry whose pod metadata was missing is rebuilt when the pod
-//! index changes, so events from a container the watch has not delivered yet
-//! carry the cgroup's ids, and the next events after delivery carry the pod.
+//! index changes.
+//!
+//! Late pods: a new container usually makes its first syscalls before the
+//! pod watch reports its container id (the kubelet writes the status after
+//! the start). [`Enricher::admit`] therefore holds the events of a process
+//! whose cgroup names a Kubernetes pod the index does not fully know yet, for
+//! at most [`HOLD_FOR`] and at most [`HOLD_MAX`] events, and releases them,
+//! in order, as soon as the index knows the container — or, when the time is
+//! up, with what the cgroup and the pod (if known) say. Nothing is dropped;
+//! later events of a held process wait behind it so its order is kept
+//! (events of other processes pass). A container whose hold expired once is
+//! not held again, so a container the API never reports (a pod sandbox)
+//! costs one delay, not one per event.
 
 pub mod cgroup;
 pub mod k8s;
 pub mod pods;
 
 use std::{
+    collections::{HashMap, HashSet, VecDeque},
     num::NonZeroUsize,
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use lru::LruCache;
@@ -34,6 +47,12 @@ use self::{cgroup::CgroupInfo, pods::PodIndex};
 
 /// Processes whose container is remembered; a node rarely runs more.
 pub const DEFAULT_CACHE_SIZE: usize = 16 * 1024;
+/// Longest an event waits for its pod's metadata.
+pub const HOLD_FOR: Duration = Duration::from_millis(1000);
+/// Most events held at once; beyond, events pass with what is known.
+pub const HOLD_MAX: usize = 8192;
+/// Containers remembered as "never held again".
+const GAVE_UP_MAX: usize = 4096;
 
 /// Counters, for logs and metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -46,6 +65,19 @@ pub struct EnrichStats {
     pub proc_read_failures: u64,
     /// Processes dropped from the full cache.
     pub evictions: u64,
+    /// Events held for pod metadata.
+    pub held: u64,
+    /// Held events released with the metadata complete.
+    pub released_complete: u64,
+    /// Held events released when their time was up.
+    pub released_expired: u64,
+    /// Events not held because the hold was full.
+    pub hold_full: u64,
+}
+
+struct Held {
+    ev: Event,
+    since: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +98,13 @@ pub struct Enricher {
     pods: Option<PodIndex>,
     host: Arc<Container>,
     stats: EnrichStats,
+    held: VecDeque<Held>,
+    /// Held events per pid (later events of a held process wait too).
+    held_pids: HashMap<u32, u32>,
+    /// Pod index generation the held events were last rebuilt against.
+    held_generation: u64,
+    /// Full ids of containers whose hold expired.
+    gave_up: HashSet<String>,
 }
 
 impl Enricher {
@@ -78,6 +117,10 @@ impl Enricher {
             pods,
             host: Arc::new(Container::host()),
             stats: EnrichStats::default(),
+            held: VecDeque::new(),
+            held_pids: HashMap::new(),
+            held_generation: 0,
+            gave_up: HashSet::new(),
         }
     }
 
@@ -128,6 +171,118 @@ impl Enricher {
         if ev.evt_type == EvtType::Procexit {
             self.cache.pop(&pid);
         }
+    }
+
+    /// Enrich `ev` and hand it to `out` — now, or after a short hold while
+    /// its pod's metadata is on the way (see the module docs). Also releases
+    /// held events that became ready.
+    pub fn admit<E>(
+        &mut self,
+        mut ev: Event,
+        out: &mut impl FnMut(&Event) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.enrich(&mut ev);
+        let pid = ev.proc.pid;
+        let wait = self.pods.is_some()
+            && (self.held_pids.contains_key(&pid)
+                || ev
+                    .container
+                    .as_deref()
+                    .is_some_and(|c| waiting_for_pod(c) && !self.gave_up.contains(&c.full_id)));
+        if wait && self.held.len() < HOLD_MAX {
+            self.stats.held += 1;
+            *self.held_pids.entry(pid).or_insert(0) += 1;
+            self.held.push_back(Held {
+                ev,
+                since: Instant::now(),
+            });
+        } else {
+            if wait {
+                self.stats.hold_full += 1;
+            }
+            out(&ev)?;
+        }
+        self.release(out, false)
+    }
+
+    /// Hand held events that are complete or due to `out`, in order; with
+    /// `all`, every held event (at shutdown). Cheap when nothing changed.
+    pub fn release<E>(
+        &mut self,
+        out: &mut impl FnMut(&Event) -> Result<(), E>,
+        all: bool,
+    ) -> Result<(), E> {
+        let Some(front) = self.held.front() else {
+            return Ok(());
+        };
+        let generation = self.pods.as_ref().map(PodIndex::generation).unwrap_or(0);
+        let now = Instant::now();
+        let changed = generation != self.held_generation;
+        if !all && !changed && now.duration_since(front.since) < HOLD_FOR {
+            return Ok(());
+        }
+        self.held_generation = generation;
+        let mut keep = VecDeque::new();
+        let mut blocked: HashSet<u32> = HashSet::new();
+        while let Some(mut h) = self.held.pop_front() {
+            if changed {
+                if let Some(c) = h.ev.container.as_deref() {
+                    h.ev.container = Some(self.rebuild(c, generation));
+                }
+            }
+            let ready = !h.ev.container.as_deref().is_some_and(waiting_for_pod);
+            let expired = now.duration_since(h.since) >= HOLD_FOR;
+            let pid = h.ev.proc.pid;
+            if (all || ready || expired) && !blocked.contains(&pid) {
+                if ready {
+                    self.stats.released_complete += 1;
+                } else {
+                    self.stats.released_expired += 1;
+                }
+                if expired && !ready {
+                    if let Some(c) = h.ev.container.as_deref() {
+                        if self.gave_up.len() >= GAVE_UP_MAX {
+                            self.gave_up.clear();
+                        }
+                        self.gave_up.insert(c.full_id.clone());
+                    }
+                }
+                if let Some(n) = self.held_pids.get_mut(&pid) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.held_pids.remove(&pid);
+                    }
+                }
+                if let Err(e) = out(&h.ev) {
+                    keep.extend(self.held.drain(..));
+                    self.held = keep;
+                    return Err(e);
+                }
+            } else {
+                blocked.insert(pid);
+                keep.push_back(h);
+            }
+        }
+        self.held = keep;
+        Ok(())
+    }
+
+    /// Events currently held.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// A held event's container, joined again with the (changed) index.
+    fn rebuild(&self, c: &Container, generation: u64) -> Arc<Container> {
+        let info = CgroupInfo {
+            container_id: (!c.full_id.is_empty()).then(|| c.full_id.clone()),
+            runtime: None,
+            pod_uid: c.pod.as_ref().map(|p| p.uid.clone()),
+        };
+        let (built, _) = self.build(&info, generation);
+        let mut built = Arc::unwrap_or_clone(built);
+        built.runtime = c.runtime.clone();
+        Arc::new(built)
     }
 
     /// Read the process's cgroup file; fall back to the nearest cached
@@ -209,6 +364,15 @@ impl Enricher {
         let incomplete_at = (!complete && self.pods.is_some()).then_some(generation);
         (Arc::new(c), incomplete_at)
     }
+}
+
+/// A Kubernetes container (its cgroup names a pod) whose pod or container
+/// metadata is not known yet.
+fn waiting_for_pod(c: &Container) -> bool {
+    !c.full_id.is_empty()
+        && c.pod
+            .as_deref()
+            .is_some_and(|p| p.name.is_none() || c.name.is_none())
 }
 
 fn read_proc_cgroup(root: &Path, pid: u32) -> std::io::Result<String> {
@@ -333,6 +497,105 @@ mod tests {
         let mut orphan = ev(EvtType::Openat, 40, 39);
         en.enrich(&mut orphan);
         assert!(orphan.container.is_none());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    fn web_pod() -> PodEntry {
+        PodEntry {
+            pod: Arc::new(Pod {
+                uid: UID.into(),
+                name: Some("web-1".into()),
+                namespace: Some("prod".into()),
+                ..Default::default()
+            }),
+            containers: vec![(
+                ID.into(),
+                ContainerMeta {
+                    name: "web".into(),
+                    image: "nginx:1.27".into(),
+                    repository: "nginx".into(),
+                    tag: Some("1.27".into()),
+                    digest: None,
+                    privileged: false,
+                },
+            )],
+        }
+    }
+
+    #[test]
+    fn held_until_the_pod_arrives_in_order_others_pass() {
+        let root = tempdir("hold");
+        fake_proc(
+            &root,
+            60,
+            &format!("4:pids:/kubepods/burstable/pod{UID}/{ID}\n"),
+        );
+        fake_proc(&root, 61, "0::/\n");
+        let idx = PodIndex::new();
+        let mut en = Enricher::new(&root, 16, Some(idx.clone()));
+        let mut seen: Vec<(u32, EvtType, Option<String>)> = Vec::new();
+        let mut out = |e: &Event| -> Result<(), ()> {
+            seen.push((
+                e.proc.pid,
+                e.evt_type,
+                e.container.as_ref().and_then(|c| c.name.clone()),
+            ));
+            Ok(())
+        };
+        en.admit(ev(EvtType::Execve, 60, 1), &mut out).unwrap();
+        en.admit(ev(EvtType::Openat, 60, 1), &mut out).unwrap();
+        en.admit(ev(EvtType::Openat, 61, 1), &mut out).unwrap();
+        assert_eq!(en.held(), 2);
+        idx.upsert(web_pod());
+        en.release(&mut out, false).unwrap();
+        assert_eq!(en.held(), 0);
+        // Known now: no more holding.
+        en.admit(ev(EvtType::Connect, 60, 1), &mut out).unwrap();
+        assert_eq!(en.held(), 0);
+        assert_eq!(en.stats().released_complete, 2);
+        assert_eq!(
+            seen,
+            vec![
+                (61, EvtType::Openat, None),
+                (60, EvtType::Execve, Some("web".into())),
+                (60, EvtType::Openat, Some("web".into())),
+                (60, EvtType::Connect, Some("web".into())),
+            ]
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn hold_expires_once_per_container_and_shutdown_releases_all() {
+        let root = tempdir("expire");
+        fake_proc(
+            &root,
+            70,
+            &format!("4:pids:/kubepods/burstable/pod{UID}/{ID}\n"),
+        );
+        let mut en = Enricher::new(&root, 16, Some(PodIndex::new()));
+        let mut n = 0;
+        let mut out = |_: &Event| -> Result<(), ()> {
+            n += 1;
+            Ok(())
+        };
+        en.admit(ev(EvtType::Openat, 70, 1), &mut out).unwrap();
+        assert_eq!(en.held(), 1);
+        // Shutdown: everything out, nothing lost.
+        en.release(&mut out, true).unwrap();
+        assert_eq!(en.held(), 0);
+        // Expiry: the container is not held again.
+        en.admit(ev(EvtType::Openat, 70, 1), &mut out).unwrap();
+        en.held[0].since -= HOLD_FOR;
+        en.release(&mut out, false).unwrap();
+        assert_eq!(en.stats().released_expired, 2);
+        en.admit(ev(EvtType::Openat, 70, 1), &mut out).unwrap();
+        assert_eq!(en.held(), 0);
+        // Off Kubernetes nothing is ever held.
+        let mut bare = Enricher::new(&root, 16, None);
+        bare.admit(ev(EvtType::Openat, 70, 1), &mut out).unwrap();
+        assert_eq!(bare.held(), 0);
+        assert_eq!(n, 4);
         std::fs::remove_dir_all(&root).unwrap();
     }
 
