@@ -444,6 +444,14 @@ pub struct RawRetry {
     pub max_backoff: Option<Dur>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Alerts of one rule allowed per `interval`; absent = no limit.
+    pub per_rule: Option<u32>,
+    pub interval: Option<Dur>,
+}
+
 /// Defines a sink's raw config struct: the keys every sink shares, then its own.
 macro_rules! sink_struct {
     ($(#[$doc:meta])* $name:ident { $($(#[$m:meta])* $f:ident : $t:ty,)* }) => {
@@ -460,12 +468,13 @@ macro_rules! sink_struct {
             pub queue_capacity: Option<usize>,
             pub dedup: Option<RawDedup>,
             pub retry: Option<RawRetry>,
+            pub rate_limit: Option<RawRateLimit>,
             $($(#[$m])* pub $f: $t,)*
         }
         impl $name {
             fn common(&self, key: &str, default_enabled: bool) -> Result<(bool, SinkCommon), ConfigError> {
                 common(key, default_enabled, self.enabled, &self.minimum_priority, &self.rules,
-                       &self.tags, self.queue_capacity, &self.dedup, &self.retry)
+                       &self.tags, self.queue_capacity, &self.dedup, &self.retry, &self.rate_limit)
             }
         }
     };
@@ -521,6 +530,15 @@ pub struct SinkCommon {
     pub queue_capacity: usize,
     pub dedup: Option<DedupConfig>,
     pub retry: RetryPolicy,
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// At most `per_rule` alerts of one rule per `interval`; the rest are
+/// counted and summarised when the interval ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimitConfig {
+    pub per_rule: u32,
+    pub interval: Duration,
 }
 
 impl Default for SinkCommon {
@@ -532,6 +550,7 @@ impl Default for SinkCommon {
             queue_capacity: DEFAULT_QUEUE,
             dedup: None,
             retry: RetryPolicy::default(),
+            rate_limit: None,
         }
     }
 }
@@ -575,6 +594,7 @@ fn common(
     queue_capacity: Option<usize>,
     dedup: &Option<RawDedup>,
     retry: &Option<RawRetry>,
+    rate_limit: &Option<RawRateLimit>,
 ) -> Result<(bool, SinkCommon), ConfigError> {
     let mut c = SinkCommon::default();
     if let Some(p) = minimum_priority {
@@ -601,6 +621,29 @@ fn common(
                 fields: d.fields.clone().unwrap_or_default(),
             });
         }
+    }
+    if let Some(RawRateLimit {
+        per_rule: Some(n),
+        interval,
+    }) = rate_limit
+    {
+        if *n == 0 {
+            return Err(key_err(
+                format!("{key}.rate_limit.per_rule"),
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
+        let interval = interval.map(|d| d.0).unwrap_or(Duration::from_secs(60));
+        if interval.is_zero() {
+            return Err(key_err(
+                format!("{key}.rate_limit.interval"),
+                "must be positive",
+            ));
+        }
+        c.rate_limit = Some(RateLimitConfig {
+            per_rule: *n,
+            interval,
+        });
     }
     if let Some(r) = retry {
         if let Some(n) = r.max_attempts {
@@ -1160,6 +1203,34 @@ mod tests {
         // Without its URL the Slack output stays off.
         let c = load(None, &["outputs.slack.channel=#sec".into()], vec![]).unwrap();
         assert!(c.outputs.slack.is_none());
+    }
+
+    #[test]
+    fn rate_limit_keys() {
+        let c = load(
+            None,
+            &[
+                "outputs.stdout.rate_limit.per_rule=5".into(),
+                "outputs.stdout.rate_limit.interval=30s".into(),
+            ],
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(
+            c.outputs.stdout.unwrap().common.rate_limit,
+            Some(RateLimitConfig {
+                per_rule: 5,
+                interval: Duration::from_secs(30)
+            })
+        );
+        let e = load(
+            None,
+            &["outputs.stdout.rate_limit.per_rule=0".into()],
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("outputs.stdout.rate_limit.per_rule"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,11 @@
 //! when the window ends one summary alert carries the count
 //! (`output_fields["mamori.dedup.count"]`).
 //!
+//! Rate limit (per sink, opt-in): at most `per_rule` alerts of one rule per
+//! interval pass (after dedup); the rest are counted, and when the interval
+//! ends one summary alert of that rule carries the number held back
+//! (`output_fields["mamori.rate_limit.suppressed"]`).
+//!
 //! On shutdown the queues are closed, pending dedup summaries are flushed and
 //! the workers get `grace_period` to drain; what is left is reported.
 
@@ -45,7 +50,7 @@ use tokio::sync::Notify;
 
 use crate::{
     alert::Alert,
-    config::{DedupConfig, OutputsConfig, RetryPolicy, SinkCommon},
+    config::{DedupConfig, OutputsConfig, RateLimitConfig, RetryPolicy, SinkCommon},
 };
 
 /// Give-up and error logs of one sink are emitted at most this often.
@@ -119,6 +124,8 @@ pub struct Counters {
     pub deduplicated: AtomicU64,
     /// Not for this sink (priority, rule or tag filter).
     pub filtered: AtomicU64,
+    /// Held back by the per-rule rate limit (reported in a summary).
+    pub rate_limited: AtomicU64,
 }
 
 /// A snapshot of one sink's counters.
@@ -131,6 +138,7 @@ pub struct SinkStats {
     pub dropped: u64,
     pub deduplicated: u64,
     pub filtered: u64,
+    pub rate_limited: u64,
     /// Alerts still queued (or in flight) when the snapshot was taken.
     pub pending: u64,
 }
@@ -139,13 +147,14 @@ impl fmt::Display for SinkStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: sent={} failed={} retried={} dropped={} deduplicated={} filtered={} left={}",
+            "{}: sent={} failed={} retried={} dropped={} deduplicated={} rate_limited={} filtered={} left={}",
             self.name,
             self.sent,
             self.failed,
             self.retried,
             self.dropped,
             self.deduplicated,
+            self.rate_limited,
             self.filtered,
             self.pending
         )
@@ -213,11 +222,98 @@ pub fn dedup_summary(last: &Alert, repeats: u64, window: Duration) -> Alert {
     a
 }
 
+struct RuleWindow {
+    start: Instant,
+    passed: u32,
+    suppressed: u64,
+    last: Option<Arc<Alert>>,
+}
+
+struct RateLimit {
+    cfg: RateLimitConfig,
+    rules: HashMap<String, RuleWindow>,
+}
+
+impl RateLimit {
+    /// Whether `a` may pass now; if not, it is remembered for the summary.
+    fn admit(&mut self, a: &Arc<Alert>, now: Instant) -> Admit {
+        let interval = self.cfg.interval;
+        let mut summary = None;
+        if let Some(w) = self.rules.get_mut(&a.rule) {
+            if now >= w.start + interval {
+                summary = w
+                    .last
+                    .take()
+                    .map(|l| Arc::new(rate_summary(&l, w.suppressed, interval)));
+                *w = RuleWindow {
+                    start: now,
+                    passed: 0,
+                    suppressed: 0,
+                    last: None,
+                };
+            }
+        } else if self.rules.len() >= MAX_DEDUP_KEYS {
+            return Admit::Pass(None);
+        }
+        let w = self.rules.entry(a.rule.clone()).or_insert(RuleWindow {
+            start: now,
+            passed: 0,
+            suppressed: 0,
+            last: None,
+        });
+        if w.passed < self.cfg.per_rule {
+            w.passed += 1;
+            Admit::Pass(summary)
+        } else {
+            w.suppressed += 1;
+            w.last = Some(a.clone());
+            Admit::Held(summary)
+        }
+    }
+
+    /// Summaries for intervals over by `now` (all if `everything`).
+    fn flush(&mut self, now: Instant, everything: bool) -> Vec<Arc<Alert>> {
+        let interval = self.cfg.interval;
+        let mut out = Vec::new();
+        self.rules.retain(|_, w| {
+            if everything || now >= w.start + interval {
+                if let Some(l) = w.last.take() {
+                    out.push(Arc::new(rate_summary(&l, w.suppressed, interval)));
+                }
+                false
+            } else {
+                true
+            }
+        });
+        out
+    }
+}
+
+enum Admit {
+    /// Send it (and, first, the summary of the rule's previous interval).
+    Pass(Option<Arc<Alert>>),
+    Held(Option<Arc<Alert>>),
+}
+
+/// The alert that reports `n` alerts of a rule held back by the rate limit.
+pub fn rate_summary(last: &Alert, n: u64, interval: Duration) -> Alert {
+    let mut a = last.clone();
+    a.output = format!(
+        "{} (rate limit: {n} alerts of this rule held back in {}s; this is the last)",
+        a.output,
+        interval.as_secs_f64()
+    );
+    a.output_fields
+        .insert("mamori.rate_limit.suppressed".into(), n.into());
+    a
+}
+
 struct State {
     queue: VecDeque<Arc<Alert>>,
     in_flight: bool,
     closed: bool,
     dedup: Option<Dedup>,
+    rate: Option<RateLimit>,
 }
 
 /// One sink's queue, filter and counters, shared by `submit` and its worker.
@@ -237,6 +333,10 @@ impl SinkHandle {
             cfg,
             entries: HashMap::new(),
         });
+        let rate = common.rate_limit.map(|cfg| RateLimit {
+            cfg,
+            rules: HashMap::new(),
+        });
         SinkHandle {
             name: name.into(),
             filter: Filter { common },
@@ -245,6 +345,7 @@ impl SinkHandle {
                 in_flight: false,
                 closed: false,
                 dedup,
+                rate,
             }),
             notify: Notify::new(),
             counters: Counters::default(),
@@ -313,7 +414,28 @@ impl SinkHandle {
                 None => {}
             }
         }
-        self.push(st, a.clone());
+        self.rate_limited_push(st, a, now);
+    }
+
+    fn rate_limited_push(&self, st: &mut State, a: &Arc<Alert>, now: Instant) {
+        let Some(r) = &mut st.rate else {
+            self.push(st, a.clone());
+            return;
+        };
+        match r.admit(a, now) {
+            Admit::Pass(summary) => {
+                if let Some(s) = summary {
+                    self.push(st, s);
+                }
+                self.push(st, a.clone());
+            }
+            Admit::Held(summary) => {
+                self.counters.rate_limited.fetch_add(1, Relaxed);
+                if let Some(s) = summary {
+                    self.push(st, s);
+                }
+            }
+        }
     }
 
     /// Emit summaries for windows that ended by `now` (all of them if
@@ -321,6 +443,11 @@ impl SinkHandle {
     fn flush_dedup(&self, now: Instant, everything: bool) {
         let mut st = self.lock();
         let st = &mut *st;
+        if let Some(r) = &mut st.rate {
+            for s in r.flush(now, everything) {
+                self.push(st, s);
+            }
+        }
         let Some(d) = &mut st.dedup else { return };
         let window = d.cfg.window;
         let mut summaries = Vec::new();
@@ -350,6 +477,7 @@ impl SinkHandle {
             dropped: c.dropped.load(Relaxed),
             deduplicated: c.deduplicated.load(Relaxed),
             filtered: c.filtered.load(Relaxed),
+            rate_limited: c.rate_limited.load(Relaxed),
             pending: st.queue.len() as u64 + st.in_flight as u64,
         }
     }
@@ -507,7 +635,14 @@ async fn worker(mut sink: Box<dyn Output>, h: Arc<SinkHandle>) {
 async fn dedup_ticker(handles: Vec<Arc<SinkHandle>>) {
     let period = handles
         .iter()
-        .filter_map(|h| h.filter.common.dedup.as_ref().map(|d| d.window))
+        .flat_map(|h| {
+            let c = &h.filter.common;
+            [
+                c.dedup.as_ref().map(|d| d.window),
+                c.rate_limit.map(|r| r.interval),
+            ]
+        })
+        .flatten()
         .min()
         .map(|w| (w / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
     let Some(period) = period else { return };
@@ -915,6 +1050,52 @@ pub(crate) mod tests {
         // After the window, the same alert goes out again at once.
         h.submit_at(&a, t0 + Duration::from_secs(12));
         assert_eq!(h.lock().queue.len(), 4);
+    }
+
+    #[test]
+    fn rate_limit_passes_n_per_rule_then_summarises() {
+        let h = SinkHandle::new(
+            "t",
+            SinkCommon {
+                rate_limit: Some(RateLimitConfig {
+                    per_rule: 3,
+                    interval: Duration::from_secs(60),
+                }),
+                ..Default::default()
+            },
+        );
+        let t0 = Instant::now();
+        for i in 0..10 {
+            h.submit_at(
+                &Arc::new(alert("noisy", Priority::Error, &format!("n{i}"))),
+                t0 + Duration::from_secs(i),
+            );
+        }
+        h.submit_at(&Arc::new(alert("quiet", Priority::Error, "q")), t0);
+        let outs = |h: &SinkHandle| -> Vec<String> {
+            h.lock().queue.iter().map(|a| a.output.clone()).collect()
+        };
+        assert_eq!(outs(&h), ["n0", "n1", "n2", "q"]);
+        assert_eq!(h.stats().rate_limited, 7);
+        h.flush_dedup(t0 + Duration::from_secs(59), false);
+        assert_eq!(outs(&h).len(), 4, "interval not over");
+        h.flush_dedup(t0 + Duration::from_secs(60), false);
+        let q = outs(&h);
+        assert_eq!(q.len(), 5, "{q:?}");
+        assert!(
+            q[4].starts_with("n9 (rate limit: 7 alerts of this rule held back in 60s"),
+            "{q:?}"
+        );
+        assert_eq!(
+            h.lock().queue[4].output_fields["mamori.rate_limit.suppressed"],
+            7
+        );
+        // A new interval: passes again.
+        h.submit_at(
+            &Arc::new(alert("noisy", Priority::Error, "again")),
+            t0 + Duration::from_secs(61),
+        );
+        assert_eq!(outs(&h).last().unwrap(), "again");
     }
 
     #[test]
