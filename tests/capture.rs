@@ -42,6 +42,16 @@ fn child_main() {
         "basic" => child_basic(&parts[1..]),
         "netns" => child_netns(),
         "burst" => child_burst(parts[1].parse().unwrap(), parts[2]),
+        "pty" => {
+            // `script` gives its child a fresh pseudo-terminal as controlling tty.
+            let st = Command::new("script")
+                .args(["-q", "-c", "/bin/true --under-a-pty", "/dev/null"])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let st = Command::new("/bin/true").arg("--no-pty").status().unwrap();
+            assert!(st.success());
+        }
         other => panic!("unknown child mode {other}"),
     }
 }
@@ -476,6 +486,21 @@ fn connects_in_an_empty_netns_carry_address_and_failure() {
     assert_eq!(f.rip, Some("2001:db8::1".parse().unwrap()));
     assert_eq!(f.rport, Some(443));
     assert!(v6.res < 0);
+}
+
+#[test]
+fn exec_carries_the_controlling_tty() {
+    let (_, events, _) = capture_child(Options::default(), "pty".into());
+    let with = find(&events, "exec under a pty", |e| {
+        e.evt_type == EvtType::Execve && e.proc.argv.iter().any(|a| a == "--under-a-pty")
+    });
+    // A pseudo-terminal: major 136..=143 in tty_nr encoding (major << 8).
+    let major = (with.proc.tty >> 8) & 0xfff;
+    assert!((136..=143).contains(&major), "tty_nr {:#x}", with.proc.tty);
+    let without = find(&events, "exec without a tty", |e| {
+        e.evt_type == EvtType::Execve && e.proc.argv.iter().any(|a| a == "--no-pty")
+    });
+    assert_eq!(without.proc.tty, 0);
 }
 
 const BURST: u64 = 20_000;

@@ -130,6 +130,8 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<(), i64> {
         _pad0: 0,
         dirfd,
         at_flags,
+        tty: task::tty_nr(t),
+        _pad1: 0,
     };
     // SAFETY: the body sits right after the header inside the scratch buffer.
     unsafe { buf.add(HDR).cast::<ExecBody>().write_unaligned(body) };
@@ -214,6 +216,8 @@ pub fn on_failed_exit(r: &Regs, ret: i64, sys: u16) -> Result<(), i64> {
         _pad0: 0,
         dirfd,
         at_flags,
+        tty: task::tty_nr(t),
+        _pad1: 0,
     };
     // SAFETY: the body sits right after the header inside the scratch buffer.
     unsafe { buf.add(HDR).cast::<ExecBody>().write_unaligned(body) };

@@ -58,6 +58,26 @@ pub fn exit_code(task: u64) -> i32 {
     read::<i32>(task, off(&offsets().task_exit_code)).unwrap_or(0)
 }
 
+/// Controlling terminal as /proc/<pid>/stat's `tty_nr`
+/// (`new_encode_dev(MKDEV(driver->major, driver->minor_start + index))`), 0 if none.
+#[inline(always)]
+pub fn tty_nr(task: u64) -> u32 {
+    let o = offsets();
+    let Some(signal) = read::<u64>(task, off(&o.task_signal)) else {
+        return 0;
+    };
+    let Some(tty) = read::<u64>(signal, off(&o.signal_tty)) else {
+        return 0;
+    };
+    let Some(driver) = read::<u64>(tty, off(&o.tty_driver)) else {
+        return 0;
+    };
+    let index = read::<i32>(tty, off(&o.tty_index)).unwrap_or(0) as u32;
+    let major = read::<i32>(driver, off(&o.driver_major)).unwrap_or(0) as u32;
+    let minor = read::<i32>(driver, off(&o.driver_minor_start)).unwrap_or(0) as u32 + index;
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
 /// User address range of the argument strings of `task`'s current image.
 #[inline(always)]
 pub fn arg_area(task: u64) -> Option<(u64, u64)> {

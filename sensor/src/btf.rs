@@ -283,6 +283,12 @@ impl Btf {
             sock_rcv_saddr: get("sock", "__sk_common.skc_rcv_saddr"),
             sock_num: get("sock", "__sk_common.skc_num"),
             sock_v6_rcv_saddr: get("sock", "__sk_common.skc_v6_rcv_saddr"),
+            task_signal: get("task_struct", "signal"),
+            signal_tty: get("signal_struct", "tty"),
+            tty_driver: get("tty_struct", "driver"),
+            tty_index: get("tty_struct", "index"),
+            driver_major: get("tty_driver", "major"),
+            driver_minor_start: get("tty_driver", "minor_start"),
             _pad0: 0,
         }
     }
@@ -397,6 +403,8 @@ mod tests {
             ("task_files", o.task_files),
             ("socket_sk", o.socket_sk),
             ("sock_num", o.sock_num),
+            ("signal_tty", o.signal_tty),
+            ("driver_minor_start", o.driver_minor_start),
         ] {
             assert_ne!(v, NO_OFFSET, "{name} unresolved");
         }

@@ -255,6 +255,8 @@ mod tests {
                     _pad0: 0,
                     dirfd: -100,
                     at_flags: 0,
+                    tty: 0x8800,
+                    _pad1: 0,
                 },
                 filename,
                 args,

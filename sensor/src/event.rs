@@ -142,6 +142,9 @@ pub struct Process {
     /// True if argv was cut at the kernel copy limit.
     #[serde(default, skip_serializing_if = "is_false")]
     pub argv_truncated: bool,
+    /// `proc.tty`: controlling terminal (`tty_nr` encoding), 0 if none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tty: u32,
     /// `proc.cwd`, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
@@ -176,6 +179,10 @@ fn no_ancestors(a: &Arc<Vec<Ancestor>>) -> bool {
 
 fn minus_one() -> i64 {
     -1
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 fn is_false(b: &bool) -> bool {

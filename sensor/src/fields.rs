@@ -213,7 +213,7 @@ pub static FIELDS: &[FieldInfo] = &[
     f!("proc.args", String, None, ProcArgs, "Arguments (argv[1..]) joined with spaces."),
     f!("proc.cmdnargs", Int, None, ProcCmdNArgs, "Number of arguments (argv[1..])."),
     f!("proc.cwd", String, None, ProcCwd, "Current working directory, when known."),
-    f!("proc.tty", Int, None, ProcTty, "Controlling terminal; mamori does not capture it yet and reports 0."),
+    f!("proc.tty", Int, None, ProcTty, "Controlling terminal of the process (tty_nr device number); 0 if it has none."),
     f!(
         "proc.duration",
         Int,
@@ -1035,7 +1035,7 @@ impl Field {
             F::GroupGid => |ev| Some(ev.proc.gid as i64),
             F::EvtRawRes => |ev| Some(ev.res),
             F::FdNum => |ev| ev.fd.as_ref().map(|f| f.num),
-            F::ProcTty => |_| Some(0),
+            F::ProcTty => |ev| Some(ev.proc.tty as i64),
             _ => return None,
         };
         Some(g)
@@ -1138,7 +1138,7 @@ impl Field {
             },
             F::ProcCmdNArgs => Value::Int(p.argv.len().saturating_sub(1) as i64),
             F::ProcCwd => opt_str(p.cwd.as_deref()),
-            F::ProcTty => Value::Int(0),
+            F::ProcTty => Value::Int(p.tty as i64),
             F::ProcDuration => {
                 if p.start_ts > 0 && ev.ts >= p.start_ts {
                     Value::Int((ev.ts - p.start_ts) as i64)

@@ -35,6 +35,7 @@ pub struct ProcEntry {
     pub exepath: String,
     pub argv: Vec<String>,
     pub argv_truncated: bool,
+    pub tty: u32,
     pub cwd: Option<String>,
     pub uid: u32,
     pub gid: u32,
@@ -289,6 +290,7 @@ impl ProcTable {
             exepath: e.exepath.clone(),
             argv: e.argv.clone(),
             argv_truncated: e.argv_truncated,
+            tty: e.tty,
             cwd: e.cwd.clone(),
             uid: e.uid,
             gid: e.gid,
@@ -352,6 +354,7 @@ impl ProcTable {
                         e.ppid = body.ppid;
                     }
                     e.loginuid = loginuid(body.loginuid);
+                    e.tty = body.tty;
                     if start_ts != 0 {
                         e.start_ts = start_ts;
                     }
@@ -578,6 +581,7 @@ pub fn read_proc(root: &Path, pid: u32, clock: &Clock) -> Option<ProcEntry> {
     let comm = stat.get(open + 1..close)?.to_string();
     let rest: Vec<&str> = stat.get(close + 2..)?.split(' ').collect();
     let ppid = rest.get(1)?.parse().ok()?;
+    let tty = rest.get(4).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) as u32;
     let start_ticks: u64 = rest.get(19)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
@@ -610,6 +614,7 @@ pub fn read_proc(root: &Path, pid: u32, clock: &Clock) -> Option<ProcEntry> {
         exepath,
         argv: split_args(&cmdline),
         argv_truncated: false,
+        tty,
         cwd,
         uid: id_of("Uid:"),
         gid: id_of("Gid:"),
@@ -822,5 +827,7 @@ mod tests {
         assert!(e.ppid > 0);
         assert!(!e.argv.is_empty());
         assert!(e.start_ts > 0);
+        // pid 1 has no controlling terminal.
+        assert_eq!(t.get(1).map(|p| p.tty), Some(0));
     }
 }

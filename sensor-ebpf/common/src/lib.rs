@@ -157,6 +157,9 @@ pub struct ExecBody {
     pub dirfd: i32,
     /// `execveat` flags.
     pub at_flags: u32,
+    /// Controlling terminal (`tty_nr` encoding of /proc/<pid>/stat), 0 if none.
+    pub tty: u32,
+    pub _pad1: u32,
 }
 
 /// Body of [`EventKind::Open`]; followed by `path_len` bytes of path.
@@ -253,6 +256,12 @@ pub struct KernelOffsets {
     pub sock_rcv_saddr: u32,
     pub sock_num: u32,
     pub sock_v6_rcv_saddr: u32,
+    pub task_signal: u32,
+    pub signal_tty: u32,
+    pub tty_driver: u32,
+    pub tty_index: u32,
+    pub driver_major: u32,
+    pub driver_minor_start: u32,
     pub _pad0: u32,
 }
 
@@ -280,6 +289,12 @@ impl KernelOffsets {
         sock_rcv_saddr: NO_OFFSET,
         sock_num: NO_OFFSET,
         sock_v6_rcv_saddr: NO_OFFSET,
+        task_signal: NO_OFFSET,
+        signal_tty: NO_OFFSET,
+        tty_driver: NO_OFFSET,
+        tty_index: NO_OFFSET,
+        driver_major: NO_OFFSET,
+        driver_minor_start: NO_OFFSET,
         _pad0: 0,
     };
 }
@@ -316,12 +331,12 @@ mod user {
 
 const _: () = {
     assert!(core::mem::size_of::<Header>() == 56);
-    assert!(core::mem::size_of::<ExecBody>() == 40);
+    assert!(core::mem::size_of::<ExecBody>() == 48);
     assert!(core::mem::size_of::<OpenBody>() == 32);
     assert!(core::mem::size_of::<ConnectBody>() == 64);
     assert!(core::mem::size_of::<ForkBody>() == 24);
     assert!(core::mem::size_of::<ExitBody>() == 16);
-    assert!(core::mem::size_of::<KernelOffsets>() == 88);
+    assert!(core::mem::size_of::<KernelOffsets>() == 112);
     assert!(core::mem::size_of::<SensorConfig>() == 16);
     // The exec path masks lengths with 2 * ARGS_MAX - 1 for the verifier.
     assert!(128 + PATH_MAX + 2 * ARGS_MAX <= SCRATCH_SIZE);
