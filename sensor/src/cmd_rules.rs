@@ -198,7 +198,13 @@ struct TestFile {
 #[serde(deny_unknown_fields)]
 struct TestCase {
     name: String,
+    /// Events written in the case.
+    #[serde(default)]
     events: Vec<serde_json::Value>,
+    /// A recording (`mamori capture --json` output), relative to the test
+    /// file; its events run after `events`.
+    #[serde(default)]
+    events_file: Option<String>,
     /// Alerts that must be produced.
     #[serde(default)]
     expect: Vec<Expect>,
@@ -245,7 +251,8 @@ fn test_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
     files
 }
 
-fn read_test_file(path: &Path) -> anyhow::Result<TestFile> {
+/// `Ok(None)` for a rules file (a YAML list) found among the tests.
+fn read_test_file(path: &Path) -> anyhow::Result<Option<TestFile>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let docs = yaml::parse(&text).map_err(|e| {
@@ -261,15 +268,36 @@ fn read_test_file(path: &Path) -> anyhow::Result<TestFile> {
         .first()
         .map(yaml::to_json)
         .unwrap_or(serde_json::Value::Null);
+    if doc.is_array() {
+        return Ok(None);
+    }
     serde_json::from_value(doc)
+        .map(Some)
         .with_context(|| format!("{}: not a rules test file", path.display()))
 }
 
-fn check_case(engine: &Engine, case: &TestCase) -> Result<(), String> {
+fn check_case(engine: &Engine, case: &TestCase, base: &Path) -> Result<(), String> {
     let mut alerts: Vec<Alert> = Vec::new();
     for (i, v) in case.events.iter().enumerate() {
         let ev = event_from_json(v.clone()).map_err(|e| format!("event #{}: {e}", i + 1))?;
         alerts.extend(engine.evaluate(&ev));
+    }
+    if let Some(f) = &case.events_file {
+        let path = base.join(f);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("events_file {}: {e}", path.display()))?;
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let ev: Event = serde_json::from_str(line)
+                .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+            alerts.extend(engine.evaluate(&ev));
+        }
+    }
+    if case.events.is_empty() && case.events_file.is_none() {
+        return Err("the case has neither events nor events_file".into());
     }
     let fired: Vec<&str> = alerts.iter().map(|a| a.rule.as_str()).collect();
     for exp in &case.expect {
@@ -338,7 +366,8 @@ pub fn test(dirs: &[PathBuf], rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
     }
     for path in files {
         let tf = match read_test_file(&path) {
-            Ok(tf) => tf,
+            Ok(Some(tf)) => tf,
+            Ok(None) => continue, // a rules file beside the tests
             Err(e) => {
                 println!("FAIL {}: {e:#}", path.display());
                 failed += 1;
@@ -362,7 +391,7 @@ pub fn test(dirs: &[PathBuf], rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
             }
         };
         for case in &tf.cases {
-            match check_case(&engine, case) {
+            match check_case(&engine, case, path.parent().unwrap_or(Path::new("."))) {
                 Ok(()) => {
                     passed += 1;
                     println!("ok   {}: {}", path.display(), case.name);

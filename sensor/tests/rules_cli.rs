@@ -55,6 +55,35 @@ fn rules_test_reports_failures_and_exits_nonzero() {
     assert_eq!(stdout.lines().last().unwrap(), "1 passed, 1 failed");
 }
 
+#[test]
+fn rules_test_reads_recorded_events_files() {
+    let dir = tempdir("rules_test_events_file");
+    std::fs::write(
+        dir.join("r.yaml"),
+        "- rule: R\n  desc: d\n  condition: evt.type = openat and fd.name = /etc/shadow\n  output: \"%proc.name\"\n  priority: info\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("rec.jsonl"),
+        concat!(
+            r#"{"ts":1,"type":"openat","res":3,"proc":{"pid":1,"name":"cat"},"fd":{"type":"file","num":3,"name":"/etc/hosts"},"open":{"flags":0,"path":"/etc/hosts"}}"#,
+            "\n",
+            r#"{"ts":2,"type":"openat","res":3,"proc":{"pid":1,"name":"cat"},"fd":{"type":"file","num":3,"name":"/etc/shadow"},"open":{"flags":0,"path":"/etc/shadow"}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("t.yaml"),
+        "rules: [r.yaml]\ncases:\n  - name: recorded\n    events_file: rec.jsonl\n    expect: [{rule: R, count: 1, fields: {proc.name: cat}}]\n",
+    )
+    .unwrap();
+    let out = mamori().args(["rules", "test"]).arg(&dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(stdout.lines().last().unwrap(), "1 passed, 0 failed");
+}
+
 fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mamori-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
