@@ -511,8 +511,9 @@ fn capture_enriches_an_exec_with_the_pod_from_the_api() {
     let pod = c.pod.as_ref().expect("pod");
     assert_eq!(pod.name.as_deref(), Some("api-6b7f9d8c4-late1"));
     assert_eq!(pod.uid, late_uid);
-    drop(guard);
+    // Deepest first: the late pod's cgroups share the parents of the first.
     drop(late_guard);
+    drop(guard);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
