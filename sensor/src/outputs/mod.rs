@@ -657,6 +657,39 @@ async fn dedup_ticker(handles: Vec<Arc<SinkHandle>>) {
     }
 }
 
+/// Losses are counted at once, and said on stderr at most once per
+/// [`LOG_EVERY`] per sink, so a flood of drops cannot flood the log.
+async fn loss_watch(handles: Vec<Arc<SinkHandle>>) {
+    let mut seen: Vec<(u64, u64)> = vec![(0, 0); handles.len()];
+    let mut tick = tokio::time::interval(LOG_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (h, (d0, f0)) in handles.iter().zip(seen.iter_mut()) {
+            let d = h.counters.dropped.load(Relaxed);
+            let f = h.counters.failed.load(Relaxed);
+            if d > *d0 {
+                log::warn!(
+                    "output {}: {} alerts dropped (queue of {} full) in the last {}s",
+                    h.name,
+                    d - *d0,
+                    h.filter.common.queue_capacity,
+                    LOG_EVERY.as_secs()
+                );
+            }
+            if f > *f0 {
+                log::warn!(
+                    "output {}: gave up on {} alerts in the last {}s",
+                    h.name,
+                    f - *f0,
+                    LOG_EVERY.as_secs()
+                );
+            }
+            (*d0, *f0) = (d, f);
+        }
+    }
+}
+
 /// A sink to start: its name, filters/queue/retry, and the sink itself.
 pub struct SinkSpec {
     pub name: String,
@@ -772,6 +805,7 @@ impl Outputs {
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Duration>();
         let ticker_handles = handles.clone();
+        let watch_handles = handles.clone();
         let thread = std::thread::Builder::new()
             .name("mamori-outputs".into())
             .spawn(move || {
@@ -787,12 +821,14 @@ impl Outputs {
                 };
                 let timed_out = rt.block_on(async move {
                     let ticker = tokio::spawn(dedup_ticker(ticker_handles));
+                    let watch = tokio::spawn(loss_watch(watch_handles));
                     let mut tasks = tokio::task::JoinSet::new();
                     for (sink, h) in work {
                         tasks.spawn(worker(sink, h));
                     }
                     let grace = stop_rx.await.unwrap_or(Duration::ZERO);
                     ticker.abort();
+                    watch.abort();
                     let drained = tokio::time::timeout(grace, async {
                         while tasks.join_next().await.is_some() {}
                     })
