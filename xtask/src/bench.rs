@@ -312,3 +312,21 @@ pub fn rules(iterations: u64) -> Result<()> {
             .arg(iterations.to_string()),
     )
 }
+
+/// Alert delivery latency per sink (`sensor/examples/bench_outputs.rs`).
+pub fn outputs() -> Result<()> {
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root())
+            .env("AYA_BUILD_SKIP", "1")
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "sensor",
+                "--example",
+                "bench_outputs",
+            ]),
+    )
+}

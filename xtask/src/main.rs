@@ -39,9 +39,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Benchmarks: `capture` (kernel side, needs root) or `rules`.
+    /// Benchmarks: `capture` (kernel side, needs root), `rules` or `outputs`.
     Bench {
-        #[arg(value_parser = ["capture", "rules"])]
+        #[arg(value_parser = ["capture", "rules", "outputs"])]
         what: String,
         /// Iterations (capture: openat+close pairs).
         #[arg(long)]
@@ -72,6 +72,7 @@ fn main() -> Result<()> {
         }
         Cmd::Bench { what, iterations } => match what.as_str() {
             "capture" => bench::capture(&build_sensor_release()?, iterations.unwrap_or(1_000_000)),
+            "outputs" => bench::outputs(),
             _ => bench::rules(iterations.unwrap_or(1_000_000)),
         },
         Cmd::VmTest { kernel } => vm::vm_test(&build_sensor_release()?, &kernel),
