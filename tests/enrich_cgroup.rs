@@ -15,16 +15,19 @@
 //! Run: `cargo test -p sensor --features e2e --test enrich_cgroup -- --test-threads=1`
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc, Arc,
     },
     time::{Duration, Instant},
 };
+
+#[path = "common/mod.rs"]
+mod common;
 
 use mamori::{
     enrich::Enricher,
@@ -186,36 +189,12 @@ fn start_capture(
     comm: &str,
     env: &[(&str, String)],
 ) -> (Child, Vec<String>, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mamori"))
-        .args(["capture", "--json", "--events", "exec", "--comm", comm])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mamori"));
+    cmd.args(["capture", "--json", "--events", "exec", "--comm", comm])
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("KUBECONFIG")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mamori capture did not attach; stderr: {log:?}");
-        };
-        let ready = line.contains("attached");
-        log.push(line);
-        if ready {
-            return (child, log, rx);
-        }
-    }
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    common::spawn_until_attached(cmd)
 }
 
 #[test]

@@ -4,10 +4,11 @@
 //!
 //! Run: `cargo test -p sensor --features e2e --test run -- --test-threads=1`
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::{
-    io::{BufRead, BufReader},
     process::{Command, Stdio},
-    sync::mpsc,
     time::Duration,
 };
 
@@ -43,31 +44,9 @@ fn run_prints_alerts_for_live_events_and_not_for_benign_twins() {
     std::fs::write(&secret, "s3cret").unwrap();
     std::fs::write(&benign, "hello").unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mamori"))
-        .args(["run", "--rules"])
-        .arg(&rules)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("mamori run did not attach; stderr: {log:?}"));
-        let ready = line.contains("attached");
-        log.push(line);
-        if ready {
-            break;
-        }
-    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mamori"));
+    cmd.args(["run", "--rules"]).arg(&rules);
+    let (child, log, _stderr) = common::spawn_until_attached(cmd);
     assert!(log.iter().any(|l| l.contains("2 active rules")), "{log:?}");
 
     // The watched behaviour and its benign twins.

@@ -279,54 +279,36 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
         );
     }
     // Userspace drain ceiling, without the kernel in the way.
-    run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(root())
-            .args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "sensor",
-                "--example",
-                "bench_drain",
-            ]),
-    )?;
-    Ok(())
+    example("bench_drain", &[], false)
 }
 
 pub fn rules(iterations: u64) -> Result<()> {
-    run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(root())
-            .args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "sensor",
-                "--example",
-                "bench_rules",
-                "--",
-            ])
-            .arg(iterations.to_string()),
-    )
+    example("bench_rules", &[&iterations.to_string()], false)
 }
 
 /// Alert delivery latency per sink (`sensor/examples/bench_outputs.rs`).
 pub fn outputs() -> Result<()> {
-    run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(root())
-            .env("AYA_BUILD_SKIP", "1")
-            .args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "sensor",
-                "--example",
-                "bench_outputs",
-            ]),
-    )
+    example("bench_outputs", &[], true)
+}
+
+/// `cargo run --release -p sensor --example NAME -- ARGS`; `no_ebpf` builds
+/// without the eBPF object (the example does not load programs).
+fn example(name: &str, args: &[&str], no_ebpf: bool) -> Result<()> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root())
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "sensor",
+            "--example",
+            name,
+            "--",
+        ])
+        .args(args);
+    if no_ebpf {
+        cmd.env("AYA_BUILD_SKIP", "1");
+    }
+    run(&mut cmd)
 }
