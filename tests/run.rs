@@ -45,7 +45,11 @@ fn run_prints_alerts_for_live_events_and_not_for_benign_twins() {
     std::fs::write(&benign, "hello").unwrap();
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mamori"));
-    cmd.args(["run", "--rules"]).arg(&rules);
+    let alert_file = dir.join("alerts.jsonl");
+    cmd.args(["run", "--rules"])
+        .arg(&rules)
+        .arg("-o")
+        .arg(format!("outputs.file.path={}", alert_file.display()));
     let (child, log, _stderr) = common::spawn_until_attached(cmd);
     assert!(log.iter().any(|l| l.contains("2 active rules")), "{log:?}");
 
@@ -117,5 +121,12 @@ fn run_prints_alerts_for_live_events_and_not_for_benign_twins() {
         tool_alerts[0]["output_fields"]["proc.cmdline"],
         "nmap -sS mamori-e2e-marker"
     );
+    // The file sink got the same alerts as stdout (flushed at shutdown).
+    let in_file: Vec<serde_json::Value> = std::fs::read_to_string(&alert_file)
+        .expect("the file sink wrote its file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON alert line"))
+        .collect();
+    assert_eq!(in_file, alerts);
     std::fs::remove_dir_all(&dir).ok();
 }
