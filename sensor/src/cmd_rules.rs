@@ -114,6 +114,7 @@ pub fn fields(json: bool) -> anyhow::Result<ExitCode> {
             crate::fields::ArgKind::None => f.name.to_string(),
             crate::fields::ArgKind::Ancestor => format!("{}[N]", f.name),
             crate::fields::ArgKind::SyscallArg => format!("{}.NAME / {}[N]", f.name, f.name),
+            crate::fields::ArgKind::Key => format!("{}[KEY]", f.name),
         };
         writeln!(out, "{name:<32} {:<8} {}", f.ty.as_str(), f.desc)?;
     }

@@ -60,6 +60,8 @@ pub enum ArgKind {
     Ancestor,
     /// Required syscall argument name or index: `evt.arg.flags`, `evt.arg[3]`.
     SyscallArg,
+    /// Required key: `k8s.pod.label[app]` or `k8s.pod.label.app`.
+    Key,
 }
 
 /// Field identities; the registry maps names to these.
@@ -150,6 +152,7 @@ pub enum FieldId {
     K8sPodName,
     K8sPodUid,
     K8sPodLabels,
+    K8sPodLabel,
     K8sWorkloadKind,
     K8sWorkloadName,
     K8sSaName,
@@ -289,6 +292,7 @@ pub static FIELDS: &[FieldInfo] = &[
     f!("k8s.ns.name", String, None, K8sNsName, "Kubernetes namespace of the pod (missing outside Kubernetes)."),
     f!("k8s.pod.name", String, None, K8sPodName, "Kubernetes pod name (missing outside Kubernetes)."),
     f!("k8s.pod.uid", String, None, K8sPodUid, "Kubernetes pod uid."),
+    f!("k8s.pod.label", String, Key, K8sPodLabel, "The value of one pod label: k8s.pod.label[app] (or k8s.pod.label.app)."),
     f!("k8s.pod.labels", String, None, K8sPodLabels, "Kubernetes pod labels as key:value pairs, sorted by key, separated by ', '."),
     f!("k8s.workload.kind", String, None, K8sWorkloadKind, "Kind of the workload that owns the pod: Deployment, DaemonSet, StatefulSet, Job, CronJob, ReplicaSet, ..."),
     f!("k8s.workload.name", String, None, K8sWorkloadName, "Name of the workload that owns the pod (the Deployment, not its ReplicaSet)."),
@@ -523,6 +527,26 @@ pub enum FieldArg {
     AnyAncestor,
     Arg(SysArg),
     ArgIndex(usize),
+    /// `k8s.pod.label[key]` (interned: a rule file's keys live for the process).
+    Key(&'static str),
+}
+
+/// Intern a key so [`Field`] stays `Copy`: each distinct key from a rule file
+/// is stored once for the life of the process (bounded by the rule files).
+fn intern(key: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static KEYS: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut set = KEYS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(k) = set.get(key) {
+        return k;
+    }
+    let k: &'static str = Box::leak(key.to_owned().into_boxed_str());
+    set.insert(k);
+    k
 }
 
 /// A field bound to its argument, ready to extract.
@@ -546,7 +570,11 @@ pub enum ResolveError {
 /// Look a field up by name and optional `[arg]`.
 pub fn resolve(name: &str, arg: Option<&str>) -> Result<Field, ResolveError> {
     // `evt.arg.flags` / `evt.rawarg.flags` carry their argument in the name.
-    for (prefix, base) in [("evt.arg.", "evt.arg"), ("evt.rawarg.", "evt.rawarg")] {
+    for (prefix, base) in [
+        ("evt.arg.", "evt.arg"),
+        ("evt.rawarg.", "evt.rawarg"),
+        ("k8s.pod.label.", "k8s.pod.label"),
+    ] {
         if let Some(key) = name.strip_prefix(prefix) {
             if arg.is_some() {
                 return Err(ResolveError::BadArg(format!("{name} takes no [argument]")));
@@ -582,6 +610,12 @@ fn bind(name: &str, arg: Option<&str>) -> Result<Field, ResolveError> {
         (ArgKind::SyscallArg, None) => {
             return Err(ResolveError::BadArg(format!(
                 "{name} needs an argument name or index ({name}.flags, {name}[0])"
+            )))
+        }
+        (ArgKind::Key, Some(a)) if !a.is_empty() => FieldArg::Key(intern(a)),
+        (ArgKind::Key, _) => {
+            return Err(ResolveError::BadArg(format!(
+                "{name} needs a key ({name}[app] or {name}.app)"
             )))
         }
         (ArgKind::SyscallArg, Some(a)) => {
@@ -1280,6 +1314,10 @@ impl Field {
             F::K8sNsName => opt_str(pod(ev).and_then(|p| p.namespace.as_deref())),
             F::K8sPodName => opt_str(pod(ev).and_then(|p| p.name.as_deref())),
             F::K8sPodUid => opt_str(pod(ev).map(|p| p.uid.as_str())),
+            F::K8sPodLabel => match (pod(ev), self.arg) {
+                (Some(p), FieldArg::Key(k)) => opt_str(p.labels.get(k).map(String::as_str)),
+                _ => Value::Missing,
+            },
             F::K8sPodLabels => match pod(ev) {
                 Some(p) if !p.labels.is_empty() => Value::Str(Cow::Owned(
                     p.labels

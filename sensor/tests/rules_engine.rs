@@ -451,6 +451,9 @@ fn missing_values_make_every_comparison_false() {
                 uid: "8f4e-uid".into(),
                 name: Some("api-7d9f".into()),
                 namespace: Some("payments".into()),
+                labels: [("app".to_string(), "api".to_string())]
+                    .into_iter()
+                    .collect(),
                 ..Default::default()
             })),
             ..Default::default()
@@ -461,6 +464,9 @@ fn missing_values_make_every_comparison_false() {
         ("k8s.ns.name = payments", true),
         ("k8s.pod.name startswith api-", true),
         ("k8s.pod.uid = 8f4e-uid", true),
+        ("k8s.pod.label[app] = api", true),
+        ("k8s.pod.label.app in (api, web)", true),
+        ("k8s.pod.label[tier] exists", false),
         ("container.privileged = true", true),
         ("container.image.digest = 'sha256:abcd'", true),
         ("container.type = containerd", true),
