@@ -47,6 +47,12 @@ enum Cmd {
         #[arg(long)]
         iterations: Option<u64>,
     },
+    /// Run the rule-engine fuzz targets (libFuzzer) for a bounded time each.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// Boot other kernels (Debian 6.1 and 5.10) under qemu and check the sensor there.
     VmTest {
         /// Kernels to boot (default: 6.1 and 5.10; also 6.12, or a vmlinuz/.deb path).
@@ -75,6 +81,7 @@ fn main() -> Result<()> {
             "outputs" => bench::outputs(),
             _ => bench::rules(iterations.unwrap_or(1_000_000)),
         },
+        Cmd::Fuzz { seconds } => fuzz(seconds),
         Cmd::VmTest { kernel } => vm::vm_test(&build_sensor_release()?, &kernel),
     }
 }
@@ -150,6 +157,48 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// The fuzz targets in `fuzz/`, built on stable with LLVM's sanitizer-coverage
+/// pass (the instrumentation cargo-fuzz uses) and run by libFuzzer for
+/// `seconds` each from their seed corpus. A crash fails with its input saved.
+fn fuzz(seconds: u64) -> Result<()> {
+    let dir = root().join("fuzz");
+    let flags = [
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=4",
+        "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+        "-Cllvm-args=-sanitizer-coverage-pc-table",
+        "-Cllvm-args=-sanitizer-coverage-trace-compares",
+        "--cfg",
+        "fuzzing",
+    ]
+    .join(" ");
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&dir)
+            .args(["build", "--release", "--target", "x86_64-unknown-linux-gnu"])
+            .args(["--target-dir", "target/cov"])
+            .env("RUSTFLAGS", flags)
+            .env("AYA_BUILD_SKIP", "1"),
+    )?;
+    for target in ["condition_parser", "rules_file"] {
+        let corpus = dir.join("target/corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        for seed in std::fs::read_dir(dir.join("seeds").join(target))? {
+            let seed = seed?.path();
+            std::fs::copy(&seed, corpus.join(seed.file_name().unwrap_or_default()))?;
+        }
+        let bin = dir
+            .join("target/cov/x86_64-unknown-linux-gnu/release")
+            .join(target);
+        run(Command::new(bin)
+            .current_dir(dir.join("target"))
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1")
+            .arg(&corpus))?;
+    }
+    Ok(())
+}
+
 fn test(no_vm: bool) -> Result<()> {
     prereqs::ensure()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -194,6 +243,7 @@ fn test(no_vm: bool) -> Result<()> {
     } else {
         bail!("the end-to-end tests load eBPF programs and must run as root");
     }
+    fuzz(30)?;
     if !no_vm {
         vm::vm_test(&build_sensor_release()?, &[])?;
     }
