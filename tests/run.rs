@@ -8,6 +8,7 @@
 mod common;
 
 use std::{
+    io::{Read, Write},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -49,9 +50,23 @@ fn run_prints_alerts_for_live_events_and_not_for_benign_twins() {
     cmd.args(["run", "--rules"])
         .arg(&rules)
         .arg("-o")
-        .arg(format!("outputs.file.path={}", alert_file.display()));
+        .arg(format!("outputs.file.path={}", alert_file.display()))
+        .args(["--health-addr", "127.0.0.1:0"]);
     let (child, log, _stderr) = common::spawn_until_attached(cmd);
     assert!(log.iter().any(|l| l.contains("2 active rules")), "{log:?}");
+    // Attached, so the health endpoint says ready.
+    let health = log
+        .iter()
+        .find_map(|l| l.split("health endpoint on http://").nth(1))
+        .and_then(|rest| rest.strip_suffix("/healthz"))
+        .unwrap_or_else(|| panic!("no health endpoint line: {log:?}"))
+        .to_string();
+    let mut conn = std::net::TcpStream::connect(&health).unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     // The watched behaviour and its benign twins.
     for path in [&secret, &benign] {

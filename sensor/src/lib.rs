@@ -14,6 +14,7 @@ pub mod decode;
 pub mod enrich;
 pub mod event;
 pub mod fields;
+pub mod health;
 pub mod outputs;
 pub mod pipeline;
 pub mod proctable;

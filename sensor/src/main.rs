@@ -61,6 +61,10 @@ enum Cmd {
         /// (repeatable; beats MAMORI_OUTPUTS__... env vars and the file).
         #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
         options: Vec<String>,
+        /// Serve `GET /healthz` on ADDR (e.g. 0.0.0.0:8765): 503 while
+        /// starting, 200 once the kernel programs are attached.
+        #[arg(long, value_name = "ADDR")]
+        health_addr: Option<std::net::SocketAddr>,
     },
     /// Author and check rules without a kernel.
     Rules {
@@ -162,12 +166,14 @@ fn dispatch(cmd: Cmd, verbose: u8) -> anyhow::Result<ExitCode> {
             events,
             config,
             options,
+            health_addr,
         } => {
             let kinds = capture::parse_kinds(&events)?;
             let rc = run::RunConfig {
                 config,
                 overrides: options,
                 verbose: verbose > 0,
+                health_addr,
             };
             runtime()?.block_on(run::run(rules, ring_size, kinds, rc))?;
             Ok(ExitCode::SUCCESS)

@@ -71,6 +71,8 @@ pub struct RunConfig {
     pub overrides: Vec<String>,
     /// `-v` or more: print per-output counters at exit.
     pub verbose: bool,
+    /// `--health-addr`: serve `GET /healthz` there (ready once attached).
+    pub health_addr: Option<std::net::SocketAddr>,
 }
 
 /// Load and validate the configuration (file, `MAMORI_*` env, `-o`).
@@ -149,7 +151,15 @@ pub async fn run(
             reopen.reopen();
         }
     });
+    let ready = crate::health::Ready::default();
+    if let Some(addr) = rc.health_addr {
+        let bound = crate::health::serve(addr, ready.clone())
+            .await
+            .with_context(|| format!("serving /healthz on {addr}"))?;
+        eprintln!("mamori: health endpoint on http://{bound}/healthz");
+    }
     let (mut sensor, mut table) = capture::start(ring_bytes, &kinds)?;
+    ready.set();
     let mut alerts = 0u64;
     let mut enricher = crate::enrich::Enricher::for_this_node();
     let stats = pipeline::run(

@@ -602,8 +602,15 @@ fn default_render_is_least_privilege_daemonset() {
     assert!(env
         .iter()
         .all(|e| e["name"].as_str() != Some("SLACK_WEBHOOK_URL")));
-    // Probes off until /healthz exists; ports declared.
-    assert!(c["livenessProbe"].is_badvalue() && c["readinessProbe"].is_badvalue());
+    // Probes on /healthz by default; ports declared.
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["port"].as_str(),
+        Some("health")
+    );
     let ports: Vec<_> = c["ports"]
         .as_vec()
         .unwrap()
@@ -612,7 +619,16 @@ fn default_render_is_least_privilege_daemonset() {
         .collect();
     assert_eq!(ports, ["health", "metrics"]);
     assert!(c["resources"]["requests"]["cpu"].as_str().is_some());
-    assert_eq!(strs(&c["args"]), ["run", "--rules", "/etc/mamori/rules"]);
+    assert_eq!(
+        strs(&c["args"]),
+        [
+            "run",
+            "--health-addr",
+            "0.0.0.0:8765",
+            "--rules",
+            "/etc/mamori/rules"
+        ]
+    );
 
     // Host mounts: exactly these, cgroup and /proc read-only.
     let volumes = pod["volumes"].as_vec().unwrap();
@@ -726,6 +742,8 @@ tolerations: []
         strs(&c["args"]),
         [
             "run",
+            "--health-addr",
+            "0.0.0.0:8765",
             "--rules",
             "/etc/mamori/rules",
             "--rules",
