@@ -99,10 +99,20 @@ impl HttpPoster {
     }
 }
 
-/// `Retry-After: <seconds>` (the HTTP-date form is treated as absent; the
-/// backoff schedule then applies).
+/// `Retry-After: <seconds>` or `Retry-After: <HTTP-date>` (a date in the
+/// past means "now"). Anything else is treated as absent; the backoff
+/// schedule then applies.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = crate::timefmt::parse_imf_fixdate(v)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64;
+    Some(Duration::from_secs((at - now).max(0) as u64))
 }
 
 /// A reqwest error without the URL, with its causes.
@@ -116,4 +126,35 @@ fn describe(e: reqwest::Error) -> String {
         src = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+
+    #[test]
+    fn seconds_and_http_dates() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        // A date in the past: retry now.
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        // About two minutes ahead.
+        let ahead = std::time::SystemTime::now() + Duration::from_secs(120);
+        let secs = ahead
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let stamp = crate::timefmt::rfc3339_nanos(secs * 1_000_000_000);
+        let (date, time) = (&stamp[..10], &stamp[11..19]);
+        let (y, m, d) = (&date[..4], &date[5..7], &date[8..10]);
+        let month = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ][m.parse::<usize>().unwrap() - 1];
+        let header = format!("Mon, {d} {month} {y} {time} GMT");
+        let got = parse_retry_after(&header).unwrap();
+        assert!((115..=120).contains(&got.as_secs()), "{header} -> {got:?}");
+        assert_eq!(parse_retry_after("soon"), None);
+    }
 }
