@@ -190,11 +190,35 @@ fn fuzz(seconds: u64) -> Result<()> {
         let bin = dir
             .join("target/cov/x86_64-unknown-linux-gnu/release")
             .join(target);
-        run(Command::new(bin)
+        // libFuzzer narrates every new input; keep that in a log and show
+        // its tail (the crash report) only on failure.
+        let log = dir.join("target").join(format!("{target}.log"));
+        let out = std::fs::File::create(&log)?;
+        let status = Command::new(&bin)
             .current_dir(dir.join("target"))
             .arg(format!("-max_total_time={seconds}"))
             .arg("-print_final_stats=1")
-            .arg(&corpus))?;
+            .arg(&corpus)
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .status()
+            .with_context(|| format!("running {}", bin.display()))?;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(40)..];
+        if !status.success() {
+            bail!(
+                "fuzz target {target} failed ({status}); log {}:\n{}",
+                log.display(),
+                tail.join("\n")
+            );
+        }
+        let stats: Vec<&str> = tail
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("stat::"))
+            .collect();
+        eprintln!("fuzz {target}: {seconds} s, no crash; {}", stats.join(", "));
     }
     Ok(())
 }
