@@ -1062,6 +1062,12 @@ impl<'c> Compiler<'c> {
             .map(EvtType::as_str)
             .collect();
         let (file, mark) = (r.ctx.file.name.as_str(), r.ctx.mark);
+        // An inactive rule always says why, as a warning at its position.
+        let inactive =
+            |diags: &mut Vec<Diagnostic>, code: Code, at: Mark, f: &str, reason: String| {
+                diags.push(mk(code, at, f, reason.clone()));
+                Status::Inactive { code, reason }
+            };
         let status = if output_error {
             Status::Invalid {
                 reason: "output refers to an unknown field".into(),
@@ -1070,12 +1076,7 @@ impl<'c> Compiler<'c> {
             Status::Disabled
         } else if matches!(node, Node::Const(false)) {
             let reason = "condition is always false on mamori's events (evt.dir is always '<', evt.num is never set)".to_string();
-            self.diags
-                .push(mk(Code::NeverTrue, mark, file, reason.clone()));
-            Status::Inactive {
-                code: Code::NeverTrue,
-                reason,
-            }
+            inactive(&mut self.diags, Code::NeverTrue, mark, file, reason)
         } else if mask == 0 {
             let others: Vec<&str> = rcx
                 .evt_names
@@ -1091,28 +1092,19 @@ impl<'c> Compiler<'c> {
                     others.join(", ")
                 )
             };
-            self.diags
-                .push(mk(Code::UnsupportedEvttype, mark, file, reason.clone()));
-            Status::Inactive {
-                code: Code::UnsupportedEvttype,
+            inactive(
+                &mut self.diags,
+                Code::UnsupportedEvttype,
+                mark,
+                file,
                 reason,
-            }
+            )
         } else if let Some((field, f, m)) = rcx.unknown.take() {
             let reason = format!("unknown field '{field}' (skip-if-unknown-filter)");
-            self.diags
-                .push(mk(Code::UnknownFilter, m, &f, reason.clone()));
-            Status::Inactive {
-                code: Code::UnknownFilter,
-                reason,
-            }
+            inactive(&mut self.diags, Code::UnknownFilter, m, &f, reason)
         } else if let Some((field, f, m)) = rcx.unsupported.take() {
             let reason = format!("uses Falco field '{field}' which mamori does not provide");
-            self.diags
-                .push(mk(Code::UnsupportedField, m, &f, reason.clone()));
-            Status::Inactive {
-                code: Code::UnsupportedField,
-                reason,
-            }
+            inactive(&mut self.diags, Code::UnsupportedField, m, &f, reason)
         } else {
             if mask == eval::ALL_TYPES && r.warn_evttypes {
                 self.diags.push(mk(
