@@ -72,12 +72,15 @@ pub fn list(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
     } else {
         let mut out = std::io::stdout().lock();
         for r in engine.rules() {
-            let status = match &r.status {
+            let mut status = match &r.status {
                 Status::Active => "active".to_string(),
                 Status::Disabled => "disabled".to_string(),
                 Status::Inactive { reason, .. } => format!("inactive: {reason}"),
                 Status::Invalid { reason } => format!("invalid: {reason}"),
             };
+            if let Some(kind) = r.stateful {
+                status = format!("{status} ({kind})");
+            }
             let types = if r.evttypes.is_empty() {
                 "-".to_string()
             } else {
@@ -138,9 +141,20 @@ fn load_engine(paths: &[PathBuf], matching: RuleMatching) -> anyhow::Result<(Eng
 }
 
 /// Parse one event from JSON, filling the keys a hand-written case may omit.
+/// `ts` may be nanoseconds or a duration (`2s`, `150ms`) since time 0.
 fn event_from_json(mut v: serde_json::Value) -> anyhow::Result<Event> {
     if let Some(obj) = v.as_object_mut() {
-        obj.entry("ts").or_insert(serde_json::json!(0));
+        let ts = obj.entry("ts").or_insert(serde_json::json!(0));
+        if let Some(text) = ts.as_str() {
+            let ns = if text.trim() == "0" {
+                Some(0)
+            } else {
+                crate::rules::loader::parse_duration(text)
+            };
+            *ts = serde_json::json!(ns.with_context(|| format!(
+                "ts '{text}' is neither nanoseconds nor a duration like 2s or 150ms"
+            ))?);
+        }
         let proc = obj.entry("proc").or_insert(serde_json::json!({}));
         if let Some(p) = proc.as_object_mut() {
             p.entry("pid").or_insert(serde_json::json!(1));
@@ -157,7 +171,6 @@ pub fn replay(events: &Path, rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let reader = std::io::BufReader::new(file);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut n_events, mut n_alerts, mut n_bad) = (0u64, 0u64, 0u64);
-    let mut idx = Vec::new();
     for (lineno, line) in reader.lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", events.display()))?;
         if line.trim().is_empty() {
@@ -172,10 +185,9 @@ pub fn replay(events: &Path, rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
             }
         };
         n_events += 1;
-        engine.matching_rules(&ev, &mut idx);
-        for &i in &idx {
+        for a in engine.evaluate(&ev) {
             n_alerts += 1;
-            serde_json::to_writer(&mut out, &engine.alert(i, &ev))?;
+            serde_json::to_writer(&mut out, &a)?;
             out.write_all(b"\n")?;
         }
     }
@@ -277,10 +289,113 @@ fn read_test_file(path: &Path) -> anyhow::Result<Option<TestFile>> {
         .with_context(|| format!("{}: not a rules test file", path.display()))
 }
 
+/// Most events one `repeat:` may generate.
+const MAX_REPEAT: u64 = 100_000;
+
+/// Expand `repeat: N` + `vary: {path: step}` in case events: the event is
+/// emitted N times, the i-th (from 0) with `step * i` added to each varied
+/// value: numbers; IP address strings count up as addresses; other text
+/// counts up its trailing number (`/tmp/f-7`); `ts` may use a duration step
+/// such as `100ms`. Paths are dotted, with indexes into lists
+/// (`fd.rport`, `proc.argv.2`).
+fn expand_events(events: &[serde_json::Value]) -> Result<Vec<serde_json::Value>, String> {
+    let mut out = Vec::new();
+    for (n, v) in events.iter().enumerate() {
+        let at = |m: String| format!("event #{}: {m}", n + 1);
+        let mut base = v.clone();
+        let obj = base.as_object_mut();
+        let (repeat, vary) = match obj {
+            Some(o) => (o.remove("repeat"), o.remove("vary")),
+            None => (None, None),
+        };
+        let Some(repeat) = repeat else {
+            if vary.is_some() {
+                return Err(at("'vary' needs 'repeat'".into()));
+            }
+            out.push(base);
+            continue;
+        };
+        let count = repeat
+            .as_u64()
+            .filter(|c| (1..=MAX_REPEAT).contains(c))
+            .ok_or_else(|| at(format!("'repeat' must be 1 to {MAX_REPEAT}")))?;
+        let vary: Vec<(String, serde_json::Value)> = match vary {
+            None => Vec::new(),
+            Some(serde_json::Value::Object(m)) => m.into_iter().collect(),
+            Some(_) => return Err(at("'vary' must map field paths to steps".into())),
+        };
+        if let Some(o) = base.as_object_mut() {
+            if vary.iter().any(|(p, _)| p == "ts") {
+                o.entry("ts").or_insert(0.into());
+            }
+            if let Some(serde_json::Value::String(t)) = o.get("ts") {
+                let ns = crate::rules::loader::parse_duration(t)
+                    .ok_or_else(|| at(format!("bad ts '{t}'")))?;
+                o.insert("ts".into(), ns.into());
+            }
+        }
+        for i in 0..count {
+            let mut e = base.clone();
+            for (path, step) in &vary {
+                let step = match step {
+                    serde_json::Value::String(d) if path == "ts" => {
+                        crate::rules::loader::parse_duration(d)
+                            .map(|ns| ns as i128)
+                            .ok_or_else(|| at(format!("bad ts step '{d}'")))?
+                    }
+                    other => other
+                        .as_i64()
+                        .map(i128::from)
+                        .ok_or_else(|| at(format!("step of '{path}' must be an integer")))?,
+                };
+                let slot = path
+                    .split('.')
+                    .try_fold(&mut e, |cur, k| match cur {
+                        serde_json::Value::Array(a) => a.get_mut(k.parse::<usize>().ok()?),
+                        other => other.get_mut(k),
+                    })
+                    .ok_or_else(|| at(format!("'vary' path '{path}' is not in the event")))?;
+                *slot = add_step(slot, step * i128::from(i)).ok_or_else(|| {
+                    at(format!(
+                        "cannot step '{path}' (not a number, an IP or text ending in digits)"
+                    ))
+                })?;
+            }
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+fn add_step(v: &serde_json::Value, by: i128) -> Option<serde_json::Value> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    if let Some(n) = v.as_i64() {
+        return i64::try_from(i128::from(n) + by).ok().map(Into::into);
+    }
+    if let Some(n) = v.as_u64() {
+        return u64::try_from(i128::from(n) + by).ok().map(Into::into);
+    }
+    let text = v.as_str()?;
+    let Ok(ip) = text.parse::<IpAddr>() else {
+        let stem = text.trim_end_matches(|c: char| c.is_ascii_digit());
+        let n: i128 = text[stem.len()..].parse().ok()?;
+        return Some(format!("{stem}{}", n + by).into());
+    };
+    let next = match ip {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(
+            u32::try_from(i128::from(u32::from(a)) + by).ok()?,
+        )),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).checked_add_signed(by)?)),
+    };
+    Some(next.to_string().into())
+}
+
 fn check_case(engine: &Engine, case: &TestCase, base: &Path) -> Result<(), String> {
+    // Stateful rules start every case with empty memory.
+    engine.reset_state();
     let mut alerts: Vec<Alert> = Vec::new();
-    for (i, v) in case.events.iter().enumerate() {
-        let ev = event_from_json(v.clone()).map_err(|e| format!("event #{}: {e}", i + 1))?;
+    for (i, v) in expand_events(&case.events)?.into_iter().enumerate() {
+        let ev = event_from_json(v).map_err(|e| format!("event #{}: {e}", i + 1))?;
         alerts.extend(engine.evaluate(&ev));
     }
     if let Some(f) = &case.events_file {

@@ -687,6 +687,18 @@ impl Value<'_> {
         }
     }
 
+    /// Detach from the event it was read from.
+    pub fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Missing => Value::Missing,
+            Value::Str(s) => Value::Str(Cow::Owned(s.into_owned())),
+            Value::Int(n) => Value::Int(n),
+            Value::Bool(b) => Value::Bool(b),
+            Value::Ip(ip) => Value::Ip(ip),
+            Value::List(v) => Value::List(v.into_iter().map(Value::into_owned).collect()),
+        }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Value::Missing => serde_json::Value::Null,

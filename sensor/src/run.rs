@@ -161,16 +161,18 @@ pub async fn run(
     let (mut sensor, mut table) = capture::start(ring_bytes, &kinds)?;
     ready.set();
     let mut alerts = 0u64;
+    let mut evictions = EvictionWatch::default();
     let mut enricher = crate::enrich::Enricher::for_this_node();
     let stats = pipeline::run(
         &mut sensor,
         &mut table,
         Some(&mut enricher),
         |ev| {
-            let produced = match drop_alert(ev, &hostname) {
+            let mut produced = match drop_alert(ev, &hostname) {
                 Some(a) => vec![a],
                 None => engine.evaluate(ev),
             };
+            produced.extend(evictions.check(&engine, ev.ts, &hostname));
             for a in &produced {
                 outputs.submit(a);
                 alerts += 1;
@@ -193,12 +195,115 @@ pub async fn run(
         stats.invalid
     );
     report_outputs(&report, rc.verbose);
+    for st in engine.state_stats() {
+        if rc.verbose || st.evicted > 0 {
+            eprintln!(
+                "mamori: stateful rule '{}' ({}): {} alerts, {} suppressed repeats, {} keys of {} max, {} evicted while live, {} expired",
+                st.rule, st.kind, st.alerts, st.suppressed, st.keys, st.max_keys, st.evicted, st.expired
+            );
+        }
+    }
     Ok(())
+}
+
+/// Turns stateful-rule evictions into an internal alert (at most one per
+/// minute): a key pushed out while its window was open is a detection that
+/// may have been missed, so it must be as visible as a kernel drop.
+#[derive(Default)]
+struct EvictionWatch {
+    checked: Option<std::time::Instant>,
+    reported: u64,
+}
+
+impl EvictionWatch {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn check(&mut self, engine: &Engine, ts: u64, hostname: &str) -> Option<Alert> {
+        let now = std::time::Instant::now();
+        if self
+            .checked
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            return None;
+        }
+        self.checked = Some(now);
+        let stats = engine.state_stats();
+        let total: u64 = stats.iter().map(|s| s.evicted).sum();
+        if total <= self.reported {
+            return None;
+        }
+        let new = total - self.reported;
+        self.reported = total;
+        Some(eviction_alert(&stats, new, ts, hostname))
+    }
+}
+
+/// The alert for `new` stateful-rule keys evicted while live.
+pub fn eviction_alert(
+    stats: &[crate::rules::state::StateStats],
+    new: u64,
+    ts: u64,
+    hostname: &str,
+) -> Alert {
+    let mut fields = serde_json::Map::new();
+    fields.insert("n_evicted".into(), new.into());
+    let per_rule: Vec<String> = stats
+        .iter()
+        .filter(|s| s.evicted > 0)
+        .map(|s| {
+            fields.insert(format!("evicted.{}", s.rule), s.evicted.into());
+            format!("'{}' {} (cap {})", s.rule, s.evicted, s.max_keys)
+        })
+        .collect();
+    let text = format!(
+        "mamori internal: stateful rule state evicted. {new} keys pushed out while their window was open since the last report; totals: {}",
+        per_rule.join(", ")
+    );
+    Alert {
+        time: rfc3339_nanos(ts),
+        rule: "mamori internal: stateful rule state evicted".into(),
+        priority: Priority::Warning,
+        output: format!("{}: {} {text}", time_of_day_ns(ts), Priority::Warning),
+        output_fields: fields,
+        source: "internal".into(),
+        tags: vec!["mamori_internal".into()],
+        hostname: hostname.into(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evictions_become_a_warning_internal_alert_once_per_check() {
+        let rules = r#"
+- rule: scan
+  desc: d
+  condition: evt.type = connect
+  threshold: {by: proc.pid, count: 5, within: 10s, max_keys: 1}
+  output: o
+  priority: WARNING
+"#;
+        let (engine, _) = Engine::from_sources(&[("t.yaml", rules)], &Default::default());
+        let mut w = EvictionWatch::default();
+        assert!(w.check(&engine, 0, "n").is_none(), "nothing evicted yet");
+        for pid in 1..4u32 {
+            let ev: Event = serde_json::from_value(serde_json::json!({
+                "ts": 1, "type": "connect", "res": 0, "proc": {"pid": pid, "name": "x"},
+                "fd": {"type": "ipv4", "num": 3, "name": "x", "rip": "10.0.0.1", "rport": 80}
+            }))
+            .unwrap();
+            engine.evaluate(&ev);
+        }
+        w.checked = None;
+        let a = w.check(&engine, 7, "n").expect("2 live keys were evicted");
+        assert_eq!(a.rule, "mamori internal: stateful rule state evicted");
+        assert_eq!(a.output_fields["n_evicted"], 2);
+        assert!(a.output.contains("'scan' 2 (cap 1)"), "{}", a.output);
+        w.checked = None;
+        assert!(w.check(&engine, 8, "n").is_none(), "no new evictions");
+    }
     use crate::{event::Drops, pipeline::drop_event};
 
     #[test]

@@ -16,11 +16,14 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::diag::{Code, Diagnostic, ItemRef};
 use super::eval::{self, FastSet, Glob, IpNet, Node, PathPrefixes, Rhs, StrSet};
-use super::loader::{Collection, CondText, ExFields, ExValue, ExceptionInfo, RuleInfo};
-use super::output::OutputFormat;
+use super::loader::{
+    Collection, CondText, ExFields, ExValue, ExceptionInfo, RuleInfo, StatefulInfo,
+};
+use super::output::{OutputFormat, StateFields};
 use super::parser::{
     self, Check, Expr, Op, Operand as AstOperand, Rhs as AstRhs, Span, Transformer, Value,
 };
+use super::state;
 use super::yaml::Mark;
 use crate::event::EvtType;
 use crate::fields::{self, FieldId, FieldType, ResolveError};
@@ -123,13 +126,19 @@ pub struct RuleSummary {
     pub file: String,
     pub line: u32,
     pub col: u32,
+    /// `threshold` or `sequence` for mamori's stateful rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stateful: Option<&'static str>,
 }
 
 pub struct CompiledRule {
     pub summary: RuleSummary,
     pub node: Option<Node>,
     pub output: OutputFormat,
+    /// Event types the rule (with its sequence steps) must see.
     pub mask: u16,
+    /// The `threshold:` / `sequence:` block, compiled.
+    pub state: Option<state::Spec>,
 }
 
 pub struct Compiled {
@@ -969,13 +978,25 @@ impl<'c> Compiler<'c> {
             file: r.ctx.file.name.clone(),
             line: r.ctx.mark.line,
             col: r.ctx.mark.col,
+            stateful: r.stateful.as_ref().map(|s| match s {
+                StatefulInfo::Threshold(_) => "threshold",
+                StatefulInfo::Sequence(_) => "sequence",
+            }),
         };
-        let (output, issues) = OutputFormat::compile(&r.output);
+        let state_fields = match &r.stateful {
+            None => StateFields::None,
+            Some(StatefulInfo::Threshold(_)) => StateFields::Threshold,
+            Some(StatefulInfo::Sequence(q)) => {
+                StateFields::Sequence(q.steps.iter().map(|s| s.name.clone()).collect())
+            }
+        };
+        let (output, issues) = OutputFormat::compile_with(&r.output, &state_fields);
         let mut out = CompiledRule {
             summary,
             node: None,
             output,
             mask: 0,
+            state: None,
         };
         let item = Some(ItemRef {
             kind: "rule",
@@ -1032,8 +1053,13 @@ impl<'c> Compiler<'c> {
                     })
                 }),
         };
-        let node = match compiled {
-            Ok(n) => n,
+        let stateful = match (compiled, &r.stateful) {
+            (Err(f), _) => Err(f),
+            (Ok(n), None) => Ok((n, None)),
+            (Ok(n), Some(st)) => self.stateful(st, &mut rcx).map(|s| (n, Some(s))),
+        };
+        let (node, state_parts) = match stateful {
+            Ok(x) => x,
             Err(Fail(d)) => {
                 out.summary.status = Status::Invalid {
                     reason: d.message.clone(),
@@ -1055,7 +1081,24 @@ impl<'c> Compiler<'c> {
             }
         }
         let node = eval::simplify(node);
-        let (mask, _) = eval::type_sets(&node);
+        let (own_mask, _) = eval::type_sets(&node);
+        let mut mask = own_mask;
+        let mut never_step = false;
+        let state_parts = state_parts.map(|(spec, steps)| {
+            let steps: Vec<(String, Node)> = steps
+                .into_iter()
+                .map(|(name, n)| {
+                    let n = eval::simplify(n);
+                    let (m, _) = eval::type_sets(&n);
+                    never_step |= m == 0 || matches!(n, Node::Const(false));
+                    mask |= m;
+                    let mut n = eval::specialize(n, m);
+                    eval::order_by_cost(&mut n);
+                    (name, n)
+                })
+                .collect();
+            (spec, steps)
+        });
         out.summary.evttypes = EvtType::ALL
             .into_iter()
             .filter(|t| mask & eval::type_bit(*t) != 0)
@@ -1074,6 +1117,9 @@ impl<'c> Compiler<'c> {
             }
         } else if !r.enabled {
             Status::Disabled
+        } else if never_step {
+            let reason = "a sequence step can never match any event mamori captures".to_string();
+            inactive(&mut self.diags, Code::NeverTrue, mark, file, reason)
         } else if matches!(node, Node::Const(false)) {
             let reason = "condition is always false on mamori's events (evt.dir is always '<', evt.num is never set)".to_string();
             inactive(&mut self.diags, Code::NeverTrue, mark, file, reason)
@@ -1121,13 +1167,134 @@ impl<'c> Compiler<'c> {
         if active {
             // `<NA>` in the output only matters for rules that can fire.
             self.diags.append(&mut output_warnings);
-            let mut node = eval::specialize(node, mask);
+            let mut node = eval::specialize(node, own_mask);
             eval::order_by_cost(&mut node);
             out.node = Some(node);
             out.mask = mask;
+            out.state = state_parts.map(|(spec, steps)| match spec {
+                PartialSpec::Threshold(t) => state::Spec::Threshold(t),
+                PartialSpec::Sequence(mut q) => {
+                    q.steps = steps;
+                    state::Spec::Sequence(q)
+                }
+            });
         }
         out
     }
+
+    /// Compile a `threshold:` / `sequence:` block: key fields bound against
+    /// the registry, step conditions compiled like the rule's own.
+    fn stateful(
+        &mut self,
+        st: &StatefulInfo,
+        rcx: &mut RuleCx,
+    ) -> Result<(PartialSpec, Vec<(String, Node)>), Fail> {
+        let bind = |fields: &[(String, Mark)], file: &str| -> Result<Vec<eval::Operand>, Fail> {
+            fields
+                .iter()
+                .map(|(name, mark)| {
+                    let (n, arg) = match name.find('[') {
+                        Some(k) if name.ends_with(']') => {
+                            (&name[..k], Some(&name[k + 1..name.len() - 1]))
+                        }
+                        _ => (name.as_str(), None),
+                    };
+                    fields::resolve(n, arg)
+                        .map(|field| eval::Operand {
+                            field,
+                            transforms: Vec::new(),
+                        })
+                        .map_err(|e| {
+                            let why = match e {
+                                ResolveError::Unknown => "is not a field mamori knows".to_string(),
+                                ResolveError::Unsupported => {
+                                    "is a Falco field mamori does not provide".to_string()
+                                }
+                                ResolveError::BadArg(m) => m,
+                            };
+                            Fail(Diagnostic {
+                                severity: Code::ErrValidate.severity(),
+                                code: Code::ErrValidate,
+                                message: format!("key field '{name}' {why}"),
+                                file: file.to_string(),
+                                line: mark.line,
+                                col: mark.col,
+                                item: Some(ItemRef {
+                                    kind: "rule",
+                                    name: rcx.rule.to_string(),
+                                }),
+                            })
+                        })
+                })
+                .collect()
+        };
+        match st {
+            StatefulInfo::Threshold(t) => {
+                let file = &t.ctx.file.name;
+                let spec = state::ThresholdSpec {
+                    by: bind(&t.by, file)?,
+                    distinct: bind(&t.distinct, file)?,
+                    count: t.count,
+                    within_ns: t.within_ns,
+                    max_keys: t.max_keys,
+                };
+                Ok((PartialSpec::Threshold(spec), Vec::new()))
+            }
+            StatefulInfo::Sequence(q) => {
+                let file = &q.ctx.file.name;
+                let by = bind(&q.by, file)?;
+                if q.tree
+                    && !(by.len() == 1
+                        && matches!(by[0].field.id(), FieldId::ProcPid | FieldId::ProcPpid))
+                {
+                    let mark = q.by.first().map(|b| b.1).unwrap_or(q.ctx.mark);
+                    return Err(Fail(Diagnostic {
+                        severity: Code::ErrValidate.severity(),
+                        code: Code::ErrValidate,
+                        message: "'tree: true' needs 'by' to be exactly one of proc.pid, proc.ppid"
+                            .into(),
+                        file: file.to_string(),
+                        line: mark.line,
+                        col: mark.col,
+                        item: Some(ItemRef {
+                            kind: "rule",
+                            name: rcx.rule.to_string(),
+                        }),
+                    }));
+                }
+                let mut steps = Vec::new();
+                for step in &q.steps {
+                    let node = match parser::parse(&step.cond.text) {
+                        Err(e) => {
+                            return Err(self.fail(
+                                rcx,
+                                &step.cond,
+                                Span::new(e.offset, e.offset),
+                                Code::ErrCompileCondition,
+                                e.message,
+                            ))
+                        }
+                        Ok(ast) => self.expr(&ast, &step.cond, rcx, usize::MAX)?,
+                    };
+                    steps.push((step.name.clone(), node));
+                }
+                let spec = state::SequenceSpec {
+                    by,
+                    tree: q.tree,
+                    within_ns: q.within_ns,
+                    steps: Vec::new(),
+                    max_keys: q.max_keys,
+                };
+                Ok((PartialSpec::Sequence(spec), steps))
+            }
+        }
+    }
+}
+
+/// A stateful spec whose sequence steps are not yet simplified.
+enum PartialSpec {
+    Threshold(state::ThresholdSpec),
+    Sequence(state::SequenceSpec),
 }
 
 /// An event for folding checks on fields whose value mamori never varies.

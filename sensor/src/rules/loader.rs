@@ -144,8 +144,76 @@ pub struct RuleInfo {
     pub source: String,
     pub warn_evttypes: bool,
     pub skip_if_unknown_filter: bool,
+    /// mamori's stateful extension (`threshold:` / `sequence:`), if any.
+    pub stateful: Option<StatefulInfo>,
     pub ctx: Ctx,
     pub index: usize,
+}
+
+/// A rule's `threshold:` or `sequence:` block, as read (semantics in
+/// `rules/README.md`, evaluation in [`super::state`]).
+#[derive(Debug, Clone)]
+pub enum StatefulInfo {
+    Threshold(ThresholdInfo),
+    Sequence(SequenceInfo),
+}
+
+/// `threshold: {by, distinct, count, within, max_keys}`.
+#[derive(Debug, Clone)]
+pub struct ThresholdInfo {
+    pub by: Vec<(String, Mark)>,
+    pub distinct: Vec<(String, Mark)>,
+    pub count: u32,
+    pub within_ns: u64,
+    pub max_keys: usize,
+    pub ctx: Ctx,
+}
+
+/// `sequence: {by, tree, within, steps, max_keys}`; the rule's own
+/// condition is the last step.
+#[derive(Debug, Clone)]
+pub struct SequenceInfo {
+    pub by: Vec<(String, Mark)>,
+    pub tree: bool,
+    pub within_ns: u64,
+    pub steps: Vec<StepInfo>,
+    pub max_keys: usize,
+    pub ctx: Ctx,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepInfo {
+    pub name: String,
+    pub cond: CondText,
+    pub mark: Mark,
+}
+
+/// Default cap on the keys a stateful rule tracks.
+pub const DEFAULT_MAX_KEYS: usize = 10_000;
+/// Largest `count` of a threshold (state per key grows up to it).
+pub const MAX_THRESHOLD_COUNT: u32 = 10_000;
+/// Longest window of a stateful rule.
+pub const MAX_WINDOW_NS: u64 = 3_600 * 1_000_000_000;
+/// Most earlier steps a sequence may have.
+pub const MAX_STEPS: usize = 8;
+
+/// `"30s"`, `"500ms"`, `"2m"`, `"1h"` or a bare number of seconds, in ns.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "s" => 1e9,
+        "ms" => 1e6,
+        "m" => 60e9,
+        "h" => 3600e9,
+        _ => return None,
+    };
+    let ns = n * scale;
+    (ns.is_finite() && ns >= 1.0 && ns <= u64::MAX as f64).then_some(ns as u64)
 }
 
 /// Everything collected from all files, in definition order.
@@ -585,6 +653,8 @@ impl Collection {
             "required_engine_version",
             "capture",
             "capture_duration",
+            "threshold",
+            "sequence",
         ];
         self.warn_unknown_keys(cx, entries, KEYS);
         let appendable = ["condition", "output", "desc", "tags", "exceptions"];
@@ -598,6 +668,8 @@ impl Collection {
             "enabled",
             "warn_evttypes",
             "skip-if-unknown-filter",
+            "threshold",
+            "sequence",
         ];
         let modes = self.modes(cx, item, entries, &appendable, &replaceable)?;
         let file = ctx.file.clone();
@@ -647,6 +719,7 @@ impl Collection {
             None => None,
         };
         let source = str_key("source")?.map(|(s, _)| s);
+        let stateful = read_stateful(cx, item, &file)?;
         let id = self.next();
 
         let Some(modes) = modes else {
@@ -714,6 +787,7 @@ impl Collection {
                 source: source.unwrap_or_else(|| "syscall".into()),
                 warn_evttypes: warn_evttypes.unwrap_or(true),
                 skip_if_unknown_filter: skip.unwrap_or(false),
+                stateful,
                 ctx,
                 index: id,
             };
@@ -856,6 +930,9 @@ impl Collection {
                         prev.skip_if_unknown_filter = s;
                     }
                 }
+                "threshold" | "sequence" if stateful.is_some() => {
+                    prev.stateful = stateful.clone();
+                }
                 _ => {}
             }
         }
@@ -926,6 +1003,185 @@ impl Collection {
         }
         Ok(out)
     }
+}
+
+/// Read a rule's `threshold:` or `sequence:` block (at most one of them).
+fn read_stateful(cx: &ItemCx, item: &Node, file: &Arc<SourceFile>) -> R<Option<StatefulInfo>> {
+    let (t, s) = (item.get("threshold"), item.get("sequence"));
+    if let (Some(_), Some(n)) = (t, s) {
+        return Err(cx.err(
+            Code::ErrValidate,
+            n.mark,
+            "a rule can have 'threshold' or 'sequence', not both",
+        ));
+    }
+    let Some((key, node)) = t.map(|n| ("threshold", n)).or(s.map(|n| ("sequence", n))) else {
+        return Ok(None);
+    };
+    let NodeKind::Map(entries) = &node.kind else {
+        return Err(cx.err(
+            Code::ErrYamlValidate,
+            node.mark,
+            format!("'{key}' must be a mapping, found {}", node.type_name()),
+        ));
+    };
+    let known: &[&str] = if key == "threshold" {
+        &["by", "distinct", "count", "within", "max_keys"]
+    } else {
+        &["by", "tree", "within", "steps", "max_keys"]
+    };
+    for (k, _) in entries {
+        let name = k.as_str().unwrap_or("?");
+        if !known.contains(&name) {
+            return Err(cx.err(
+                Code::ErrYamlValidate,
+                k.mark,
+                format!(
+                    "unknown key '{name}' in '{key}' (known: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    let ctx = Ctx {
+        file: file.clone(),
+        mark: node.mark,
+    };
+    // A field list may be written as one string or a list of strings.
+    let fields = |k: &str| -> R<Vec<(String, Mark)>> {
+        match node.get(k) {
+            None => Ok(Vec::new()),
+            Some(n) => match &n.kind {
+                NodeKind::Scalar(s, _) if !n.is_null() => Ok(vec![(s.clone(), n.mark)]),
+                _ => cx.string_list(n, k),
+            },
+        }
+    };
+    let number = |k: &str, min: u64, max: u64| -> R<Option<u64>> {
+        let Some(n) = node.get(k) else {
+            return Ok(None);
+        };
+        let v = cx.string(n, k)?;
+        match v.trim().parse::<u64>() {
+            Ok(x) if (min..=max).contains(&x) => Ok(Some(x)),
+            _ => Err(cx.err(
+                Code::ErrValidate,
+                n.mark,
+                format!("'{key}.{k}' must be a whole number from {min} to {max}, found '{v}'"),
+            )),
+        }
+    };
+    let within = match node.get("within") {
+        None => {
+            return Err(cx.err(
+                Code::ErrValidate,
+                node.mark,
+                format!("'{key}' needs 'within' (a window such as 10s, 500ms, 2m)"),
+            ))
+        }
+        Some(n) => {
+            let v = cx.string(n, "within")?;
+            match parse_duration(v) {
+                Some(ns) if ns <= MAX_WINDOW_NS => ns,
+                _ => {
+                    return Err(cx.err(
+                        Code::ErrValidate,
+                        n.mark,
+                        format!("'{key}.within' must be a duration from 1ms to 1h (10s, 500ms, 2m), found '{v}'"),
+                    ))
+                }
+            }
+        }
+    };
+    let max_keys = number("max_keys", 1, 1_000_000)?
+        .map(|n| n as usize)
+        .unwrap_or(DEFAULT_MAX_KEYS);
+    let by = fields("by")?;
+    if key == "threshold" {
+        let count = number("count", 2, u64::from(MAX_THRESHOLD_COUNT))?.ok_or_else(|| {
+            cx.err(
+                Code::ErrValidate,
+                node.mark,
+                "'threshold' needs 'count' (how many events or distinct values fire it)",
+            )
+        })? as u32;
+        return Ok(Some(StatefulInfo::Threshold(ThresholdInfo {
+            by: if by.is_empty() {
+                vec![("proc.pid".to_string(), node.mark)]
+            } else {
+                by
+            },
+            distinct: fields("distinct")?,
+            count,
+            within_ns: within,
+            max_keys,
+            ctx,
+        })));
+    }
+    let tree = node
+        .get("tree")
+        .map(|n| cx.boolean(n, "tree"))
+        .transpose()?
+        .unwrap_or(false);
+    let steps_node = node.get("steps").ok_or_else(|| {
+        cx.err(
+            Code::ErrValidate,
+            node.mark,
+            "'sequence' needs 'steps' (the earlier steps; the rule's condition is the last)",
+        )
+    })?;
+    let NodeKind::Seq(items) = &steps_node.kind else {
+        return Err(cx.err(
+            Code::ErrYamlValidate,
+            steps_node.mark,
+            "'sequence.steps' must be a list of {name, condition}",
+        ));
+    };
+    if items.is_empty() || items.len() > MAX_STEPS {
+        return Err(cx.err(
+            Code::ErrValidate,
+            steps_node.mark,
+            format!("'sequence.steps' must have 1 to {MAX_STEPS} steps"),
+        ));
+    }
+    let mut steps: Vec<StepInfo> = Vec::new();
+    for st in items {
+        let (Some(n), Some(c)) = (st.get("name"), st.get("condition")) else {
+            return Err(cx.err(
+                Code::ErrYamlValidate,
+                st.mark,
+                "each sequence step needs 'name' and 'condition'",
+            ));
+        };
+        let name = cx.string(n, "name")?.to_string();
+        let ok = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && name.as_bytes()[0].is_ascii_alphabetic();
+        if !ok || steps.iter().any(|s| s.name == name) {
+            return Err(cx.err(
+                Code::ErrValidate,
+                n.mark,
+                format!("step name '{name}' must be unique, start with a letter and use only letters, digits and '_'"),
+            ));
+        }
+        steps.push(StepInfo {
+            name,
+            cond: CondText::from_scalar(file, c, cx.string(c, "condition")?),
+            mark: st.mark,
+        });
+    }
+    Ok(Some(StatefulInfo::Sequence(SequenceInfo {
+        by: if by.is_empty() {
+            vec![("proc.pid".to_string(), node.mark)]
+        } else {
+            by
+        },
+        tree,
+        within_ns: within,
+        steps,
+        max_keys,
+        ctx,
+    })))
 }
 
 fn read_ex_fields(cx: &ItemCx, node: &Node, key: &str) -> R<ExFields> {

@@ -44,6 +44,7 @@ pub mod eval;
 pub mod loader;
 pub mod output;
 pub mod parser;
+pub mod state;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -103,6 +104,8 @@ struct ActiveRule {
     tags: Vec<String>,
     node: eval::Node,
     output: output::OutputFormat,
+    /// `threshold:` / `sequence:` rules: their memory across events.
+    state: Option<state::Machine>,
 }
 
 /// The rules of one event type: those that require a process name, by name,
@@ -119,6 +122,9 @@ pub struct Engine {
     summaries: Vec<RuleSummary>,
     by_type: Vec<Vec<u32>>,
     index: Vec<TypeIndex>,
+    /// Stateful rules by event type (their condition and steps' types); they
+    /// see every event of those types, whatever `rule_matching` says.
+    stateful_by_type: Vec<Vec<u32>>,
     matching: RuleMatching,
     hostname: String,
 }
@@ -248,12 +254,18 @@ impl Engine {
         let mut rules = Vec::new();
         let mut summaries = Vec::new();
         let mut by_type = vec![Vec::new(); EvtType::ALL.len()];
+        let mut stateful_by_type = vec![Vec::new(); EvtType::ALL.len()];
         for r in compiled.rules {
             if let Some(node) = r.node {
                 let idx = rules.len() as u32;
+                let list = if r.state.is_some() {
+                    &mut stateful_by_type
+                } else {
+                    &mut by_type
+                };
                 for (i, t) in EvtType::ALL.iter().enumerate() {
                     if r.mask & eval::type_bit(*t) != 0 {
-                        by_type[i].push(idx);
+                        list[i].push(idx);
                     }
                 }
                 rules.push(ActiveRule {
@@ -262,6 +274,7 @@ impl Engine {
                     tags: r.summary.tags.clone(),
                     node,
                     output: r.output,
+                    state: r.state.map(|s| state::Machine::new(&r.summary.name, s)),
                 });
             }
             summaries.push(r.summary);
@@ -304,6 +317,7 @@ impl Engine {
             summaries,
             by_type,
             index,
+            stateful_by_type,
             matching: opts.rule_matching,
             hostname: opts.hostname.clone().unwrap_or_else(default_hostname),
         };
@@ -437,19 +451,63 @@ impl Engine {
         }
     }
 
-    /// Evaluate one event; returns one alert per matching rule.
+    /// Evaluate one event; returns one alert per matching rule: the
+    /// stateless ones (per `rule_matching`), then any stateful rule it makes
+    /// fire.
     pub fn evaluate(&self, ev: &Event) -> Vec<Alert> {
         let mut idx = Vec::new();
         self.matching_rules(ev, &mut idx);
-        idx.into_iter().map(|i| self.alert(i, ev)).collect()
+        let mut alerts: Vec<Alert> = idx.into_iter().map(|i| self.alert(i, ev)).collect();
+        self.stateful_alerts(ev, &mut alerts);
+        alerts
+    }
+
+    /// Feed `ev` to the stateful rules of its type; push an alert for each
+    /// that fires.
+    pub fn stateful_alerts(&self, ev: &Event, out: &mut Vec<Alert>) {
+        let Some(list) = self.stateful_by_type.get(ev.evt_type as usize) else {
+            return;
+        };
+        if list.is_empty() {
+            return;
+        }
+        let cx = fields::EvalCtx::new(ev);
+        for &i in list {
+            let r = &self.rules[i as usize];
+            let Some(m) = &r.state else { continue };
+            if let Some(view) = m.observe(&r.node, &cx, ev) {
+                out.push(self.alert_with(i as usize, ev, Some(&view)));
+            }
+        }
+    }
+
+    /// Counters of every stateful rule (keys, evictions, alerts, ...).
+    pub fn state_stats(&self) -> Vec<state::StateStats> {
+        self.rules
+            .iter()
+            .filter_map(|r| r.state.as_ref().map(state::Machine::stats))
+            .collect()
+    }
+
+    /// Forget what the stateful rules remember (between independent tests).
+    pub fn reset_state(&self) {
+        for r in &self.rules {
+            if let Some(m) = &r.state {
+                m.reset();
+            }
+        }
     }
 
     /// Build the alert of active rule `i` for `ev`.
     pub fn alert(&self, i: usize, ev: &Event) -> Alert {
+        self.alert_with(i, ev, None)
+    }
+
+    fn alert_with(&self, i: usize, ev: &Event, view: Option<&state::StateView>) -> Alert {
         let r = &self.rules[i];
         let mut text = String::new();
         let mut map = serde_json::Map::new();
-        r.output.render(ev, &mut text, Some(&mut map));
+        r.output.render_with(ev, view, &mut text, Some(&mut map));
         Alert {
             time: fields::rfc3339_ns(ev.ts),
             rule: r.name.clone(),

@@ -11,6 +11,7 @@ use crate::event::Event;
 use crate::fields::{self, ResolveError, Value};
 
 use super::eval::Operand;
+use super::state::StateView;
 
 #[derive(Debug)]
 enum Seg {
@@ -19,6 +20,47 @@ enum Seg {
         key: String,
         operand: Option<Operand>,
     },
+    /// A value of a stateful rule's firing (`%threshold.count`,
+    /// `%seq.read.fd.name`, ...).
+    State {
+        key: String,
+        what: StateSeg,
+    },
+}
+
+#[derive(Debug)]
+enum StateSeg {
+    Count,
+    Values,
+    Window,
+    Elapsed,
+    /// A field of an earlier sequence step's event.
+    Step(usize, Operand),
+}
+
+/// Which stateful fields an output may name: none for plain rules,
+/// `threshold.*` for threshold rules, `seq.*` (with the step names) for
+/// sequences.
+#[derive(Debug, Clone, Default)]
+pub enum StateFields {
+    #[default]
+    None,
+    Threshold,
+    Sequence(Vec<String>),
+}
+
+/// Most distinct values `%threshold.values` lists before `,...`.
+const MAX_LISTED_VALUES: usize = 32;
+
+/// `10s`, `250ms`, `2.500s`: a window or elapsed time for people.
+pub fn format_duration(ns: u64) -> String {
+    if ns.is_multiple_of(1_000_000_000) {
+        format!("{}s", ns / 1_000_000_000)
+    } else if ns < 1_000_000_000 {
+        format!("{}ms", ns / 1_000_000)
+    } else {
+        format!("{:.3}s", ns as f64 / 1e9)
+    }
 }
 
 /// A compiled output format.
@@ -41,6 +83,11 @@ impl OutputFormat {
     /// Compile; unsupported Falco fields are reported but still compile
     /// (to `<NA>`), unknown names make the whole format fail.
     pub fn compile(fmt: &str) -> (OutputFormat, Vec<OutputIssue>) {
+        OutputFormat::compile_with(fmt, &StateFields::None)
+    }
+
+    /// Compile an output that may also name the stateful fields `state` allows.
+    pub fn compile_with(fmt: &str, state: &StateFields) -> (OutputFormat, Vec<OutputIssue>) {
         let mut segs = Vec::new();
         let mut issues = Vec::new();
         let mut lit = String::new();
@@ -100,6 +147,28 @@ impl OutputFormat {
             if !lit.is_empty() {
                 segs.push(Seg::Lit(std::mem::take(&mut lit)));
             }
+            if name.starts_with("threshold.") || name.starts_with("seq.") {
+                match state_seg(name, arg, state) {
+                    Ok(what) => segs.push(Seg::State {
+                        key: token.to_string(),
+                        what,
+                    }),
+                    Err(message) => {
+                        issues.push(OutputIssue {
+                            offset: start,
+                            field: token.to_string(),
+                            message,
+                            unsupported: false,
+                        });
+                        segs.push(Seg::Field {
+                            key: token.to_string(),
+                            operand: None,
+                        });
+                    }
+                }
+                i = after;
+                continue;
+            }
             let operand = match fields::resolve(name, arg) {
                 Ok(field) => Some(Operand {
                     field,
@@ -150,12 +219,30 @@ impl OutputFormat {
         &self,
         ev: &Event,
         out: &mut String,
+        fields: Option<&mut serde_json::Map<String, serde_json::Value>>,
+    ) {
+        self.render_with(ev, None, out, fields)
+    }
+
+    /// [`OutputFormat::render`] for a stateful rule's firing.
+    pub fn render_with(
+        &self,
+        ev: &Event,
+        state: Option<&StateView>,
+        out: &mut String,
         mut fields: Option<&mut serde_json::Map<String, serde_json::Value>>,
     ) {
         let cx = crate::fields::EvalCtx::new(ev);
         for seg in &self.segs {
             match seg {
                 Seg::Lit(s) => out.push_str(s),
+                Seg::State { key, what } => {
+                    let v = state_value(what, state);
+                    v.render(out);
+                    if let Some(map) = fields.as_deref_mut() {
+                        map.insert(key.clone(), v.to_json());
+                    }
+                }
                 Seg::Field { key, operand } => {
                     let v = operand
                         .as_ref()
@@ -168,6 +255,75 @@ impl OutputFormat {
                 }
             }
         }
+    }
+}
+
+fn state_seg(name: &str, arg: Option<&str>, state: &StateFields) -> Result<StateSeg, String> {
+    match (name, state) {
+        ("threshold.count", StateFields::Threshold) => Ok(StateSeg::Count),
+        ("threshold.values", StateFields::Threshold) => Ok(StateSeg::Values),
+        ("threshold.window" | "seq.window", StateFields::Threshold | StateFields::Sequence(_)) => {
+            Ok(StateSeg::Window)
+        }
+        ("threshold.elapsed", StateFields::Threshold)
+        | ("seq.elapsed", StateFields::Sequence(_)) => Ok(StateSeg::Elapsed),
+        (_, StateFields::Sequence(steps)) if name.starts_with("seq.") => {
+            let rest = &name["seq.".len()..];
+            let (step, field) = rest.split_once('.').unwrap_or((rest, ""));
+            let Some(i) = steps.iter().position(|s| s == step) else {
+                return Err(format!(
+                    "'%{name}': no sequence step named '{step}' (steps: {})",
+                    steps.join(", ")
+                ));
+            };
+            match fields::resolve(field, arg) {
+                Ok(field) => Ok(StateSeg::Step(
+                    i,
+                    Operand {
+                        field,
+                        transforms: Vec::new(),
+                    },
+                )),
+                Err(_) => Err(format!("'%{name}': '{field}' is not a field mamori provides")),
+            }
+        }
+        (_, StateFields::None) => Err(format!(
+            "'%{name}' only exists in rules with a 'threshold' or 'sequence' block"
+        )),
+        _ => Err(format!(
+            "unknown stateful output field '%{name}' (threshold: threshold.count, threshold.values, threshold.window, threshold.elapsed; sequence: seq.<step>.<field>, seq.window, seq.elapsed)"
+        )),
+    }
+}
+
+fn state_value<'a>(what: &StateSeg, state: Option<&'a StateView>) -> Value<'a> {
+    let Some(st) = state else {
+        return Value::Missing;
+    };
+    match what {
+        StateSeg::Count => Value::Int(st.count as i64),
+        StateSeg::Values => {
+            let mut s = st
+                .values
+                .iter()
+                .take(MAX_LISTED_VALUES)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(",");
+            if st.values.len() > MAX_LISTED_VALUES {
+                s.push_str(",...");
+            }
+            Value::Str(s.into())
+        }
+        StateSeg::Window => Value::Str(format_duration(st.window_ns).into()),
+        StateSeg::Elapsed => Value::Str(format_duration(st.elapsed_ns).into()),
+        StateSeg::Step(i, op) => match st.steps.get(*i) {
+            Some(ev) => {
+                let cx = crate::fields::EvalCtx::new(ev);
+                op.get(&cx).into_owned()
+            }
+            None => Value::Missing,
+        },
     }
 }
 
