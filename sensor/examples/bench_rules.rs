@@ -348,23 +348,37 @@ fn main() {
     let start = Instant::now();
     let cpu0 = thread_cpu_secs();
     let mut last = usize::MAX;
-    engine.matching_rules_batch(black_box(&events), |e, r| {
-        if e != last {
-            matched += 1;
-            last = e;
-        }
-        black_box(engine.alert(r, &events[e]));
-        alerts += 1;
-    });
-    let wall = start.elapsed().as_secs_f64();
+    let mut stateful_alerts = 0u64;
+    engine.matching_rules_batch(
+        black_box(&events),
+        |e, r| {
+            if e != last {
+                matched += 1;
+                last = e;
+            }
+            black_box(engine.alert(r, &events[e]));
+            alerts += 1;
+        },
+        |_, a| {
+            black_box(a);
+            stateful_alerts += 1;
+        },
+    );
     let secs = (thread_cpu_secs() - cpu0).max(f64::MIN_POSITIVE);
+    let wall = start.elapsed().as_secs_f64();
     let rate = n as f64 / secs;
     println!(
-        "{n} events ({matched} matched, {alerts} alerts rendered): {:.3} s CPU ({wall:.3} s wall) = {:.0} events/s on one core, {:.0} ns/event",
+        "{n} events ({matched} matched, {alerts} alerts + {stateful_alerts} stateful alerts rendered): {:.3} s CPU ({wall:.3} s wall) = {:.0} events/s on one core, {:.0} ns/event",
         secs,
         rate,
-        secs * 1e9 / n as f64
+        secs * 1e9 / n as f64,
     );
+    for s in engine.state_stats() {
+        println!(
+            "  stateful {:<58} alerts {:>6} keys {:>6} evicted {:>6}",
+            s.rule, s.alerts, s.keys, s.evicted
+        );
+    }
     for t in [EvtType::Execve, EvtType::Openat, EvtType::Connect] {
         let subset: Vec<&Event> = events.iter().filter(|e| e.evt_type == t).collect();
         let cpu0 = thread_cpu_secs();

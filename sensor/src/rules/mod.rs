@@ -422,8 +422,18 @@ impl Engine {
     /// evaluated, the heap data the rules read first (names, paths, the
     /// parent) of the next events is prefetched, so a stream that does not fit
     /// in cache is not bound by memory latency.
-    pub fn matching_rules_batch(&self, events: &[Event], mut on_match: impl FnMut(usize, usize)) {
+    ///
+    /// Stateful rules run on each event right after the stateless ones
+    /// (while it is in cache); `on_stateful(event_index, alert)` gets what
+    /// they fire.
+    pub fn matching_rules_batch(
+        &self,
+        events: &[Event],
+        mut on_match: impl FnMut(usize, usize),
+        mut on_stateful: impl FnMut(usize, Alert),
+    ) {
         let mut idx = Vec::with_capacity(8);
+        let mut fired = Vec::new();
         for (i, ev) in events.iter().enumerate() {
             // Three stages, so each prefetch reads only pointers an earlier
             // stage already brought in: shared blocks and vectors first, then
@@ -447,6 +457,10 @@ impl Engine {
             self.matching_rules(ev, &mut idx);
             for &r in &idx {
                 on_match(i, r);
+            }
+            self.stateful_alerts(ev, &mut fired);
+            for a in fired.drain(..) {
+                on_stateful(i, a);
             }
         }
     }
@@ -475,7 +489,8 @@ impl Engine {
         for &i in list {
             let r = &self.rules[i as usize];
             let Some(m) = &r.state else { continue };
-            if let Some(view) = m.observe(&r.node, &cx, ev) {
+            let capture = |step: usize, cx: &fields::EvalCtx<'_>| r.output.capture_step(step, cx);
+            if let Some(view) = m.observe(&r.node, &cx, ev, capture) {
                 out.push(self.alert_with(i as usize, ev, Some(&view)));
             }
         }

@@ -8,7 +8,7 @@
 //! like Falco.
 
 use crate::event::Event;
-use crate::fields::{self, ResolveError, Value};
+use crate::fields::{self, EvalCtx, ResolveError, Value};
 
 use super::eval::Operand;
 use super::state::StateView;
@@ -34,8 +34,9 @@ enum StateSeg {
     Values,
     Window,
     Elapsed,
-    /// A field of an earlier sequence step's event.
-    Step(usize, Operand),
+    /// A field of an earlier sequence step's event: (step, index among
+    /// that step's captured values, field).
+    Step(usize, usize, Operand),
 }
 
 /// Which stateful fields an output may name: none for plain rules,
@@ -211,7 +212,35 @@ impl OutputFormat {
         if !lit.is_empty() {
             segs.push(Seg::Lit(lit));
         }
+        // Number each step's fields in output order: the order captured.
+        let mut per_step = std::collections::HashMap::new();
+        for seg in &mut segs {
+            if let Seg::State {
+                what: StateSeg::Step(i, j, _),
+                ..
+            } = seg
+            {
+                let n = per_step.entry(*i).or_insert(0usize);
+                *j = *n;
+                *n += 1;
+            }
+        }
         (OutputFormat { segs }, issues)
+    }
+
+    /// What a sequence keeps of step `step`'s event: the values of the
+    /// fields the output names for it (`%seq.<step>.<field>`), in order.
+    pub fn capture_step(&self, step: usize, cx: &EvalCtx<'_>) -> Vec<Value<'static>> {
+        self.segs
+            .iter()
+            .filter_map(|seg| match seg {
+                Seg::State {
+                    what: StateSeg::Step(i, _, op),
+                    ..
+                } if *i == step => Some(op.get(cx).into_owned()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Render into `out`; when `fields` is given, also record each field's value.
@@ -279,6 +308,7 @@ fn state_seg(name: &str, arg: Option<&str>, state: &StateFields) -> Result<State
             match fields::resolve(field, arg) {
                 Ok(field) => Ok(StateSeg::Step(
                     i,
+                    0,
                     Operand {
                         field,
                         transforms: Vec::new(),
@@ -303,13 +333,24 @@ fn state_value<'a>(what: &StateSeg, state: Option<&'a StateView>) -> Value<'a> {
     match what {
         StateSeg::Count => Value::Int(st.count as i64),
         StateSeg::Values => {
-            let mut s = st
-                .values
-                .iter()
-                .take(MAX_LISTED_VALUES)
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join(",");
+            let mut s = String::new();
+            for (n, v) in st.values.iter().take(MAX_LISTED_VALUES).enumerate() {
+                if n > 0 {
+                    s.push(',');
+                }
+                match v {
+                    // A multi-field value renders as a:b.
+                    Value::List(parts) => {
+                        for (k, p) in parts.iter().enumerate() {
+                            if k > 0 {
+                                s.push(':');
+                            }
+                            p.render(&mut s);
+                        }
+                    }
+                    one => one.render(&mut s),
+                }
+            }
             if st.values.len() > MAX_LISTED_VALUES {
                 s.push_str(",...");
             }
@@ -317,13 +358,12 @@ fn state_value<'a>(what: &StateSeg, state: Option<&'a StateView>) -> Value<'a> {
         }
         StateSeg::Window => Value::Str(format_duration(st.window_ns).into()),
         StateSeg::Elapsed => Value::Str(format_duration(st.elapsed_ns).into()),
-        StateSeg::Step(i, op) => match st.steps.get(*i) {
-            Some(ev) => {
-                let cx = crate::fields::EvalCtx::new(ev);
-                op.get(&cx).into_owned()
-            }
-            None => Value::Missing,
-        },
+        StateSeg::Step(i, j, _) => st
+            .steps
+            .get(*i)
+            .and_then(|vals| vals.get(*j))
+            .cloned()
+            .unwrap_or(Value::Missing),
     }
 }
 

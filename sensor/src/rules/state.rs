@@ -17,8 +17,9 @@
 //! Semantics are documented for rule authors in `rules/README.md`.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use lru::LruCache;
 use serde::Serialize;
@@ -75,13 +76,14 @@ impl Spec {
 pub struct StateView {
     /// Threshold: events or distinct values counted in the window.
     pub count: usize,
-    /// Threshold with `distinct`: the values, sorted.
-    pub values: Vec<String>,
+    /// Threshold with `distinct`: the values, in natural order.
+    pub values: Vec<Value<'static>>,
     pub window_ns: u64,
     /// From the first counted event (or first step) to the firing event.
     pub elapsed_ns: u64,
-    /// Sequence: the earlier steps' events, in step order.
-    pub steps: Vec<Arc<Event>>,
+    /// Sequence: per earlier step, the values its event had for the fields
+    /// the output names (`%seq.<step>.<field>`), in output order.
+    pub steps: Vec<Vec<Value<'static>>>,
 }
 
 /// Counters of one stateful rule.
@@ -98,14 +100,15 @@ pub struct StateStats {
     /// Keys dropped because their window had passed.
     pub expired: u64,
     pub alerts: u64,
-    /// Threshold crossings within a window that already alerted.
+    /// Matching events of a key that alerted less than a window ago.
     pub suppressed: u64,
 }
 
 #[derive(Debug, Default)]
 struct Window {
-    /// Distinct value → (first, last) seen (ns); used with `distinct`.
-    values: HashMap<String, (u64, u64)>,
+    /// Distinct value (by hash) → (first seen, last seen, value); used with
+    /// `distinct`.
+    values: HashMap<u64, (u64, u64, Value<'static>)>,
     /// Event times; used without `distinct`.
     times: std::collections::VecDeque<u64>,
     /// Latest event time of the key.
@@ -119,13 +122,13 @@ struct Progress {
     /// Steps completed (1..=steps.len()).
     done: usize,
     first: u64,
-    events: Vec<Arc<Event>>,
+    captured: Vec<Vec<Value<'static>>>,
 }
 
 #[derive(Debug)]
 enum Keys {
-    Threshold(LruCache<String, Window>),
-    Sequence(LruCache<String, Progress>),
+    Threshold(LruCache<u64, Window>),
+    Sequence(LruCache<u64, Progress>),
 }
 
 #[derive(Debug)]
@@ -135,31 +138,68 @@ struct Inner {
 }
 
 /// The state of one stateful rule (interior mutability, so the engine stays
-/// `&self` and `Sync`).
+/// `&self` and `Sync`). Keys and distinct values are kept as 64-bit keyed
+/// hashes (random per process, so they cannot be steered into collisions),
+/// which keeps the per-event path free of allocation.
 #[derive(Debug)]
 pub struct Machine {
     pub spec: Spec,
+    hasher: std::collections::hash_map::RandomState,
     inner: Mutex<Inner>,
 }
 
-/// Render a key from operand values; `None` when one is missing (an event
-/// that cannot be attributed is not counted).
-fn key_of(ops: &[Operand], cx: &EvalCtx<'_>) -> Option<String> {
-    let mut key = String::new();
-    for (i, o) in ops.iter().enumerate() {
-        let v = o.get(cx);
-        if matches!(v, Value::Missing) {
-            return None;
+/// Feed a value into a hasher without rendering it.
+fn hash_value(h: &mut impl Hasher, v: &Value<'_>) {
+    match v {
+        Value::Missing => 0u8.hash(h),
+        Value::Str(s) => {
+            1u8.hash(h);
+            s.as_ref().hash(h);
         }
-        if i > 0 {
-            key.push('\u{1f}');
+        Value::Int(n) => {
+            2u8.hash(h);
+            n.hash(h);
         }
-        v.render(&mut key);
+        Value::Bool(b) => {
+            3u8.hash(h);
+            b.hash(h);
+        }
+        Value::Ip(ip) => {
+            4u8.hash(h);
+            ip.hash(h);
+        }
+        Value::List(items) => {
+            5u8.hash(h);
+            items.len().hash(h);
+            for x in items {
+                hash_value(h, x);
+            }
+        }
     }
-    Some(key)
 }
 
-fn cache<V>(n: usize) -> LruCache<String, V> {
+/// Natural order for listing values: numbers and addresses by value.
+fn value_order(a: &Value<'_>, b: &Value<'_>) -> std::cmp::Ordering {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => x.cmp(y),
+        (Value::Ip(x), Value::Ip(y)) => x.cmp(y),
+        (Value::Str(x), Value::Str(y)) => x.cmp(y),
+        (Value::List(x), Value::List(y)) => x
+            .iter()
+            .zip(y.iter())
+            .map(|(p, q)| value_order(p, q))
+            .find(|o| o.is_ne())
+            .unwrap_or(x.len().cmp(&y.len())),
+        _ => {
+            let (mut p, mut q) = (String::new(), String::new());
+            a.render(&mut p);
+            b.render(&mut q);
+            p.cmp(&q)
+        }
+    }
+}
+
+fn cache<V>(n: usize) -> LruCache<u64, V> {
     LruCache::new(NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN))
 }
 
@@ -180,6 +220,7 @@ impl Machine {
                     ..Default::default()
                 },
             }),
+            hasher: Default::default(),
             spec,
         }
     }
@@ -187,6 +228,26 @@ impl Machine {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent (if partial) state.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The hashed key of `ops` for this event; `None` when a value is
+    /// missing (an event that cannot be attributed is not counted).
+    fn key(&self, ops: &[Operand], cx: &EvalCtx<'_>) -> Option<u64> {
+        let mut h = self.hasher.build_hasher();
+        for o in ops {
+            let v = o.get(cx);
+            if matches!(v, Value::Missing) {
+                return None;
+            }
+            hash_value(&mut h, &v);
+        }
+        Some(h.finish())
+    }
+
+    fn pid_key(&self, pid: u32) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        hash_value(&mut h, &Value::Int(i64::from(pid)));
+        h.finish()
     }
 
     pub fn stats(&self) -> StateStats {
@@ -216,18 +277,37 @@ impl Machine {
     }
 
     /// Feed one event whose type the rule is indexed for; `cond` is the
-    /// rule's compiled condition. Returns the view when the rule fires.
-    pub fn observe(&self, cond: &Node, cx: &EvalCtx<'_>, ev: &Event) -> Option<StateView> {
+    /// rule's compiled condition; `capture(step, cx)` takes what the output
+    /// needs from a sequence step's event. Returns the view when it fires.
+    pub fn observe(
+        &self,
+        cond: &Node,
+        cx: &EvalCtx<'_>,
+        ev: &Event,
+        capture: impl Fn(usize, &EvalCtx<'_>) -> Vec<Value<'static>>,
+    ) -> Option<StateView> {
         match &self.spec {
             Spec::Threshold(t) => {
                 if !cond.eval(cx) {
                     return None;
                 }
-                let key = key_of(&t.by, cx)?;
-                let value = if t.distinct.is_empty() {
-                    None
-                } else {
-                    Some(key_of(&t.distinct, cx)?)
+                let key = self.key(&t.by, cx)?;
+                let value = match t.distinct.as_slice() {
+                    [] => None,
+                    [one] => {
+                        let v = one.get(cx);
+                        if matches!(v, Value::Missing) {
+                            return None;
+                        }
+                        Some((self.key(&t.distinct, cx)?, v))
+                    }
+                    many => {
+                        let vs: Vec<Value<'_>> = many.iter().map(|o| o.get(cx)).collect();
+                        if vs.iter().any(|v| matches!(v, Value::Missing)) {
+                            return None;
+                        }
+                        Some((self.key(many, cx)?, Value::List(vs)))
+                    }
                 };
                 let mut g = self.lock();
                 let Inner { keys, stats } = &mut *g;
@@ -239,37 +319,55 @@ impl Machine {
             Spec::Sequence(s) => {
                 // Evaluate outside the lock; only matching events touch state.
                 let last = cond.eval(cx);
-                let hits: Vec<usize> = s
-                    .steps
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (_, n))| n.eval(cx))
-                    .map(|(i, _)| i)
-                    .collect();
-                if !last && hits.is_empty() {
+                let mut hits = [false; super::loader::MAX_STEPS];
+                let mut any = false;
+                for (i, (_, n)) in s.steps.iter().enumerate() {
+                    if n.eval(cx) {
+                        hits[i] = true;
+                        any = true;
+                    }
+                }
+                if !last && !any {
                     return None;
                 }
-                let own = key_of(&s.by, cx);
-                let candidates = candidates(s, own.as_deref(), ev);
+                let own = self.key(&s.by, cx);
+                let mut candidates: Vec<u64> = own.into_iter().collect();
+                if s.tree {
+                    for pid in
+                        std::iter::once(ev.proc.pid).chain(ev.proc.ancestors.iter().map(|a| a.pid))
+                    {
+                        let k = self.pid_key(pid);
+                        if !candidates.contains(&k) {
+                            candidates.push(k);
+                        }
+                    }
+                }
                 let mut g = self.lock();
                 let Inner { keys, stats } = &mut *g;
                 let Keys::Sequence(c) = keys else {
                     return None;
                 };
-                sequence(s, c, stats, &candidates, own, &hits, last, ev)
+                let step = Step {
+                    candidates: &candidates,
+                    own,
+                    hits: &hits[..s.steps.len()],
+                    last,
+                    ts: ev.ts,
+                };
+                sequence(s, c, stats, step, |i| capture(i, cx))
             }
         }
     }
 }
 
 fn push_key<V>(
-    c: &mut LruCache<String, V>,
+    c: &mut LruCache<u64, V>,
     stats: &mut StateStats,
-    key: String,
+    key: u64,
     v: V,
     live: impl Fn(&V) -> bool,
 ) {
-    if let Some((old_key, old)) = c.push(key.clone(), v) {
+    if let Some((old_key, old)) = c.push(key, v) {
         if old_key != key {
             if live(&old) {
                 stats.evicted += 1;
@@ -282,10 +380,10 @@ fn push_key<V>(
 
 fn threshold(
     t: &ThresholdSpec,
-    c: &mut LruCache<String, Window>,
+    c: &mut LruCache<u64, Window>,
     stats: &mut StateStats,
-    key: String,
-    value: Option<String>,
+    key: u64,
+    value: Option<(u64, Value<'_>)>,
     ts: u64,
 ) -> Option<StateView> {
     let within = t.within_ns;
@@ -295,7 +393,7 @@ fn threshold(
             w.last.saturating_add(within) >= ts
                 || w.fired.is_some_and(|f| f.saturating_add(within) > ts)
         };
-        push_key(c, stats, key.clone(), Window::default(), live);
+        push_key(c, stats, key, Window::default(), live);
     }
     let w = c.get_mut(&key)?;
     w.last = w.last.max(ts);
@@ -309,9 +407,13 @@ fn threshold(
     }
     let count = t.count as usize;
     let n = match value {
-        Some(v) => {
-            let seen = w.values.entry(v).or_insert((ts, ts));
-            seen.1 = seen.1.max(ts);
+        Some((h, v)) => {
+            match w.values.get_mut(&h) {
+                Some(seen) => seen.1 = seen.1.max(ts),
+                None => {
+                    w.values.insert(h, (ts, ts, v.into_owned()));
+                }
+            }
             if w.values.len() >= count {
                 w.values.retain(|_, seen| seen.1 >= horizon);
             }
@@ -337,8 +439,8 @@ fn threshold(
         .min()
         .unwrap_or(ts)
         .clamp(horizon, ts);
-    let mut values: Vec<String> = w.values.drain().map(|(v, _)| v).collect();
-    values.sort();
+    let mut values: Vec<Value<'static>> = w.values.drain().map(|(_, v)| v.2).collect();
+    values.sort_by(value_order);
     w.times.clear();
     w.fired = Some(ts);
     stats.alerts += 1;
@@ -351,41 +453,32 @@ fn threshold(
     })
 }
 
-/// Keys an event of a later step can continue: its own key, and with
-/// `tree: true` also its process and every ancestor's pid.
-fn candidates(s: &SequenceSpec, own: Option<&str>, ev: &Event) -> Vec<String> {
-    let mut out: Vec<String> = own.map(str::to_string).into_iter().collect();
-    if s.tree {
-        let mut add = |pid: u32| {
-            let k = pid.to_string();
-            if !out.contains(&k) {
-                out.push(k);
-            }
-        };
-        add(ev.proc.pid);
-        for a in ev.proc.ancestors.iter() {
-            add(a.pid);
-        }
-    }
-    out
+/// One event's part in a sequence.
+struct Step<'a> {
+    /// Keys it can continue: its own, and with `tree: true` its process's
+    /// and every ancestor's pid.
+    candidates: &'a [u64],
+    /// Its own key (where a first step is recorded).
+    own: Option<u64>,
+    /// Which earlier steps it matches.
+    hits: &'a [bool],
+    /// Whether it matches the rule's condition (the last step).
+    last: bool,
+    ts: u64,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn sequence(
     s: &SequenceSpec,
-    c: &mut LruCache<String, Progress>,
+    c: &mut LruCache<u64, Progress>,
     stats: &mut StateStats,
-    candidates: &[String],
-    own: Option<String>,
-    hits: &[usize],
-    last: bool,
-    ev: &Event,
+    e: Step<'_>,
+    capture: impl Fn(usize) -> Vec<Value<'static>>,
 ) -> Option<StateView> {
-    let ts = ev.ts;
+    let ts = e.ts;
     let within = s.within_ns;
     let alive = |p: &Progress| ts.saturating_sub(p.first) <= within;
     // Drop expired progress among the candidates first.
-    for k in candidates {
+    for k in e.candidates {
         if c.peek(k).is_some_and(|p| !alive(p)) {
             c.pop(k);
             stats.expired += 1;
@@ -393,8 +486,9 @@ fn sequence(
     }
     let n = s.steps.len();
     let mut fired = None;
-    if last {
-        if let Some(k) = candidates
+    if e.last {
+        if let Some(k) = e
+            .candidates
             .iter()
             .find(|k| c.peek(*k).is_some_and(|p| p.done == n))
         {
@@ -403,34 +497,33 @@ fn sequence(
                 fired = Some(StateView {
                     window_ns: within,
                     elapsed_ns: ts.saturating_sub(p.first),
-                    steps: p.events,
+                    steps: p.captured,
                     ..Default::default()
                 });
             }
         }
     }
     // Later steps first, so one event advances a key by one step at most.
-    for &i in hits.iter().rev() {
+    for i in (0..n).rev().filter(|&i| e.hits[i]) {
         if i == 0 {
-            let Some(key) = own.clone() else { continue };
+            let Some(key) = e.own else { continue };
             if c.peek(&key).is_some_and(|p| p.done > 1) {
                 continue; // further along already; keep that progress
             }
             let p = Progress {
                 done: 1,
                 first: ts,
-                events: vec![Arc::new(ev.clone())],
+                captured: vec![capture(0)],
             };
-            push_key(c, stats, key, p, |p: &Progress| {
-                ts.saturating_sub(p.first) <= within
-            });
-        } else if let Some(k) = candidates
+            push_key(c, stats, key, p, alive);
+        } else if let Some(k) = e
+            .candidates
             .iter()
             .find(|k| c.peek(*k).is_some_and(|p| p.done == i))
         {
             if let Some(p) = c.get_mut(k) {
                 p.done = i + 1;
-                p.events.push(Arc::new(ev.clone()));
+                p.captured.push(capture(i));
             }
         }
     }
