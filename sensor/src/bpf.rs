@@ -6,7 +6,7 @@
 //! runtime knobs, before the object is loaded.
 
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray},
     programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
@@ -102,6 +102,8 @@ pub enum LoadError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+    #[error("ring buffer: {0}")]
+    Ring(#[from] crate::ringbuf::RingError),
 }
 
 /// Load-time settings.
@@ -129,7 +131,7 @@ impl Default for Options {
 pub struct Sensor {
     /// Keeps programs and links alive.
     _ebpf: Ebpf,
-    ring: Option<RingBuf<MapData>>,
+    ring: Option<crate::ringbuf::BatchRing>,
     drops: PerCpuArray<MapData, u64>,
     last_drops: [u64; EventKind::ALL.len()],
     /// Programs attached (name, where).
@@ -222,10 +224,10 @@ impl Sensor {
         let ring = ebpf
             .take_map("EVENTS")
             .ok_or(LoadError::MissingMap("EVENTS"))?;
-        let ring = RingBuf::try_from(ring).map_err(|e| LoadError::Map {
-            name: "EVENTS",
-            source: Box::new(e),
-        })?;
+        let aya::maps::Map::RingBuf(ring) = ring else {
+            return Err(LoadError::MissingMap("EVENTS"));
+        };
+        let ring = crate::ringbuf::BatchRing::new(ring, opts.ring_bytes as usize)?;
         let drops = ebpf
             .take_map("DROPS")
             .ok_or(LoadError::MissingMap("DROPS"))?;
@@ -244,7 +246,7 @@ impl Sensor {
     }
 
     /// The event ring (taken once, by the reader).
-    pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
+    pub fn take_ring(&mut self) -> Option<crate::ringbuf::BatchRing> {
         self.ring.take()
     }
 

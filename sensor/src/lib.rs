@@ -1,7 +1,7 @@
 //! mamori's userspace: decoding, process table, rules, outputs.
 //!
 //! The binary (`src/main.rs`) is a thin CLI over these modules. Everything
-//! except [`bpf`], [`pipeline`] and [`capture`] is pure userspace and testable
+//! except [`bpf`], [`ringbuf`], [`pipeline`] and [`capture`] is pure userspace and testable
 //! without root or a kernel.
 
 pub mod alert;
@@ -18,6 +18,7 @@ pub mod health;
 pub mod outputs;
 pub mod pipeline;
 pub mod proctable;
+pub mod ringbuf;
 pub mod rules;
 pub mod run;
 pub mod timefmt;

@@ -74,7 +74,7 @@ where
     let ring = sensor
         .take_ring()
         .ok_or_else(|| anyhow::anyhow!("the event ring was already taken"))?;
-    // SAFETY: the ring buffer's fd is owned by the `RingBuf`, which the
+    // SAFETY: the ring buffer's fd is owned by the `BatchRing`, which the
     // `AsyncFd` owns for its whole life; `as_raw_fd` always returns that fd.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| {
@@ -126,7 +126,7 @@ where
 }
 
 fn drain<F>(
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    ring: &mut crate::ringbuf::BatchRing,
     table: &mut ProcTable,
     mut enricher: Option<&mut Enricher>,
     consume: &mut F,
@@ -136,10 +136,8 @@ fn drain<F>(
 where
     F: FnMut(&Event) -> anyhow::Result<()>,
 {
-    while let Some(item) = ring.next() {
-        let decoded = decode(&item);
-        drop(item);
-        match decoded {
+    ring.drain(|record| -> anyhow::Result<()> {
+        match decode(record) {
             Ok(raw) => {
                 let ev = table.apply(&raw);
                 stats.events += 1;
@@ -156,7 +154,8 @@ where
                 }
             }
         }
-    }
+        Ok(())
+    })?;
     // Events held for late pod metadata whose time has come.
     if let Some(en) = enricher {
         en.release(consume, false)?;
