@@ -529,11 +529,19 @@ fn connect_fd(body: &ConnectBody, unix_path: &[u8]) -> Fd {
             let s = Ipv4Addr::new(body.saddr[0], body.saddr[1], body.saddr[2], body.saddr[3]);
             (FdType::Ipv4, Some(IpAddr::V4(d)), Some(IpAddr::V4(s)))
         }
-        AF_INET6 => (
-            FdType::Ipv6,
-            Some(IpAddr::V6(Ipv6Addr::from(body.daddr))),
-            Some(IpAddr::V6(Ipv6Addr::from(body.saddr))),
-        ),
+        AF_INET6 => {
+            let (d, s) = (Ipv6Addr::from(body.daddr), Ipv6Addr::from(body.saddr));
+            match d.to_ipv4_mapped() {
+                // An IPv4 peer of a dual-stack socket (::ffff:a.b.c.d) is an
+                // IPv4 connection, as Falco reports it: rules written with
+                // IPv4 ranges must see it.
+                Some(d4) => {
+                    let s4 = s.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED);
+                    (FdType::Ipv4, Some(IpAddr::V4(d4)), Some(IpAddr::V4(s4)))
+                }
+                None => (FdType::Ipv6, Some(IpAddr::V6(d)), Some(IpAddr::V6(s))),
+            }
+        }
         AF_UNIX => (FdType::Unix, None, None),
         _ => (FdType::Unknown, None, None),
     };
@@ -790,6 +798,33 @@ mod tests {
         assert_eq!(fd.name, "0.0.0.0:0->127.0.0.1:8080");
         assert_eq!(fd.l4proto.as_deref(), Some("tcp"));
         assert_eq!(fd.rport, Some(8080));
+        // A dual-stack socket's IPv4 peer is reported as IPv4, as Falco does.
+        let mapped = |a: [u8; 4]| {
+            let mut v = [0u8; 16];
+            v[10] = 0xff;
+            v[11] = 0xff;
+            v[12..].copy_from_slice(&a);
+            v
+        };
+        let ev = t.apply(&RawEvent::Connect {
+            hdr: hdr(EventKind::Connect, 5, "java"),
+            body: ConnectBody {
+                ret: 0,
+                fd: 5,
+                family: AF_INET6,
+                dport: 5432,
+                sport: 40000,
+                protocol: 6,
+                daddr: mapped([10, 0, 3, 7]),
+                saddr: mapped([10, 0, 3, 2]),
+                ..Default::default()
+            },
+            unix_path: Vec::new(),
+        });
+        let fd = ev.fd.unwrap();
+        assert_eq!(fd.fd_type, FdType::Ipv4);
+        assert_eq!(fd.name, "10.0.3.2:40000->10.0.3.7:5432");
+        assert_eq!(fd.rip, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 7))));
         assert_eq!(unix_name(b"\0hidden\0\0"), "@hidden");
         assert_eq!(unix_name(b"/run/x.sock\0junk"), "/run/x.sock");
     }
