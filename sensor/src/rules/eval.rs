@@ -155,6 +155,8 @@ pub enum Rhs {
     Regex(regex::Regex),
     StrSet(StrSet),
     Prefixes(PathPrefixes),
+    /// Several `endswith` checks of one field joined by `or`, merged.
+    Suffixes(SuffixSet),
     Int(i64),
     IntSet(FastSet<i64>),
     Bool(bool),
@@ -625,6 +627,7 @@ impl CheckNode {
             (Op::Regex, Rhs::Regex(re)) => re.is_match(s),
             (Op::In | Op::Intersects, Rhs::StrSet(set)) => set.contains(s),
             (Op::PMatch, Rhs::Prefixes(p)) => p.matches(s),
+            (Op::EndsWith, Rhs::Suffixes(set)) => set.matches(s),
             _ => false,
         }
     }
@@ -726,6 +729,7 @@ pub fn simplify(n: Node) -> Node {
                     x => out.push(x),
                 }
             }
+            let mut out = merge_suffixes(out);
             match out.len() {
                 0 => Node::Const(false),
                 1 => out.pop().unwrap_or(Node::Const(false)),
@@ -733,6 +737,96 @@ pub fn simplify(n: Node) -> Node {
             }
         }
         x => x,
+    }
+}
+
+/// A plain `field endswith "literal"` check: its field and suffix.
+fn plain_suffix(n: &Node) -> Option<(crate::fields::FieldId, crate::fields::FieldArg, &str)> {
+    match n {
+        Node::Check(c)
+            if c.op == Op::EndsWith
+                && c.lhs.transforms.is_empty()
+                && matches!(c.fast, Fast::Str(_)) =>
+        {
+            match &c.rhs {
+                Rhs::Str(r) => Some((c.lhs.field.id(), c.lhs.field.arg, r.as_str())),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Merge the `or` operands that are `endswith` checks of the same plain
+/// string field into one check against a [`SuffixSet`] (credential-file
+/// macros list a dozen path endings of `fd.name`). Same truth, one field
+/// read and one hash probe instead of a dozen comparisons.
+fn merge_suffixes(nodes: Vec<Node>) -> Vec<Node> {
+    let mut groups: Vec<(crate::fields::FieldId, crate::fields::FieldArg, Vec<usize>)> = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some((id, arg, _)) = plain_suffix(n) {
+            match groups.iter_mut().find(|g| g.0 == id && g.1 == arg) {
+                Some(g) => g.2.push(i),
+                None => groups.push((id, arg, vec![i])),
+            }
+        }
+    }
+    groups.retain(|g| g.2.len() >= 3);
+    if groups.is_empty() {
+        return nodes;
+    }
+    let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
+    let mut out = Vec::new();
+    for (_, _, members) in &groups {
+        let mut set = SuffixSet::default();
+        let mut first: Option<Box<CheckNode>> = None;
+        for &i in members {
+            if let Some(Node::Check(c)) = slots[i].take() {
+                if let Rhs::Str(r) = &c.rhs {
+                    set.insert(r);
+                }
+                first.get_or_insert(c);
+            }
+        }
+        if let Some(mut c) = first {
+            c.rhs = Rhs::Suffixes(set);
+            out.push(Node::Check(c));
+        }
+    }
+    out.extend(slots.into_iter().flatten());
+    out
+}
+
+/// Suffixes of one field. A suffix containing `/` can only match a value
+/// whose last path component equals the suffix's last component, so those
+/// are found by one hash lookup of the value's last component; the others
+/// are compared one by one.
+#[derive(Debug, Default)]
+pub struct SuffixSet {
+    by_last: std::collections::HashMap<String, Vec<String>, std::hash::BuildHasherDefault<Fnv>>,
+    other: Vec<String>,
+}
+
+impl SuffixSet {
+    pub fn insert(&mut self, suffix: &str) {
+        match suffix.rfind('/') {
+            Some(i) => self
+                .by_last
+                .entry(suffix[i + 1..].to_string())
+                .or_default()
+                .push(suffix.to_string()),
+            None => self.other.push(suffix.to_string()),
+        }
+    }
+
+    pub fn matches(&self, s: &str) -> bool {
+        let last = s.rfind('/').map_or(s, |i| &s[i + 1..]);
+        let by_last = s.contains('/')
+            && self
+                .by_last
+                .get(last)
+                .is_some_and(|v| v.iter().any(|suf| s.ends_with(suf.as_str())));
+        by_last || self.other.iter().any(|suf| s.ends_with(suf.as_str()))
     }
 }
 
@@ -784,7 +878,7 @@ pub fn cost(n: &Node) -> u32 {
                 Rhs::None | Rhs::Int(_) | Rhs::Bool(_) | Rhs::Ip(_) => 1,
                 Rhs::Str(_) | Rhs::Bytes(_) => 2,
                 Rhs::Contains(_) | Rhs::StrSet(_) | Rhs::IntSet(_) | Rhs::IpSet(_) => 3,
-                Rhs::Prefixes(_) | Rhs::Nets(_) => 4,
+                Rhs::Prefixes(_) | Rhs::Nets(_) | Rhs::Suffixes(_) => 4,
                 Rhs::StrLower(_) => 6,
                 Rhs::Glob(_) => 8,
                 Rhs::Regex(_) => 12,
@@ -879,6 +973,44 @@ pub fn type_sets(n: &Node) -> (u16, u16) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn suffix_set_agrees_with_ends_with() {
+        let sufs = [
+            "/.aws/credentials",
+            "/.kube/config",
+            "config",
+            "/etc/",
+            "a/b",
+            "/x",
+        ];
+        let mut set = SuffixSet::default();
+        for x in sufs {
+            set.insert(x);
+        }
+        let values = [
+            "/root/.aws/credentials",
+            "/root/.aws/credentials.bak",
+            "/home/u/.kube/config",
+            "/home/u/.kubeconfig",
+            "kubeconfig",
+            "/etc/",
+            "/etc",
+            "xa/b",
+            "/a/b",
+            "b",
+            "/x",
+            "x",
+            "",
+            "/",
+            "/root/.aws/credentials/",
+            "credentials",
+        ];
+        for v in values {
+            let naive = sufs.iter().any(|x| v.ends_with(x));
+            assert_eq!(set.matches(v), naive, "{v:?}");
+        }
+    }
     use super::*;
 
     #[test]
