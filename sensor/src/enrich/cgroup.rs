@@ -116,6 +116,10 @@ pub fn parse_path(path: &str) -> CgroupInfo {
     info
 }
 
+/// What the kernel appends to the v2 path of a process (a zombie) whose
+/// cgroup was removed.
+const DELETED: &str = " (deleted)";
+
 /// Parse a whole `/proc/<pid>/cgroup` file (v1 lines `N:ctrl,...:/path`,
 /// the v2 line `0::/path`, or both on hybrid hosts). The first line that
 /// names a container decides; otherwise the first that names a pod.
@@ -126,7 +130,7 @@ pub fn parse_proc_cgroup(content: &str) -> CgroupInfo {
         let (Some(_), Some(_), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
-        let info = parse_path(path);
+        let info = parse_path(path.strip_suffix(DELETED).unwrap_or(path));
         if info.container_id.is_some() {
             return info;
         }
@@ -135,6 +139,23 @@ pub fn parse_proc_cgroup(content: &str) -> CgroupInfo {
         }
     }
     pod_only.unwrap_or_default()
+}
+
+/// The unified-hierarchy (v2) path in a `/proc/<pid>/cgroup` file: the path
+/// of its one `0::` line. `None` without such a line, with more than one
+/// (cgroup names may hold newlines, so a name can forge a line), or when the
+/// cgroup is gone (` (deleted)`).
+pub fn unified_path(content: &str) -> Option<&str> {
+    let mut found = None;
+    for line in content.lines() {
+        if let Some(path) = line.strip_prefix("0::") {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(path);
+        }
+    }
+    found.filter(|p| p.starts_with('/') && !p.ends_with(DELETED))
 }
 
 #[cfg(test)]
@@ -253,5 +274,26 @@ mod tests {
         assert!(parse_proc_cgroup(host).is_host());
         // Garbage lines are skipped.
         assert!(parse_proc_cgroup("nonsense\n\n::\n").is_host());
+        // A zombie whose cgroup was removed (v1 lines of zombies say `/`).
+        let zombie = format!(
+            "8:pids:/\n0::/kubepods.slice/kubepods-pod{UID_US}.slice/cri-containerd-{ID}.scope (deleted)\n"
+        );
+        let got = parse_proc_cgroup(&zombie);
+        assert_eq!(got.container_id.as_deref(), Some(ID));
+        assert_eq!(got.pod_uid.as_deref(), Some(UID));
+    }
+
+    #[test]
+    fn unified_path_is_the_one_v2_line() {
+        assert_eq!(unified_path("8:pids:/a\n0::/b/c\n"), Some("/b/c"));
+        assert_eq!(unified_path("0::/\n"), Some("/"));
+        // Pure v1: none.
+        assert_eq!(unified_path("8:pids:/a\n1:name=systemd:/\n"), None);
+        // A name with a newline forging a second line: trust neither.
+        assert_eq!(unified_path("0::/user.slice/x\n0::/kubepods/y\n"), None);
+        // The cgroup is gone; an empty path.
+        assert_eq!(unified_path("0::/b/c (deleted)\n"), None);
+        assert_eq!(unified_path("0::\n"), None);
+        assert_eq!(unified_path(""), None);
     }
 }
