@@ -222,7 +222,7 @@ impl EvictionWatch {
 
     fn check(&mut self, engine: &Engine, ts: u64, hostname: &str) -> Option<Alert> {
         self.calls = self.calls.wrapping_add(1);
-        if self.checked.is_some() && self.calls % 1024 != 0 {
+        if self.checked.is_some() && !self.calls.is_multiple_of(1024) {
             return None;
         }
         let now = std::time::Instant::now();

@@ -701,9 +701,18 @@ impl<'c> Compiler<'c> {
                 }
             }
             Op::Regex => {
-                let re = regex::RegexBuilder::new(&format!("^(?:{text})$"))
-                    .size_limit(1 << 20)
-                    .build()
+                let build = |pattern: &str| {
+                    regex::RegexBuilder::new(pattern)
+                        .size_limit(1 << 20)
+                        .build()
+                };
+                let re = build(&format!("^(?:{text})$"))
+                    .and_then(|whole| {
+                        Ok(eval::MatchRegex {
+                            whole,
+                            somewhere: build(text)?,
+                        })
+                    })
                     .map_err(|e| {
                         let msg = e.to_string();
                         let msg = msg.lines().last().unwrap_or("invalid").trim().to_string();

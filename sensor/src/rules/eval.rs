@@ -152,7 +152,7 @@ pub enum Rhs {
     StrLower(String),
     Bytes(Vec<u8>),
     Glob(Glob),
-    Regex(regex::Regex),
+    Regex(MatchRegex),
     StrSet(StrSet),
     Prefixes(PathPrefixes),
     /// Several `endswith` checks of one field joined by `or`, merged.
@@ -737,6 +737,24 @@ pub fn simplify(n: Node) -> Node {
             }
         }
         x => x,
+    }
+}
+
+/// A Falco `regex` check: the pattern must match the whole value. An
+/// unanchored search for the same pattern runs first: a whole-value match
+/// is also a match somewhere, and the unanchored search can skip ahead on
+/// the pattern's literals (`s3api `, `/dev/`), so most values are rejected
+/// without running the anchored automaton over them.
+#[derive(Debug)]
+pub struct MatchRegex {
+    pub whole: regex::Regex,
+    pub somewhere: regex::Regex,
+}
+
+impl MatchRegex {
+    #[inline]
+    pub fn is_match(&self, s: &str) -> bool {
+        self.somewhere.is_match(s) && self.whole.is_match(s)
     }
 }
 
