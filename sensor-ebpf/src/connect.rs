@@ -18,14 +18,14 @@ const PATH_AT: usize = HDR + core::mem::size_of::<ConnectBody>();
 
 #[inline(always)]
 pub fn on_exit(r: &Regs, ret: i64) -> Result<(), i64> {
-    if !emit::wanted(EventKind::Connect) {
+    let Some(pid_tgid) = emit::wanted(EventKind::Connect) else {
         return Ok(());
-    }
+    };
     let fd = r.args[0] as i32;
     let uaddr = r.args[1];
     let addrlen = r.args[2] as u32;
     let buf = emit::scratch().ok_or(0i64)?;
-    emit::write_header(buf, EventKind::Connect);
+    emit::write_header(buf, EventKind::Connect, pid_tgid);
     let mut body = ConnectBody {
         ret,
         fd,

@@ -2,10 +2,10 @@
 //! ring buffer, loss counters and runtime knobs.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_ktime_get_boot_ns, generated as gen,
     },
     macros::map,
     maps::{PerCpuArray, RingBuf},
@@ -31,6 +31,8 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0);
 #[repr(C)]
 pub struct Scratch {
     pub buf: [u8; SCRATCH_SIZE],
+    /// Bytes this CPU queued since it last woke the reader.
+    pub unwoken: u64,
 }
 
 /// One buffer per CPU to assemble an event in (the BPF stack is 512 bytes).
@@ -56,15 +58,16 @@ pub fn off(field: &u32) -> u32 {
     unsafe { core::ptr::read_volatile(field) }
 }
 
-/// Whether `kind` is captured, and the current process is not mamori itself.
+/// Whether `kind` is captured and the current process is not mamori
+/// itself; the current pid/tgid (for the header) when it is.
 #[inline(always)]
-pub fn wanted(kind: EventKind) -> bool {
+pub fn wanted(kind: EventKind) -> Option<u64> {
     let cfg = config();
     if cfg.enabled_kinds & (1 << kind.index()) == 0 {
-        return false;
+        return None;
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    tgid != cfg.self_tgid
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ((pid_tgid >> 32) as u32 != cfg.self_tgid).then_some(pid_tgid)
 }
 
 /// The scratch buffer of this CPU.
@@ -73,10 +76,10 @@ pub fn scratch() -> Option<*mut u8> {
     SCRATCH.get_ptr_mut(0).map(|p| p.cast::<u8>())
 }
 
-/// Write the common header for the current task at the start of `buf`.
+/// Write the common header for the current task (`pid_tgid` from
+/// [`wanted`]) at the start of `buf`.
 #[inline(always)]
-pub fn write_header(buf: *mut u8, kind: EventKind) {
-    let pid_tgid = bpf_get_current_pid_tgid();
+pub fn write_header(buf: *mut u8, kind: EventKind, pid_tgid: u64) {
     let uid_gid = bpf_get_current_uid_gid();
     let h = buf.cast::<Header>();
     // SAFETY: `buf` is the scratch buffer, larger than `Header`, suitably
@@ -91,7 +94,12 @@ pub fn write_header(buf: *mut u8, kind: EventKind) {
         (*h).uid = uid_gid as u32;
         (*h).gid = (uid_gid >> 32) as u32;
         (*h).cgroup_id = bpf_get_current_cgroup_id();
-        (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        // Straight into the header (the safe wrapper zeroes and copies a
+        // temporary).
+        let comm = core::ptr::addr_of_mut!((*h).comm);
+        if gen::bpf_get_current_comm(comm.cast(), 16) != 0 {
+            *comm = [0; 16];
+        }
     }
 }
 
@@ -103,8 +111,9 @@ pub fn set_flag(buf: *mut u8, flag: u16) {
 }
 
 /// Copy the first `len` bytes of `buf` into the ring buffer. The reader is
-/// woken only when the backlog crosses `wakeup_bytes` (it also polls), which
-/// keeps the per-event cost low. A full ring counts a drop for `kind`.
+/// woken only after this CPU queued `wakeup_bytes` since its last wakeup
+/// (the reader also polls), which keeps the per-event cost low: no ring
+/// query, one per-CPU counter. A full ring counts a drop for `kind`.
 #[inline(always)]
 pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
     // Bound the length for the verifier; real events are far below this.
@@ -112,13 +121,18 @@ pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
     let h = buf.cast::<Header>();
     // SAFETY: as in `write_header`.
     unsafe { (*h).size = len as u32 };
-    let wake_at = config().wakeup_bytes;
-    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let flags = if waiting < wake_at && waiting + len as u64 >= wake_at {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
+    let mut flags = BPF_RB_NO_WAKEUP;
+    if let Some(s) = SCRATCH.get_ptr_mut(0) {
+        // SAFETY: this CPU's scratch slot; programs do not nest on a CPU
+        // for these hooks, so nothing else writes it meanwhile.
+        unsafe {
+            (*s).unwoken += len as u64;
+            if (*s).unwoken >= config().wakeup_bytes {
+                (*s).unwoken = 0;
+                flags = BPF_RB_FORCE_WAKEUP;
+            }
+        }
+    }
     // SAFETY: `buf` holds at least `len` initialised bytes of this event.
     let data = unsafe { core::slice::from_raw_parts(buf as *const u8, len) };
     if EVENTS.output::<[u8]>(data, flags as u64).is_err() {

@@ -69,11 +69,11 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<(), i64> {
     if at.is_some() {
         let _ = EXECVEAT_CALLS.remove(old_pid);
     }
-    if !emit::wanted(EventKind::Exec) {
+    let Some(pid_tgid) = emit::wanted(EventKind::Exec) else {
         return Ok(());
-    }
+    };
     let buf = emit::scratch().ok_or(0i64)?;
-    emit::write_header(buf, EventKind::Exec);
+    emit::write_header(buf, EventKind::Exec, pid_tgid);
 
     // Filename: the kernel's copy inside the trace record.
     let src = (ctx.as_ptr() as u64 + (loc & 0xffff) as u64) as *const u8;
@@ -144,9 +144,9 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<(), i64> {
 pub fn on_failed_exit(r: &Regs, ret: i64, sys: u16) -> Result<(), i64> {
     let tid = bpf_get_current_pid_tgid() as u32;
     let _ = EXECVEAT_CALLS.remove(tid);
-    if !emit::wanted(EventKind::Exec) {
+    let Some(pid_tgid) = emit::wanted(EventKind::Exec) else {
         return Ok(());
-    }
+    };
     let a = r.args;
     let (dirfd, filename, argv, at_flags) = if sys == syscall::EXECVEAT {
         (a[0] as i32, a[1], a[2], a[4] as u32)
@@ -154,7 +154,7 @@ pub fn on_failed_exit(r: &Regs, ret: i64, sys: u16) -> Result<(), i64> {
         (AT_FDCWD, a[0], a[1], 0)
     };
     let buf = emit::scratch().ok_or(0i64)?;
-    emit::write_header(buf, EventKind::Exec);
+    emit::write_header(buf, EventKind::Exec, pid_tgid);
     // SAFETY: STR_AT + PATH_MAX lies inside the scratch buffer.
     let n = unsafe {
         bpf_probe_read_user_str(

@@ -24,9 +24,9 @@ const PATH_AT: usize = HDR + core::mem::size_of::<OpenBody>();
 
 #[inline(always)]
 pub fn on_exit(r: &Regs, ret: i64, sys: u16) -> Result<(), i64> {
-    if !emit::wanted(EventKind::Open) {
+    let Some(pid_tgid) = emit::wanted(EventKind::Open) else {
         return Ok(());
-    }
+    };
     let a = r.args;
     let (dirfd, path, oflags, mode, resolve) = match sys {
         syscall::OPEN => (AT_FDCWD, a[0], a[1] as u32, a[2] as u32, 0),
@@ -49,7 +49,7 @@ pub fn on_exit(r: &Regs, ret: i64, sys: u16) -> Result<(), i64> {
         }
     };
     let buf = emit::scratch().ok_or(0i64)?;
-    emit::write_header(buf, EventKind::Open);
+    emit::write_header(buf, EventKind::Open, pid_tgid);
     // SAFETY: the scratch buffer is SCRATCH_SIZE bytes; PATH_AT + PATH_MAX fits.
     let n = unsafe {
         bpf_probe_read_user_str(buf.add(PATH_AT).cast(), PATH_MAX as u32, path as *const _)

@@ -17,9 +17,9 @@ pub fn mamori_sched_fork(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
-    if !emit::wanted(EventKind::Fork) {
+    let Some(pid_tgid) = emit::wanted(EventKind::Fork) else {
         return Ok(());
-    }
+    };
     // TP_PROTO(struct task_struct *parent, struct task_struct *child)
     let child: u64 = ctx.arg(1);
     let child_tid = task::tid(child).ok_or(0i64)?;
@@ -28,7 +28,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(()); // a new thread, not a new process
     }
     let buf = emit::scratch().ok_or(0i64)?;
-    emit::write_header(buf, EventKind::Fork);
+    emit::write_header(buf, EventKind::Fork, pid_tgid);
     let body = ForkBody {
         child_tid,
         child_tgid,
@@ -50,16 +50,16 @@ pub fn mamori_sched_exit(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
-    if !emit::wanted(EventKind::Exit) {
+    let Some(pid_tgid) = emit::wanted(EventKind::Exit) else {
         return Ok(());
-    }
+    };
     // TP_PROTO(struct task_struct *p): the exiting task, which is current.
     let t: u64 = ctx.arg(0);
     if task::tid(t) != task::tgid(t) {
         return Ok(()); // a thread, not the process
     }
     let buf = emit::scratch().ok_or(0i64)?;
-    emit::write_header(buf, EventKind::Exit);
+    emit::write_header(buf, EventKind::Exit, pid_tgid);
     let body = ExitBody {
         exit_code: task::exit_code(t),
         _pad0: 0,
