@@ -2,7 +2,7 @@
 //! ring buffer, loss counters and runtime knobs.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_ktime_get_boot_ns, generated as gen,
@@ -31,8 +31,6 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0);
 #[repr(C)]
 pub struct Scratch {
     pub buf: [u8; SCRATCH_SIZE],
-    /// Bytes this CPU queued since it last woke the reader.
-    pub unwoken: u64,
 }
 
 /// One buffer per CPU to assemble an event in (the BPF stack is 512 bytes).
@@ -111,9 +109,8 @@ pub fn set_flag(buf: *mut u8, flag: u16) {
 }
 
 /// Copy the first `len` bytes of `buf` into the ring buffer. The reader is
-/// woken only after this CPU queued `wakeup_bytes` since its last wakeup
-/// (the reader also polls), which keeps the per-event cost low: no ring
-/// query, one per-CPU counter. A full ring counts a drop for `kind`.
+/// woken only when the backlog crosses `wakeup_bytes` (it also polls), which
+/// keeps the per-event cost low. A full ring counts a drop for `kind`.
 #[inline(always)]
 pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
     // Bound the length for the verifier; real events are far below this.
@@ -121,18 +118,13 @@ pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
     let h = buf.cast::<Header>();
     // SAFETY: as in `write_header`.
     unsafe { (*h).size = len as u32 };
-    let mut flags = BPF_RB_NO_WAKEUP;
-    if let Some(s) = SCRATCH.get_ptr_mut(0) {
-        // SAFETY: this CPU's scratch slot; programs do not nest on a CPU
-        // for these hooks, so nothing else writes it meanwhile.
-        unsafe {
-            (*s).unwoken += len as u64;
-            if (*s).unwoken >= config().wakeup_bytes {
-                (*s).unwoken = 0;
-                flags = BPF_RB_FORCE_WAKEUP;
-            }
-        }
-    }
+    let wake_at = config().wakeup_bytes;
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let flags = if waiting < wake_at && waiting + len as u64 >= wake_at {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
     // SAFETY: `buf` holds at least `len` initialised bytes of this event.
     let data = unsafe { core::slice::from_raw_parts(buf as *const u8, len) };
     if EVENTS.output::<[u8]>(data, flags as u64).is_err() {

@@ -196,9 +196,7 @@ impl Sensor {
         let config = SensorConfig {
             self_tgid: opts.self_tgid,
             enabled_kinds: opts.kinds.iter().fold(0, |m, k| m | 1 << k.index()),
-            // An eighth of the ring, shared out between the CPUs.
-            wakeup_bytes: (opts.ring_bytes / 8) as u64
-                / aya::util::nr_cpus().unwrap_or(1).max(1) as u64,
+            wakeup_bytes: (opts.ring_bytes / 8) as u64,
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("MAMORI_CONFIG", &config, true)

@@ -307,9 +307,8 @@ pub struct SensorConfig {
     pub self_tgid: u32,
     /// Bit `1 << EventKind::index()` set = that kind is captured.
     pub enabled_kinds: u32,
-    /// Each CPU wakes the reader once it has queued this many bytes since
-    /// its last wakeup (submits are otherwise made without wakeup;
-    /// userspace also polls).
+    /// Wake the reader only once this many bytes are waiting in the ring
+    /// (submits are otherwise made without wakeup; userspace also polls).
     pub wakeup_bytes: u64,
 }
 
