@@ -267,18 +267,7 @@ impl<'c> Compiler<'c> {
         msg: impl Into<String>,
     ) -> Fail {
         let (file, mark) = src.position(span.start);
-        Fail(Diagnostic {
-            severity: code.severity(),
-            code,
-            message: msg.into(),
-            file: file.to_string(),
-            line: mark.line,
-            col: mark.col,
-            item: Some(ItemRef {
-                kind: "rule",
-                name: rcx.rule.to_string(),
-            }),
-        })
+        rule_fail(rcx.rule, file, mark, code, msg)
     }
 
     fn expr(
@@ -1221,18 +1210,13 @@ impl<'c> Compiler<'c> {
                                 }
                                 ResolveError::BadArg(m) => m,
                             };
-                            Fail(Diagnostic {
-                                severity: Code::ErrValidate.severity(),
-                                code: Code::ErrValidate,
-                                message: format!("key field '{name}' {why}"),
-                                file: file.to_string(),
-                                line: mark.line,
-                                col: mark.col,
-                                item: Some(ItemRef {
-                                    kind: "rule",
-                                    name: rcx.rule.to_string(),
-                                }),
-                            })
+                            rule_fail(
+                                rcx.rule,
+                                file,
+                                *mark,
+                                Code::ErrValidate,
+                                format!("key field '{name}' {why}"),
+                            )
                         })
                 })
                 .collect()
@@ -1257,19 +1241,13 @@ impl<'c> Compiler<'c> {
                         && matches!(by[0].field.id(), FieldId::ProcPid | FieldId::ProcPpid))
                 {
                     let mark = q.by.first().map(|b| b.1).unwrap_or(q.ctx.mark);
-                    return Err(Fail(Diagnostic {
-                        severity: Code::ErrValidate.severity(),
-                        code: Code::ErrValidate,
-                        message: "'tree: true' needs 'by' to be exactly one of proc.pid, proc.ppid"
-                            .into(),
-                        file: file.to_string(),
-                        line: mark.line,
-                        col: mark.col,
-                        item: Some(ItemRef {
-                            kind: "rule",
-                            name: rcx.rule.to_string(),
-                        }),
-                    }));
+                    return Err(rule_fail(
+                        rcx.rule,
+                        file,
+                        mark,
+                        Code::ErrValidate,
+                        "'tree: true' needs 'by' to be exactly one of proc.pid, proc.ppid",
+                    ));
                 }
                 let mut steps = Vec::new();
                 for step in &q.steps {
@@ -1298,6 +1276,22 @@ impl<'c> Compiler<'c> {
             }
         }
     }
+}
+
+/// A compile failure of rule `rule` at `file:mark`.
+fn rule_fail(rule: &str, file: &str, mark: Mark, code: Code, msg: impl Into<String>) -> Fail {
+    Fail(Diagnostic {
+        severity: code.severity(),
+        code,
+        message: msg.into(),
+        file: file.to_string(),
+        line: mark.line,
+        col: mark.col,
+        item: Some(ItemRef {
+            kind: "rule",
+            name: rule.to_string(),
+        }),
+    })
 }
 
 /// A stateful spec whose sequence steps are not yet simplified.
