@@ -563,6 +563,8 @@ impl Ctx {
 
 // -------------------------------------------------------------- scenarios
 
+/// Arguments for renamed copies of `/bin/true`: the addresses are only
+/// text on a command line, nothing connects to them.
 const RECON_RUNS: &[(&str, &[&str])] = &[
     ("nmap", &["-sS", "-p", "1-1024", "10.0.0.0/24"]),
     ("masscan", &["-p0-65535", "10.0.0.0/8", "--rate", "100000"]),
@@ -896,7 +898,25 @@ impl Case {
     }
 }
 
+/// IPv4 addresses outside 127.0.0.0/8 written in `arg`.
+fn non_loopback_ips(arg: &str) -> Vec<Ipv4Addr> {
+    arg.split(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
+        .filter_map(|t| t.parse::<Ipv4Addr>().ok())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        .collect()
+}
+
 fn run_case(cx: &mut Ctx, ctr: &FakeContainer, i: usize, c: &Case) {
+    // The network rule: a real program given a non-loopback address runs in
+    // a fresh, empty network namespace, so nothing leaves this machine.
+    if !c.fake && !c.netns {
+        let ips: Vec<Ipv4Addr> = c.args.iter().flat_map(|a| non_loopback_ips(a)).collect();
+        assert!(
+            ips.is_empty(),
+            "{}: real program with {ips:?} outside unshare -n",
+            c.what
+        );
+    }
     let exe = if c.fake {
         let d = cx.dir.join(format!("case{i}"));
         std::fs::create_dir_all(&d).unwrap();
