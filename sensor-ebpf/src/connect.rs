@@ -4,7 +4,7 @@
 use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf};
 use mamori_common::{flags, ConnectBody, EventKind, Header, UNIX_PATH_MAX};
 
-use crate::{emit, syscalls::Regs, task};
+use crate::{current::Current, emit, syscalls::Regs, task};
 
 const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
@@ -17,15 +17,15 @@ const HDR: usize = core::mem::size_of::<Header>();
 const PATH_AT: usize = HDR + core::mem::size_of::<ConnectBody>();
 
 #[inline(always)]
-pub fn on_exit(r: &Regs, ret: i64) -> Result<(), i64> {
-    let Some(pid_tgid) = emit::wanted(EventKind::Connect) else {
+pub fn on_exit(r: &Regs, ret: i64, cur: &impl Current) -> Result<(), i64> {
+    let Some(pid_tgid) = emit::wanted(EventKind::Connect, cur) else {
         return Ok(());
     };
     let fd = r.args[0] as i32;
     let uaddr = r.args[1];
     let addrlen = r.args[2] as u32;
     let buf = emit::scratch().ok_or(0i64)?;
-    emit::write_header(buf, EventKind::Connect, pid_tgid);
+    emit::write_header(buf, EventKind::Connect, pid_tgid, cur);
     let mut body = ConnectBody {
         ret,
         fd,

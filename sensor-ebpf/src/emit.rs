@@ -1,12 +1,10 @@
 //! Event assembly and submission: the per-CPU scratch buffer, the header, the
 //! ring buffer, loss counters and runtime knobs.
 
+use crate::current::Current;
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns, generated as gen,
-    },
+    helpers::bpf_ktime_get_boot_ns,
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
@@ -59,12 +57,12 @@ pub fn off(field: &u32) -> u32 {
 /// Whether `kind` is captured and the current process is not mamori
 /// itself; the current pid/tgid (for the header) when it is.
 #[inline(always)]
-pub fn wanted(kind: EventKind) -> Option<u64> {
+pub fn wanted(kind: EventKind, cur: &impl Current) -> Option<u64> {
     let cfg = config();
     if cfg.enabled_kinds & (1 << kind.index()) == 0 {
         return None;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = cur.pid_tgid();
     ((pid_tgid >> 32) as u32 != cfg.self_tgid).then_some(pid_tgid)
 }
 
@@ -77,8 +75,8 @@ pub fn scratch() -> Option<*mut u8> {
 /// Write the common header for the current task (`pid_tgid` from
 /// [`wanted`]) at the start of `buf`.
 #[inline(always)]
-pub fn write_header(buf: *mut u8, kind: EventKind, pid_tgid: u64) {
-    let uid_gid = bpf_get_current_uid_gid();
+pub fn write_header(buf: *mut u8, kind: EventKind, pid_tgid: u64, cur: &impl Current) {
+    let uid_gid = cur.uid_gid();
     let h = buf.cast::<Header>();
     // SAFETY: `buf` is the scratch buffer, larger than `Header`, suitably
     // aligned (map values are 8-byte aligned).
@@ -91,13 +89,8 @@ pub fn write_header(buf: *mut u8, kind: EventKind, pid_tgid: u64) {
         (*h).tgid = (pid_tgid >> 32) as u32;
         (*h).uid = uid_gid as u32;
         (*h).gid = (uid_gid >> 32) as u32;
-        (*h).cgroup_id = bpf_get_current_cgroup_id();
-        // Straight into the header (the safe wrapper zeroes and copies a
-        // temporary).
-        let comm = core::ptr::addr_of_mut!((*h).comm);
-        if gen::bpf_get_current_comm(comm.cast(), 16) != 0 {
-            *comm = [0; 16];
-        }
+        (*h).cgroup_id = cur.cgroup_id();
+        cur.comm(core::ptr::addr_of_mut!((*h).comm));
     }
 }
 

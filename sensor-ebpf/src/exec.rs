@@ -25,7 +25,12 @@ use mamori_common::{
 
 use aya_ebpf::EbpfContext;
 
-use crate::{emit, syscalls::Regs, task};
+use crate::{
+    current::{Current, Helpers},
+    emit,
+    syscalls::Regs,
+    task,
+};
 
 const HDR: usize = core::mem::size_of::<Header>();
 const STR_AT: usize = HDR + core::mem::size_of::<ExecBody>();
@@ -69,11 +74,11 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<(), i64> {
     if at.is_some() {
         let _ = EXECVEAT_CALLS.remove(old_pid);
     }
-    let Some(pid_tgid) = emit::wanted(EventKind::Exec) else {
+    let Some(pid_tgid) = emit::wanted(EventKind::Exec, &Helpers) else {
         return Ok(());
     };
     let buf = emit::scratch().ok_or(0i64)?;
-    emit::write_header(buf, EventKind::Exec, pid_tgid);
+    emit::write_header(buf, EventKind::Exec, pid_tgid, &Helpers);
 
     // Filename: the kernel's copy inside the trace record.
     let src = (ctx.as_ptr() as u64 + (loc & 0xffff) as u64) as *const u8;
@@ -141,10 +146,10 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<(), i64> {
 
 /// A failed execve/execveat, seen at syscall exit in the caller's image.
 #[inline(always)]
-pub fn on_failed_exit(r: &Regs, ret: i64, sys: u16) -> Result<(), i64> {
-    let tid = bpf_get_current_pid_tgid() as u32;
+pub fn on_failed_exit(r: &Regs, ret: i64, sys: u16, cur: &impl Current) -> Result<(), i64> {
+    let tid = cur.pid_tgid() as u32;
     let _ = EXECVEAT_CALLS.remove(tid);
-    let Some(pid_tgid) = emit::wanted(EventKind::Exec) else {
+    let Some(pid_tgid) = emit::wanted(EventKind::Exec, cur) else {
         return Ok(());
     };
     let a = r.args;
@@ -154,7 +159,7 @@ pub fn on_failed_exit(r: &Regs, ret: i64, sys: u16) -> Result<(), i64> {
         (AT_FDCWD, a[0], a[1], 0)
     };
     let buf = emit::scratch().ok_or(0i64)?;
-    emit::write_header(buf, EventKind::Exec, pid_tgid);
+    emit::write_header(buf, EventKind::Exec, pid_tgid, cur);
     // SAFETY: STR_AT + PATH_MAX lies inside the scratch buffer.
     let n = unsafe {
         bpf_probe_read_user_str(

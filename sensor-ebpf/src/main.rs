@@ -8,6 +8,9 @@
 //! - [`exec`]: successful execs from `sched_process_exec` (filename from the
 //!   kernel's copy, argv from the new mm's argument area).
 //! - [`process`]: fork and exit from the scheduler's raw tracepoints.
+//! - [`current`]: the current task's identity for event headers, read with
+//!   plain BTF loads on the `sys_exit` hot path (helper calls elsewhere and
+//!   on kernels older than 5.11).
 //!
 //! Events are assembled in a per-CPU scratch buffer and copied into the ring
 //! buffer without waking the reader (see [`emit`]).
@@ -15,6 +18,7 @@
 #![no_main]
 
 mod connect;
+mod current;
 mod emit;
 mod exec;
 mod open;

@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::{bpf_probe_read_user, generated::bpf_probe_read_user_str};
 use mamori_common::{flags, syscall, EventKind, Header, OpenBody, PATH_MAX};
 
-use crate::{emit, syscalls::Regs};
+use crate::{current::Current, emit, syscalls::Regs};
 
 const AT_FDCWD: i32 = -100;
 const O_WRONLY: u32 = 0o1;
@@ -23,8 +23,8 @@ const HDR: usize = core::mem::size_of::<Header>();
 const PATH_AT: usize = HDR + core::mem::size_of::<OpenBody>();
 
 #[inline(always)]
-pub fn on_exit(r: &Regs, ret: i64, sys: u16) -> Result<(), i64> {
-    let Some(pid_tgid) = emit::wanted(EventKind::Open) else {
+pub fn on_exit(r: &Regs, ret: i64, sys: u16, cur: &impl Current) -> Result<(), i64> {
+    let Some(pid_tgid) = emit::wanted(EventKind::Open, cur) else {
         return Ok(());
     };
     let a = r.args;
@@ -49,7 +49,7 @@ pub fn on_exit(r: &Regs, ret: i64, sys: u16) -> Result<(), i64> {
         }
     };
     let buf = emit::scratch().ok_or(0i64)?;
-    emit::write_header(buf, EventKind::Open, pid_tgid);
+    emit::write_header(buf, EventKind::Open, pid_tgid, cur);
     // SAFETY: the scratch buffer is SCRATCH_SIZE bytes; PATH_AT + PATH_MAX fits.
     let n = unsafe {
         bpf_probe_read_user_str(buf.add(PATH_AT).cast(), PATH_MAX as u32, path as *const _)

@@ -5,7 +5,7 @@
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use mamori_common::{EventKind, ExitBody, ForkBody, Header};
 
-use crate::{emit, task};
+use crate::{current::Helpers, emit, task};
 
 const HDR: usize = core::mem::size_of::<Header>();
 
@@ -17,7 +17,7 @@ pub fn mamori_sched_fork(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let Some(pid_tgid) = emit::wanted(EventKind::Fork) else {
+    let Some(pid_tgid) = emit::wanted(EventKind::Fork, &Helpers) else {
         return Ok(());
     };
     // TP_PROTO(struct task_struct *parent, struct task_struct *child)
@@ -28,7 +28,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(()); // a new thread, not a new process
     }
     let buf = emit::scratch().ok_or(0i64)?;
-    emit::write_header(buf, EventKind::Fork, pid_tgid);
+    emit::write_header(buf, EventKind::Fork, pid_tgid, &Helpers);
     let body = ForkBody {
         child_tid,
         child_tgid,
@@ -50,7 +50,7 @@ pub fn mamori_sched_exit(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let Some(pid_tgid) = emit::wanted(EventKind::Exit) else {
+    let Some(pid_tgid) = emit::wanted(EventKind::Exit, &Helpers) else {
         return Ok(());
     };
     // TP_PROTO(struct task_struct *p): the exiting task, which is current.
@@ -59,7 +59,7 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(()); // a thread, not the process
     }
     let buf = emit::scratch().ok_or(0i64)?;
-    emit::write_header(buf, EventKind::Exit, pid_tgid);
+    emit::write_header(buf, EventKind::Exit, pid_tgid, &Helpers);
     let body = ExitBody {
         exit_code: task::exit_code(t),
         _pad0: 0,

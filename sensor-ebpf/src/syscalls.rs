@@ -13,7 +13,11 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use mamori_common::syscall;
 
-use crate::{connect, exec, open};
+use crate::{
+    connect,
+    current::{BtfTask, Current, Helpers},
+    exec, open,
+};
 
 /// Saved user registers (`struct pt_regs`, x86_64 ABI layout, stable).
 #[derive(Clone, Copy)]
@@ -50,16 +54,27 @@ fn reg(regs: *const u8, off: u64) -> u64 {
     unsafe { core::ptr::read_volatile(regs.add(off as usize).cast::<u64>()) }
 }
 
+/// The hot path: task fields read with plain BTF loads (Linux >= 5.11).
 #[btf_tracepoint(function = "sys_exit")]
 pub fn mamori_sys_exit(ctx: BtfTracePointContext) -> i32 {
-    match try_sys_exit(&ctx) {
+    match try_sys_exit(&ctx, &BtfTask::current()) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// The same program through helper calls, for kernels without
+/// `bpf_get_current_task_btf` (the loader falls back to it).
+#[btf_tracepoint(function = "sys_exit")]
+pub fn mamori_sys_exit_compat(ctx: BtfTracePointContext) -> i32 {
+    match try_sys_exit(&ctx, &Helpers) {
         Ok(()) => 0,
         Err(_) => 1,
     }
 }
 
 #[inline(always)]
-fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
+fn try_sys_exit(ctx: &BtfTracePointContext, cur: &impl Current) -> Result<(), i64> {
     // TP_PROTO(struct pt_regs *regs, long ret)
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
@@ -88,16 +103,16 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         ],
     };
     match sys {
-        syscall::CONNECT => connect::on_exit(&r, ret),
+        syscall::CONNECT => connect::on_exit(&r, ret, cur),
         syscall::EXECVE | syscall::EXECVEAT => {
             // Successful execs are reported from sched_process_exec, where the
             // new image's arguments are readable.
             if ret < 0 {
-                exec::on_failed_exit(&r, ret, sys)
+                exec::on_failed_exit(&r, ret, sys, cur)
             } else {
                 Ok(())
             }
         }
-        _ => open::on_exit(&r, ret, sys),
+        _ => open::on_exit(&r, ret, sys, cur),
     }
 }

@@ -37,6 +37,9 @@ pub struct Probe {
     /// skipped with a warning.
     pub required: bool,
     pub why: &'static str,
+    /// A program for the same hook that needs less of the kernel, tried when
+    /// `program` does not load (the first one that loads is attached).
+    pub fallback: Option<&'static str>,
 }
 
 /// Every program mamori loads. All need Linux >= 5.8 (ring buffer) with BTF.
@@ -46,30 +49,36 @@ pub const PROBES: &[Probe] = &[
         attach: Attach::Btf("sys_exit"),
         required: true,
         why: "open/openat/openat2/creat, connect, failed execve/execveat",
+        // Task fields through helper calls instead of BTF loads (< 5.11).
+        fallback: Some("mamori_sys_exit_compat"),
     },
     Probe {
         program: "mamori_sched_exec",
         attach: Attach::TracePoint("sched", "sched_process_exec"),
         required: true,
         why: "successful execs",
+        fallback: None,
     },
     Probe {
         program: "mamori_enter_execveat",
         attach: Attach::TracePoint("syscalls", "sys_enter_execveat"),
         required: false,
         why: "tells execveat from execve",
+        fallback: None,
     },
     Probe {
         program: "mamori_sched_fork",
         attach: Attach::Raw("sched_process_fork"),
         required: true,
         why: "process creation (process table)",
+        fallback: None,
     },
     Probe {
         program: "mamori_sched_exit",
         attach: Attach::Raw("sched_process_exit"),
         required: true,
         why: "process exit (process table)",
+        fallback: None,
     },
 ];
 
@@ -208,8 +217,8 @@ impl Sensor {
         let mut attached = Vec::new();
         let mut skipped = Vec::new();
         for probe in PROBES {
-            match attach(&mut ebpf, probe, &kernel_btf) {
-                Ok(()) => attached.push(probe.program),
+            match attach_or_fallback(&mut ebpf, probe, &kernel_btf, &mut skipped) {
+                Ok(program) => attached.push(program),
                 Err(e) if !probe.required => {
                     log::warn!(
                         "optional probe {} ({}) not attached: {e}",
@@ -315,20 +324,57 @@ fn check_offsets(o: &KernelOffsets) -> Result<(), LoadError> {
     Ok(())
 }
 
-fn attach(ebpf: &mut Ebpf, probe: &Probe, btf: &AyaBtf) -> Result<(), LoadError> {
+/// Attach `probe.program`, or its fallback when it does not load (noted in
+/// `skipped`); the name of the program attached.
+fn attach_or_fallback(
+    ebpf: &mut Ebpf,
+    probe: &Probe,
+    btf: &AyaBtf,
+    skipped: &mut Vec<(&'static str, String)>,
+) -> Result<&'static str, LoadError> {
+    match (
+        attach(ebpf, probe.program, probe.attach, btf),
+        probe.fallback,
+    ) {
+        (Ok(()), _) => Ok(probe.program),
+        (Err(e), Some(alt)) => {
+            // The verifier's log can be long; its first line says why.
+            let e = e.to_string();
+            let e = e
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect::<String>();
+            log::info!("{} did not load ({e}); using {alt}", probe.program);
+            attach(ebpf, alt, probe.attach, btf)?;
+            skipped.push((probe.program, format!("{e}; {alt} attached instead")));
+            Ok(alt)
+        }
+        (Err(e), None) => Err(e),
+    }
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    at: Attach,
+    btf: &AyaBtf,
+) -> Result<(), LoadError> {
     let err = |what: &'static str| {
         move |e: aya::programs::ProgramError| LoadError::Program {
-            program: probe.program,
+            program,
             what,
             source: Box::new(e),
         }
     };
-    let prog = ebpf.program_mut(probe.program).ok_or(LoadError::Program {
-        program: probe.program,
+    let prog = ebpf.program_mut(program).ok_or(LoadError::Program {
+        program,
         what: "lookup",
         source: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
     })?;
-    match probe.attach {
+    match at {
         Attach::Raw(tp) => {
             let p: &mut RawTracePoint = prog.try_into().map_err(err("type"))?;
             p.load().map_err(err("load (verifier)"))?;

@@ -289,6 +289,14 @@ impl Btf {
             tty_index: get("tty_struct", "index"),
             driver_major: get("tty_driver", "major"),
             driver_minor_start: get("tty_driver", "minor_start"),
+            task_cred: get("task_struct", "cred"),
+            cred_uid: get("cred", "uid"),
+            cred_gid: get("cred", "gid"),
+            task_comm: get("task_struct", "comm"),
+            task_cgroups: get("task_struct", "cgroups"),
+            css_set_dfl_cgrp: get("css_set", "dfl_cgrp"),
+            cgroup_kn: get("cgroup", "kn"),
+            kernfs_node_id: get("kernfs_node", "id"),
             _pad0: 0,
         }
     }
@@ -405,6 +413,14 @@ mod tests {
             ("sock_num", o.sock_num),
             ("signal_tty", o.signal_tty),
             ("driver_minor_start", o.driver_minor_start),
+            ("task_cred", o.task_cred),
+            ("cred_uid", o.cred_uid),
+            ("cred_gid", o.cred_gid),
+            ("task_comm", o.task_comm),
+            ("task_cgroups", o.task_cgroups),
+            ("css_set_dfl_cgrp", o.css_set_dfl_cgrp),
+            ("cgroup_kn", o.cgroup_kn),
+            ("kernfs_node_id", o.kernfs_node_id),
         ] {
             assert_ne!(v, NO_OFFSET, "{name} unresolved");
         }

@@ -142,6 +142,7 @@ if [ "$ready" != yes ]; then
     finish "FAIL $why"
 fi
 echo "MAMORI-VM-ATTACHED: after $((now - start))s"
+echo "MAMORI-VM-PROGRAMS: $(grep -v 'not attached' /mamori.err | grep -m1 attached)"
 
 # The probe: an execve whose filename and argv both carry the marker. It
 # lives for a second so that even a /proc-polling stand-in can see it.

@@ -250,7 +250,7 @@ pub fn vm_test_with(binary: &Path, kernels: &[String], opts: &VmOpts) -> Result<
                     failed += 1;
                 }
                 println!(
-                    "  {} (cgroup {}, {}): {}\n      uname {}, boot {}, attach {}, total {:.1}s, checks {}",
+                    "  {} (cgroup {}, {}): {}\n      uname {}, boot {}, attach {}, total {:.1}s, checks {}, sys_exit program {}",
                     target.spec,
                     target.cgroup,
                     target.source,
@@ -260,6 +260,7 @@ pub fn vm_test_with(binary: &Path, kernels: &[String], opts: &VmOpts) -> Result<
                     o.attach.as_deref().unwrap_or("-"),
                     o.total_secs,
                     if o.checks.is_empty() { "-".to_string() } else { o.checks.join(" ") },
+                    o.hot_path.as_deref().unwrap_or("-"),
                 );
             }
             Err(e) => {
@@ -285,6 +286,28 @@ pub fn vm_test_with(binary: &Path, kernels: &[String], opts: &VmOpts) -> Result<
         bail!("vm-test: {failed} of {} kernel(s) failed", results.len());
     }
     Ok(())
+}
+
+/// The `sys_exit` program named in mamori's `attached N programs (...)` line.
+fn hot_path_program(attached_line: &str) -> Option<String> {
+    let list = attached_line.split_once('(')?.1.split_once(')')?.0;
+    list.split(", ")
+        .find(|p| p.starts_with("mamori_sys_exit"))
+        .map(str::to_string)
+}
+
+/// Which `sys_exit` program a kernel (`uname -r`) must get: the BTF-load one
+/// needs `bpf_get_current_task_btf` (5.11).
+fn expected_hot_path(release: &str) -> &'static str {
+    let mut v = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    if (major, minor) >= (5, 11) {
+        "mamori_sys_exit"
+    } else {
+        "mamori_sys_exit_compat"
+    }
 }
 
 fn fmt_secs(s: Option<f64>) -> String {
@@ -954,6 +977,9 @@ struct Outcome {
     attach: Option<String>,
     /// `exec+ open- connect-`: which in-VM checks saw their event.
     checks: Vec<String>,
+    /// Which `sys_exit` program mamori attached (BTF loads or the helper
+    /// fallback).
+    hot_path: Option<String>,
     total_secs: f64,
 }
 
@@ -1028,6 +1054,7 @@ fn boot(qemu: &Path, t: &Target, initrd: &Path, mem_mib: u64, opts: &VmOpts) -> 
         boot_secs: None,
         attach: None,
         checks: Vec::new(),
+        hot_path: None,
         total_secs: 0.0,
     };
     let mut eof = false;
@@ -1048,6 +1075,8 @@ fn boot(qemu: &Path, t: &Target, initrd: &Path, mem_mib: u64, opts: &VmOpts) -> 
                     o.uname = Some(r.trim().to_string());
                 } else if let Some(r) = line.strip_prefix("MAMORI-VM-ATTACHED: after ") {
                     o.attach = Some(r.trim().to_string());
+                } else if let Some(r) = line.strip_prefix("MAMORI-VM-PROGRAMS: ") {
+                    o.hot_path = hot_path_program(r);
                 } else if let Some(r) = line.strip_prefix("MAMORI-VM-CHECK: ") {
                     let mut w = r.split_whitespace();
                     if let (Some(name), Some(state)) = (w.next(), w.next()) {
@@ -1083,6 +1112,16 @@ fn boot(qemu: &Path, t: &Target, initrd: &Path, mem_mib: u64, opts: &VmOpts) -> 
     if let (Some(want), Some(got)) = (&t.expect_release, &o.uname) {
         if o.verdict == "PASS" && !got.starts_with(want.as_str()) {
             o.verdict = format!("FAIL booted {got}, expected a {want}x kernel");
+        }
+    }
+    // (A stand-in binary attaches no programs.)
+    if let (Some(got), None) = (&o.uname, &opts.binary_override) {
+        let want = expected_hot_path(got);
+        if o.verdict == "PASS" && o.hot_path.as_deref() != Some(want) {
+            o.verdict = format!(
+                "FAIL attached {} on {got}, expected {want}",
+                o.hot_path.as_deref().unwrap_or("no sys_exit program")
+            );
         }
     }
     if o.verdict != "PASS" {
@@ -1144,6 +1183,29 @@ fn wait_or_kill(child: &mut Child, grace: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hot_path_is_read_from_the_attached_line_and_expected_by_release() {
+        let line = "mamori: attached 5 programs (mamori_sys_exit_compat, mamori_sched_exec, \
+                    mamori_sched_exit); 41 processes seeded from /proc";
+        assert_eq!(
+            hot_path_program(line).as_deref(),
+            Some("mamori_sys_exit_compat")
+        );
+        assert_eq!(
+            hot_path_program("mamori: attached 1 programs (mamori_sys_exit); 1 processes")
+                .as_deref(),
+            Some("mamori_sys_exit")
+        );
+        assert_eq!(hot_path_program("fake-mamori: attached (stand-in)"), None);
+        assert_eq!(
+            expected_hot_path("5.10.0-43-cloud-amd64"),
+            "mamori_sys_exit_compat"
+        );
+        assert_eq!(expected_hot_path("5.11.0"), "mamori_sys_exit");
+        assert_eq!(expected_hot_path("6.1.0-57-cloud-amd64"), "mamori_sys_exit");
+        assert_eq!(expected_hot_path("4.19.0"), "mamori_sys_exit_compat");
+    }
 
     /// Walk a newc archive back into (name, mode, data) entries.
     fn parse(mut b: &[u8]) -> Vec<(String, u32, Vec<u8>)> {

@@ -262,6 +262,14 @@ pub struct KernelOffsets {
     pub tty_index: u32,
     pub driver_major: u32,
     pub driver_minor_start: u32,
+    pub task_cred: u32,
+    pub cred_uid: u32,
+    pub cred_gid: u32,
+    pub task_comm: u32,
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
     pub _pad0: u32,
 }
 
@@ -295,6 +303,14 @@ impl KernelOffsets {
         tty_index: NO_OFFSET,
         driver_major: NO_OFFSET,
         driver_minor_start: NO_OFFSET,
+        task_cred: NO_OFFSET,
+        cred_uid: NO_OFFSET,
+        cred_gid: NO_OFFSET,
+        task_comm: NO_OFFSET,
+        task_cgroups: NO_OFFSET,
+        css_set_dfl_cgrp: NO_OFFSET,
+        cgroup_kn: NO_OFFSET,
+        kernfs_node_id: NO_OFFSET,
         _pad0: 0,
     };
 }
@@ -336,7 +352,7 @@ const _: () = {
     assert!(core::mem::size_of::<ConnectBody>() == 64);
     assert!(core::mem::size_of::<ForkBody>() == 24);
     assert!(core::mem::size_of::<ExitBody>() == 16);
-    assert!(core::mem::size_of::<KernelOffsets>() == 112);
+    assert!(core::mem::size_of::<KernelOffsets>() == 144);
     assert!(core::mem::size_of::<SensorConfig>() == 16);
     // The exec path masks lengths with 2 * ARGS_MAX - 1 for the verifier.
     assert!(128 + PATH_MAX + 2 * ARGS_MAX <= SCRATCH_SIZE);
