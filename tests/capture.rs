@@ -542,3 +542,69 @@ fn default_ring_keeps_up_with_the_same_burst() {
         .count() as u64;
     assert_eq!(opens, BURST);
 }
+
+/// Open timestamps: by default one clock reading per CPU per scheduler tick
+/// (so a burst shares a handful of values, none far from the exact ones);
+/// with `precise_time` a reading per event (all distinct, increasing).
+#[test]
+fn open_timestamps_follow_the_tick_unless_precise() {
+    const N: usize = 2_000;
+    // One tick is at most 10 ms (HZ >= 100); a thread that moves to another
+    // CPU can see that CPU's reading from earlier in the same tick.
+    const TICK_MAX_NS: u64 = 10_000_000;
+    let opens_and_exec = |precise_time: bool| {
+        let opts = Options {
+            precise_time,
+            ..Options::default()
+        };
+        let (pid, events, _) = capture_child(opts, format!("burst|{N}|/etc/hostname"));
+        let exec_ts = find(&events, "the child's exec", |e| {
+            e.proc.pid == pid && matches!(e.evt_type, EvtType::Execve)
+        })
+        .ts;
+        let ts: Vec<u64> = events
+            .iter()
+            .filter(|e| {
+                e.proc.pid == pid && e.open.as_ref().is_some_and(|o| o.path == "/etc/hostname")
+            })
+            .map(|e| e.ts)
+            .collect();
+        assert_eq!(ts.len(), N, "every open of the burst arrives");
+        (exec_ts, ts)
+    };
+
+    let (exec_ts, ts) = opens_and_exec(false);
+    let mut distinct = ts.clone();
+    distinct.dedup();
+    assert!(
+        distinct.len() < N / 10,
+        "tick timestamps: {N} opens should share few readings, got {} distinct",
+        distinct.len()
+    );
+    for (i, t) in ts.iter().enumerate() {
+        assert!(
+            *t + TICK_MAX_NS >= exec_ts,
+            "open #{i} at {t} is more than a tick before the exec at {exec_ts}"
+        );
+        if i > 0 {
+            assert!(
+                *t + TICK_MAX_NS >= ts[i - 1],
+                "open #{i} at {t} is more than a tick before open #{} at {}",
+                i - 1,
+                ts[i - 1]
+            );
+        }
+    }
+
+    let (exec_ts, ts) = opens_and_exec(true);
+    assert!(ts[0] > exec_ts, "precise: the first open follows the exec");
+    for (i, w) in ts.windows(2).enumerate() {
+        assert!(
+            w[1] > w[0],
+            "precise: open #{} at {} must follow open #{i} at {}",
+            i + 1,
+            w[1],
+            w[0]
+        );
+    }
+}

@@ -4,11 +4,13 @@
 use crate::current::Current;
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::bpf_ktime_get_boot_ns,
+    helpers::{bpf_ktime_get_boot_ns, generated as gen},
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use mamori_common::{EventKind, Header, KernelOffsets, SensorConfig, KIND_SLOTS, SCRATCH_SIZE};
+use mamori_common::{
+    config_flags, EventKind, Header, KernelOffsets, SensorConfig, KIND_SLOTS, SCRATCH_SIZE,
+};
 
 /// Runtime knobs, set by the loader (`EbpfLoader::set_global`).
 #[unsafe(no_mangle)]
@@ -29,6 +31,10 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0);
 #[repr(C)]
 pub struct Scratch {
     pub buf: [u8; SCRATCH_SIZE],
+    /// `jiffies` when `clock_ns` was read on this CPU.
+    pub clock_jiffies: u64,
+    /// The last precise clock reading on this CPU.
+    pub clock_ns: u64,
 }
 
 /// One buffer per CPU to assemble an event in (the BPF stack is 512 bytes).
@@ -66,6 +72,33 @@ pub fn wanted(kind: EventKind, cur: &impl Current) -> Option<u64> {
     ((pid_tgid >> 32) as u32 != cfg.self_tgid).then_some(pid_tgid)
 }
 
+/// Event time (boot clock, ns). With `precise`, a clock read; otherwise the
+/// last reading on this CPU while the tick (`jiffies`, an inlined load) has
+/// not moved: at most one tick early, and never before an exact event
+/// (exec, fork, exit) on this CPU, whose reading it reuses.
+///
+/// Why: a clock read is a helper call plus an indirect call into the
+/// clocksource, ~50 ns per event on a retpoline/return-thunk kernel; the
+/// ring buffer already orders events exactly.
+#[inline(always)]
+pub fn now(precise: bool) -> u64 {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        // SAFETY: helper without preconditions.
+        return unsafe { bpf_ktime_get_boot_ns() };
+    };
+    // SAFETY: helper without preconditions; `s` is this CPU's scratch slot.
+    unsafe {
+        let j = gen::bpf_jiffies64();
+        if !precise && (*s).clock_jiffies == j && (*s).clock_ns != 0 {
+            return (*s).clock_ns;
+        }
+        let t = bpf_ktime_get_boot_ns();
+        (*s).clock_jiffies = j;
+        (*s).clock_ns = t;
+        t
+    }
+}
+
 /// The scratch buffer of this CPU.
 #[inline(always)]
 pub fn scratch() -> Option<*mut u8> {
@@ -76,6 +109,8 @@ pub fn scratch() -> Option<*mut u8> {
 /// [`wanted`]) at the start of `buf`.
 #[inline(always)]
 pub fn write_header(buf: *mut u8, kind: EventKind, pid_tgid: u64, cur: &impl Current) {
+    let precise = !matches!(kind, EventKind::Open | EventKind::Connect)
+        || config().flags & config_flags::PRECISE_TIME != 0;
     let uid_gid = cur.uid_gid();
     let h = buf.cast::<Header>();
     // SAFETY: `buf` is the scratch buffer, larger than `Header`, suitably
@@ -84,7 +119,7 @@ pub fn write_header(buf: *mut u8, kind: EventKind, pid_tgid: u64, cur: &impl Cur
         (*h).kind = kind as u16;
         (*h).flags = 0;
         (*h).size = 0;
-        (*h).ts_boot_ns = bpf_ktime_get_boot_ns();
+        (*h).ts_boot_ns = now(precise);
         (*h).tid = pid_tgid as u32;
         (*h).tgid = (pid_tgid >> 32) as u32;
         (*h).uid = uid_gid as u32;

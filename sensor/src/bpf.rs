@@ -10,7 +10,7 @@ use aya::{
     programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
-use mamori_common::{EventKind, KernelOffsets, SensorConfig, NO_OFFSET};
+use mamori_common::{config_flags, EventKind, KernelOffsets, SensorConfig, NO_OFFSET};
 
 use crate::{btf::Btf, event::Drops};
 
@@ -124,6 +124,9 @@ pub struct Options {
     pub kinds: Vec<EventKind>,
     /// Events of this process are dropped in the kernel (normally our own).
     pub self_tgid: u32,
+    /// Read the clock for every open/connect event instead of once per CPU
+    /// per scheduler tick (see `mamori_common::config_flags::PRECISE_TIME`).
+    pub precise_time: bool,
 }
 
 impl Default for Options {
@@ -132,6 +135,7 @@ impl Default for Options {
             ring_bytes: 16 * 1024 * 1024,
             kinds: EventKind::ALL.to_vec(),
             self_tgid: std::process::id(),
+            precise_time: false,
         }
     }
 }
@@ -206,6 +210,12 @@ impl Sensor {
             self_tgid: opts.self_tgid,
             enabled_kinds: opts.kinds.iter().fold(0, |m, k| m | 1 << k.index()),
             wakeup_bytes: (opts.ring_bytes / 8) as u64,
+            flags: if opts.precise_time {
+                config_flags::PRECISE_TIME
+            } else {
+                0
+            },
+            _pad0: 0,
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("MAMORI_CONFIG", &config, true)

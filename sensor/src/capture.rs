@@ -25,9 +25,18 @@ pub struct CaptureArgs {
     pub comm: Option<String>,
     pub pid: Option<u32>,
     pub output: Option<PathBuf>,
+    pub kernel: KernelArgs,
+}
+
+/// Kernel-side settings shared by `capture` and `run`.
+#[derive(Debug, Clone, Default)]
+pub struct KernelArgs {
+    /// Ring buffer size (default: [`Options::default`]'s).
     pub ring_bytes: Option<u32>,
     /// Kinds to capture; empty = all.
     pub kinds: Vec<EventKind>,
+    /// A clock read per open/connect event (see [`Options::precise_time`]).
+    pub precise_time: bool,
 }
 
 /// Parse `--events` names (`exec`, `fork`, `exit`, `open`, `connect`).
@@ -126,13 +135,16 @@ pub fn human_line(ev: &Event) -> String {
 }
 
 /// Load the sensor, seed the process table, announce readiness on stderr.
-pub fn start(ring_bytes: Option<u32>, kinds: &[EventKind]) -> anyhow::Result<(Sensor, ProcTable)> {
-    let mut opts = Options::default();
-    if let Some(b) = ring_bytes {
+pub fn start(k: &KernelArgs) -> anyhow::Result<(Sensor, ProcTable)> {
+    let mut opts = Options {
+        precise_time: k.precise_time,
+        ..Options::default()
+    };
+    if let Some(b) = k.ring_bytes {
         opts.ring_bytes = b;
     }
-    if !kinds.is_empty() {
-        opts.kinds = kinds.to_vec();
+    if !k.kinds.is_empty() {
+        opts.kinds = k.kinds.clone();
     }
     let sensor = Sensor::load(&opts).context("starting the kernel sensor")?;
     let clock = Clock::now();
@@ -158,7 +170,7 @@ pub async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
         None => Box::new(std::io::stdout()),
     };
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
-    let (mut sensor, mut table) = start(args.ring_bytes, &args.kinds)?;
+    let (mut sensor, mut table) = start(&args.kernel)?;
     let mut last_flush = Instant::now();
     let mut enricher = crate::enrich::Enricher::for_this_node();
     let stats = pipeline::run(

@@ -35,24 +35,16 @@ enum Cmd {
         /// Write to FILE instead of stdout.
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
-        /// Kernel ring buffer size in bytes (power of two).
-        #[arg(long, value_name = "BYTES")]
-        ring_size: Option<u32>,
-        /// Event kinds to capture (default: all): exec, fork, exit, open, connect.
-        #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
-        events: Vec<String>,
+        #[command(flatten)]
+        kernel: KernelFlags,
     },
     /// Run the sensor: evaluate rules on live events, print alerts (needs root).
     Run {
         /// Rule files or directories (default: /etc/mamori/rules, else ./rules).
         #[arg(long, short, value_name = "PATH")]
         rules: Vec<PathBuf>,
-        /// Kernel ring buffer size in bytes (power of two).
-        #[arg(long, value_name = "BYTES")]
-        ring_size: Option<u32>,
-        /// Event kinds to capture (default: all): exec, fork, exit, open, connect.
-        #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
-        events: Vec<String>,
+        #[command(flatten)]
+        kernel: KernelFlags,
         /// Configuration file (default: /etc/mamori/mamori.yaml if it exists;
         /// see mamori.example.yaml).
         #[arg(long, value_name = "PATH")]
@@ -85,6 +77,33 @@ enum Cmd {
     },
     /// Print the version.
     Version,
+}
+
+/// Kernel-side flags of `capture` and `run`.
+#[derive(clap::Args)]
+struct KernelFlags {
+    /// Kernel ring buffer size in bytes (power of two).
+    #[arg(long, value_name = "BYTES")]
+    ring_size: Option<u32>,
+    /// Event kinds to capture (default: all): exec, fork, exit, open, connect.
+    #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
+    events: Vec<String>,
+    /// Read the clock for every open and connect event. By default those
+    /// carry their CPU's first clock reading of the current scheduler tick
+    /// (at most 1/HZ, 1-4 ms, early; exec/fork/exit are always exact), which
+    /// saves a clock read per event.
+    #[arg(long)]
+    precise_time: bool,
+}
+
+impl KernelFlags {
+    fn parse(self) -> anyhow::Result<capture::KernelArgs> {
+        Ok(capture::KernelArgs {
+            ring_bytes: self.ring_size,
+            kinds: capture::parse_kinds(&self.events)?,
+            precise_time: self.precise_time,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -146,36 +165,33 @@ fn dispatch(cmd: Cmd, verbose: u8) -> anyhow::Result<ExitCode> {
             comm,
             pid,
             output,
-            ring_size,
-            events,
+            kernel,
         } => {
             let args = capture::CaptureArgs {
                 json,
                 comm,
                 pid,
                 output,
-                ring_bytes: ring_size,
-                kinds: capture::parse_kinds(&events)?,
+                kernel: kernel.parse()?,
             };
             runtime()?.block_on(capture::capture(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run {
             rules,
-            ring_size,
-            events,
+            kernel,
             config,
             options,
             health_addr,
         } => {
-            let kinds = capture::parse_kinds(&events)?;
+            let kernel = kernel.parse()?;
             let rc = run::RunConfig {
                 config,
                 overrides: options,
                 verbose: verbose > 0,
                 health_addr,
             };
-            runtime()?.block_on(run::run(rules, ring_size, kinds, rc))?;
+            runtime()?.block_on(run::run(rules, kernel, rc))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Rules { cmd } => match cmd {

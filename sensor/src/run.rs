@@ -11,7 +11,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use mamori_common::EventKind;
 
 use crate::{
     alert::{Alert, Priority},
@@ -114,8 +113,7 @@ pub fn report_outputs(r: &ShutdownReport, verbose: bool) {
 
 pub async fn run(
     rules: Vec<PathBuf>,
-    ring_bytes: Option<u32>,
-    kinds: Vec<EventKind>,
+    kernel: capture::KernelArgs,
     rc: RunConfig,
 ) -> anyhow::Result<()> {
     let cfg = load_config(&rc)?;
@@ -158,7 +156,7 @@ pub async fn run(
             .with_context(|| format!("serving /healthz on {addr}"))?;
         eprintln!("mamori: health endpoint on http://{bound}/healthz");
     }
-    let (mut sensor, mut table) = capture::start(ring_bytes, &kinds)?;
+    let (mut sensor, mut table) = capture::start(&kernel)?;
     ready.set();
     let mut alerts = 0u64;
     let mut evictions = EvictionWatch::default();

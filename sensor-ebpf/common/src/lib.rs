@@ -326,6 +326,17 @@ pub struct SensorConfig {
     /// Wake the reader only once this many bytes are waiting in the ring
     /// (submits are otherwise made without wakeup; userspace also polls).
     pub wakeup_bytes: u64,
+    /// [`config_flags`] bits.
+    pub flags: u32,
+    pub _pad0: u32,
+}
+
+/// Bits of [`SensorConfig::flags`].
+pub mod config_flags {
+    /// Read the clock for every open/connect event. Without it those events
+    /// carry the CPU's first clock reading of the current scheduler tick
+    /// (at most one tick, 1/HZ, early), which saves a clock read per event.
+    pub const PRECISE_TIME: u32 = 1;
 }
 
 impl SensorConfig {
@@ -333,6 +344,8 @@ impl SensorConfig {
         self_tgid: 0,
         enabled_kinds: u32::MAX,
         wakeup_bytes: 64 * 1024,
+        flags: 0,
+        _pad0: 0,
     };
 }
 
@@ -353,7 +366,7 @@ const _: () = {
     assert!(core::mem::size_of::<ForkBody>() == 24);
     assert!(core::mem::size_of::<ExitBody>() == 16);
     assert!(core::mem::size_of::<KernelOffsets>() == 144);
-    assert!(core::mem::size_of::<SensorConfig>() == 16);
+    assert!(core::mem::size_of::<SensorConfig>() == 24);
     // The exec path masks lengths with 2 * ARGS_MAX - 1 for the verifier.
     assert!(128 + PATH_MAX + 2 * ARGS_MAX <= SCRATCH_SIZE);
 };
