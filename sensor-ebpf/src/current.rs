@@ -18,7 +18,10 @@ use mamori_common::NO_OFFSET;
 use crate::emit::{off, offsets};
 
 /// The current task's identity, as the event header needs it.
-pub trait Current {
+pub trait Current: Sized {
+    /// The source for the running task. Call it only once an event is
+    /// certain to be built: for [`BtfTask`] it is a helper call.
+    fn get() -> Self;
     /// `tgid << 32 | pid`, as `bpf_get_current_pid_tgid`.
     fn pid_tgid(&self) -> u64;
     /// `gid << 32 | uid`, as `bpf_get_current_uid_gid`.
@@ -36,6 +39,11 @@ pub trait Current {
 pub struct Helpers;
 
 impl Current for Helpers {
+    #[inline(always)]
+    fn get() -> Self {
+        Helpers
+    }
+
     #[inline(always)]
     fn pid_tgid(&self) -> u64 {
         bpf_get_current_pid_tgid()
@@ -64,14 +72,6 @@ impl Current for Helpers {
 /// Plain loads from the current task's BTF pointer: Linux >= 5.11.
 pub struct BtfTask(*const u8);
 
-impl BtfTask {
-    #[inline(always)]
-    pub fn current() -> BtfTask {
-        // SAFETY: helper without preconditions; it never returns NULL.
-        BtfTask(unsafe { gen::bpf_get_current_task_btf() } as *const u8)
-    }
-}
-
 /// Load a `T` at `base + offset` through a BTF-typed kernel pointer.
 ///
 /// # Safety
@@ -85,6 +85,12 @@ unsafe fn load<T>(base: *const u8, offset: u32) -> T {
 }
 
 impl Current for BtfTask {
+    #[inline(always)]
+    fn get() -> Self {
+        // SAFETY: helper without preconditions; it never returns NULL.
+        BtfTask(unsafe { gen::bpf_get_current_task_btf() } as *const u8)
+    }
+
     #[inline(always)]
     fn pid_tgid(&self) -> u64 {
         let o = offsets();

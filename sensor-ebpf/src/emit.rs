@@ -3,7 +3,7 @@
 
 use crate::current::Current;
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_ktime_get_boot_ns, generated as gen},
     macros::map,
     maps::{PerCpuArray, RingBuf},
@@ -35,6 +35,8 @@ pub struct Scratch {
     pub clock_jiffies: u64,
     /// The last precise clock reading on this CPU.
     pub clock_ns: u64,
+    /// Bytes submitted on this CPU since it last woke the reader.
+    pub unwoken_bytes: u64,
 }
 
 /// One buffer per CPU to assemble an event in (the BPF stack is 512 bytes).
@@ -137,8 +139,10 @@ pub fn set_flag(buf: *mut u8, flag: u16) {
 }
 
 /// Copy the first `len` bytes of `buf` into the ring buffer. The reader is
-/// woken only when the backlog crosses `wakeup_bytes` (it also polls), which
-/// keeps the per-event cost low. A full ring counts a drop for `kind`.
+/// woken only after each `wakeup_bytes` submitted on this CPU (it also
+/// polls), which keeps the per-event cost at a counter update: asking the
+/// ring for its backlog instead is a helper call per event. A full ring
+/// counts a drop for `kind`.
 #[inline(always)]
 pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
     // Bound the length for the verifier; real events are far below this.
@@ -146,13 +150,19 @@ pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
     let h = buf.cast::<Header>();
     // SAFETY: as in `write_header`.
     unsafe { (*h).size = len as u32 };
-    let wake_at = config().wakeup_bytes;
-    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let flags = if waiting < wake_at && waiting + len as u64 >= wake_at {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
+    let mut flags = BPF_RB_NO_WAKEUP;
+    if let Some(s) = SCRATCH.get_ptr_mut(0) {
+        // SAFETY: this CPU's scratch slot; nothing else runs on this CPU.
+        unsafe {
+            let n = (*s).unwoken_bytes + len as u64;
+            if n >= config().wakeup_bytes {
+                (*s).unwoken_bytes = 0;
+                flags = BPF_RB_FORCE_WAKEUP;
+            } else {
+                (*s).unwoken_bytes = n;
+            }
+        }
+    }
     // SAFETY: `buf` holds at least `len` initialised bytes of this event.
     let data = unsafe { core::slice::from_raw_parts(buf as *const u8, len) };
     if EVENTS.output::<[u8]>(data, flags as u64).is_err() {

@@ -57,7 +57,7 @@ fn reg(regs: *const u8, off: u64) -> u64 {
 /// The hot path: task fields read with plain BTF loads (Linux >= 5.11).
 #[btf_tracepoint(function = "sys_exit")]
 pub fn mamori_sys_exit(ctx: BtfTracePointContext) -> i32 {
-    match try_sys_exit(&ctx, &BtfTask::current()) {
+    match try_sys_exit::<BtfTask>(&ctx) {
         Ok(()) => 0,
         Err(_) => 1,
     }
@@ -67,14 +67,14 @@ pub fn mamori_sys_exit(ctx: BtfTracePointContext) -> i32 {
 /// `bpf_get_current_task_btf` (the loader falls back to it).
 #[btf_tracepoint(function = "sys_exit")]
 pub fn mamori_sys_exit_compat(ctx: BtfTracePointContext) -> i32 {
-    match try_sys_exit(&ctx, &Helpers) {
+    match try_sys_exit::<Helpers>(&ctx) {
         Ok(()) => 0,
         Err(_) => 1,
     }
 }
 
 #[inline(always)]
-fn try_sys_exit(ctx: &BtfTracePointContext, cur: &impl Current) -> Result<(), i64> {
+fn try_sys_exit<C: Current>(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // TP_PROTO(struct pt_regs *regs, long ret)
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
@@ -92,6 +92,8 @@ fn try_sys_exit(ctx: &BtfTracePointContext, cur: &impl Current) -> Result<(), i6
     if reg(regs, PT_CS) == USER32_CS {
         return Ok(());
     }
+    // Only now, for the few syscalls mamori reports, look up the task.
+    let cur = &C::get();
     let r = Regs {
         args: [
             reg(regs, PT_DI),

@@ -209,7 +209,8 @@ impl Sensor {
         let config = SensorConfig {
             self_tgid: opts.self_tgid,
             enabled_kinds: opts.kinds.iter().fold(0, |m, k| m | 1 << k.index()),
-            wakeup_bytes: (opts.ring_bytes / 8) as u64,
+            // An eighth of the ring across all CPUs between wakeups.
+            wakeup_bytes: wakeup_bytes_per_cpu(opts.ring_bytes, possible_cpus()),
             flags: if opts.precise_time {
                 config_flags::PRECISE_TIME
             } else {
@@ -317,6 +318,19 @@ fn get_kind(d: &Drops, kind: EventKind) -> u64 {
     }
 }
 
+/// How many bytes each CPU submits between reader wakeups: together the CPUs
+/// fill at most an eighth of the ring before the reader is woken (it also
+/// polls every few milliseconds), and never less than 1 KiB per CPU.
+fn wakeup_bytes_per_cpu(ring_bytes: u32, cpus: usize) -> u64 {
+    (u64::from(ring_bytes) / 8 / cpus.max(1) as u64).max(1024)
+}
+
+/// CPUs the kernel may run programs on (the possible CPUs).
+fn possible_cpus() -> usize {
+    aya::util::nr_cpus()
+        .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// The offsets without which events would be wrong rather than incomplete.
 fn check_offsets(o: &KernelOffsets) -> Result<(), LoadError> {
     for (name, v) in [
@@ -402,4 +416,19 @@ fn attach(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wakeups_split_an_eighth_of_the_ring_across_cpus() {
+        assert_eq!(wakeup_bytes_per_cpu(16 << 20, 2), 1 << 20);
+        assert_eq!(wakeup_bytes_per_cpu(16 << 20, 1), 2 << 20);
+        assert_eq!(wakeup_bytes_per_cpu(16 << 20, 0), 2 << 20);
+        // Small rings and many CPUs still batch at least 1 KiB per wakeup.
+        assert_eq!(wakeup_bytes_per_cpu(4096, 2), 1024);
+        assert_eq!(wakeup_bytes_per_cpu(1 << 20, 1024), 1024);
+    }
 }

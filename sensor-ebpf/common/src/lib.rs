@@ -323,7 +323,7 @@ pub struct SensorConfig {
     pub self_tgid: u32,
     /// Bit `1 << EventKind::index()` set = that kind is captured.
     pub enabled_kinds: u32,
-    /// Wake the reader only once this many bytes are waiting in the ring
+    /// Each CPU wakes the reader once per this many bytes it submits
     /// (submits are otherwise made without wakeup; userspace also polls).
     pub wakeup_bytes: u64,
     /// [`config_flags`] bits.
