@@ -2,7 +2,8 @@
 //!
 //! `capture` (root): the time of N `openat`+`close` pairs bare, while mamori
 //! captures (full pipeline, JSON to /dev/null), and while a bpftrace one-liner
-//! prints each path; per-program average run time from `kernel.bpf_stats_enabled`;
+//! prints each path (each the median of three runs of an optimised loop
+//! process, `sensor/examples/open_loop.rs`); per-program average run time from `kernel.bpf_stats_enabled`;
 //! the event rate drained under a 2-thread open storm, with its drop count; and
 //! the userspace drain ceiling (decode + process table + JSON, no kernel).
 //! `rules`: the rule-engine benchmark (`sensor/examples/bench_rules.rs`).
@@ -37,13 +38,60 @@ fn ensure_pkg(bin: &str, pkg: &str) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-/// ns per openat+close pair over `n` iterations.
-fn open_loop(n: u64) -> f64 {
-    let start = Instant::now();
-    for _ in 0..n {
-        drop(std::fs::File::open(TARGET_PATH));
+/// Timed runs per configuration; the median is reported.
+const ROUNDS: usize = 3;
+
+/// The optimised loop process (`sensor/examples/open_loop.rs`).
+struct Looper(std::path::PathBuf);
+
+impl Looper {
+    fn build() -> Result<Looper> {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run(Command::new(cargo).current_dir(root()).args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "sensor",
+            "--example",
+            "open_loop",
+        ]))?;
+        Ok(Looper(root().join("target/release/examples/open_loop")))
     }
-    start.elapsed().as_nanos() as f64 / n as f64
+
+    /// ns per openat+close pair over `n` iterations, in its own process.
+    fn once(&self, n: u64) -> Result<f64> {
+        let out = Command::new(&self.0)
+            .args([&n.to_string(), TARGET_PATH])
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", self.0.display()))?;
+        if !out.status.success() {
+            bail!("{} failed: {}", self.0.display(), out.status);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .parse()
+            .with_context(|| format!("open_loop printed {text:?}"))
+    }
+
+    /// [`ROUNDS`] timed runs: (median, all).
+    fn rounds(&self, n: u64) -> Result<(f64, Vec<f64>)> {
+        let mut all = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            all.push(self.once(n)?);
+        }
+        let mut sorted = all.clone();
+        sorted.sort_by(f64::total_cmp);
+        Ok((sorted[ROUNDS / 2], all))
+    }
+}
+
+fn fmt_runs(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.0}"))
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Spawn a tracer and wait (bounded) until `ready` appears on the chosen stream.
@@ -159,26 +207,37 @@ fn set_bpf_stats(on: bool) -> Result<()> {
     .context("writing kernel.bpf_stats_enabled")
 }
 
-/// One timed loop with mamori running `args`: (ns per pair, events, lost,
-/// per-program stats).
-fn with_mamori(
-    mamori: &Path,
-    args: &[&str],
-    n: u64,
-) -> Result<(f64, u64, u64, Result<Vec<ProgStat>>)> {
+/// What one configuration measured.
+struct Measured {
+    /// Median ns per pair, and every run.
+    ns: f64,
+    runs: Vec<f64>,
+    events: u64,
+    lost: u64,
+    stats: Result<Vec<ProgStat>>,
+}
+
+/// [`ROUNDS`] timed loops with mamori running `args`.
+fn with_mamori(looper: &Looper, mamori: &Path, args: &[&str], n: u64) -> Result<Measured> {
     let mut cmd = Command::new(mamori);
     cmd.args(args);
     let (child, rx) = spawn_ready(cmd, "attached", true)?;
     // Timed with program statistics off: with them on, the kernel reads the
     // clock twice around every program run, which users do not pay.
-    let ns = open_loop(n);
+    let (ns, runs) = looper.rounds(n)?;
     // Then a shorter loop with statistics on, for the per-program averages.
     set_bpf_stats(true)?;
-    open_loop(n / 4);
+    looper.once(n / 4)?;
     let stats = prog_stats();
     set_bpf_stats(false)?;
     let (events, lost) = stop_mamori(child, &rx)?;
-    Ok((ns, events, lost, stats))
+    Ok(Measured {
+        ns,
+        runs,
+        events,
+        lost,
+        stats,
+    })
 }
 
 /// Open as fast as `threads` threads can for `secs` while mamori runs `args`:
@@ -218,22 +277,25 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
     }
     let corpus = corpus.to_string_lossy().into_owned();
     let n = iterations;
-    println!("bench capture: {n} openat+close pairs on {TARGET_PATH}, 2 cores");
+    let looper = Looper::build()?;
+    println!(
+        "bench capture: {n} openat+close pairs on {TARGET_PATH} per run, median of {ROUNDS} runs, 2 cores"
+    );
     // Warm caches first.
-    open_loop(n / 10);
+    looper.once(n / 10)?;
     // The bare loop drifts by several percent over a run on a shared VM, so
-    // each configuration is compared with the mean of the bare loops timed
+    // each configuration is compared with the mean of the bare medians timed
     // just before and just after it.
-    let bare1 = open_loop(n);
+    let (bare1, bare1_runs) = looper.rounds(n)?;
 
     // The main job: live events through Falco's stable rules.
     let run_args = ["run", "--rules", corpus.as_str()];
-    let (run_ns, run_events, run_lost, stats) = with_mamori(mamori, &run_args, n)?;
-    let bare2 = open_loop(n);
+    let run = with_mamori(&looper, mamori, &run_args, n)?;
+    let (bare2, bare2_runs) = looper.rounds(n)?;
     // Capture with every event serialised as JSON (to /dev/null).
     let cap_args = ["capture", "--json", "--output", "/dev/null"];
-    let (cap_ns, cap_events, cap_lost, _) = with_mamori(mamori, &cap_args, n)?;
-    let bare3 = open_loop(n);
+    let cap = with_mamori(&looper, mamori, &cap_args, n)?;
+    let (bare3, bare3_runs) = looper.rounds(n)?;
     let bare = (bare1 + bare2 + bare3) / 3.0;
     let (bare_run, bare_cap) = ((bare1 + bare2) / 2.0, (bare2 + bare3) / 2.0);
 
@@ -245,7 +307,7 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
     ]);
     let (mut bt, _rx) = spawn_ready(cmd, "Attaching", false)?;
     std::thread::sleep(Duration::from_millis(500));
-    let with_bpftrace = open_loop(n);
+    let (with_bpftrace, bt_runs) = looper.rounds(n)?;
     signal(&bt, "-INT");
     let _ = bt.wait();
 
@@ -253,23 +315,39 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
     let (opened2, drained2, lost2, secs2) = storm(mamori, &run_args, 2, 3)?;
 
     println!();
-    println!("| configuration | ns / openat+close | ratio to bare | events | lost |");
+    println!(
+        "| configuration | ns / openat+close (median; runs) | ratio to bare | events | lost |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: |");
-    println!("| bare (before, between, after) | {bare1:.0}, {bare2:.0}, {bare3:.0} | 1.00 | | |");
     println!(
-        "| mamori run (exec+connect+open, full paths, Falco stable rules) | {run_ns:.0} | {:.2} | {run_events} | {run_lost} |",
-        run_ns / bare_run
+        "| bare (before, between, after) | {bare1:.0}, {bare2:.0}, {bare3:.0}; {}, {}, {} | 1.00 | | |",
+        fmt_runs(&bare1_runs),
+        fmt_runs(&bare2_runs),
+        fmt_runs(&bare3_runs)
     );
     println!(
-        "| mamori capture --json (every event serialised) | {cap_ns:.0} | {:.2} | {cap_events} | {cap_lost} |",
-        cap_ns / bare_cap
+        "| mamori run (exec+connect+open, full paths, Falco stable rules) | {:.0}; {} | {:.2} | {} | {} |",
+        run.ns,
+        fmt_runs(&run.runs),
+        run.ns / bare_run,
+        run.events,
+        run.lost
     );
     println!(
-        "| bpftrace printing each path | {with_bpftrace:.0} | {:.2} | | |",
+        "| mamori capture --json (every event serialised) | {:.0}; {} | {:.2} | {} | {} |",
+        cap.ns,
+        fmt_runs(&cap.runs),
+        cap.ns / bare_cap,
+        cap.events,
+        cap.lost
+    );
+    println!(
+        "| bpftrace printing each path | {with_bpftrace:.0}; {} | {:.2} | | |",
+        fmt_runs(&bt_runs),
         with_bpftrace / bare
     );
     println!();
-    match stats {
+    match run.stats {
         Ok(s) if !s.is_empty() => {
             println!("| program (during mamori run) | runs | avg ns / run |");
             println!("| --- | ---: | ---: |");
