@@ -76,8 +76,7 @@ pub fn on_exit(r: &Regs, ret: i64, cur: &impl Current) -> Result<(), i64> {
             }
         }
     }
-    // SAFETY: the body sits right after the header inside the scratch buffer.
-    unsafe { buf.add(HDR).cast::<ConnectBody>().write_unaligned(body) };
+    emit::write_body(buf, body);
     emit::submit(buf, PATH_AT + tail, EventKind::Connect);
     Ok(())
 }

@@ -31,7 +31,8 @@ pub trait Current: Sized {
     /// Copy `comm` (16 bytes, NUL-padded) to `dst`; zeroes on failure.
     ///
     /// # Safety
-    /// `dst` must be valid for a 16-byte write.
+    /// `dst` must be valid for a 16-byte write and 8-byte aligned (it is the
+    /// header's `comm`, at an 8-byte offset of the aligned scratch buffer).
     unsafe fn comm(&self, dst: *mut [u8; 16]);
 }
 
@@ -145,9 +146,10 @@ impl Current for BtfTask {
         if c == NO_OFFSET {
             return Helpers.comm(dst);
         }
-        // Two 8-byte loads from task_struct.comm (char[16]).
+        // Two 8-byte loads from task_struct.comm (char[16]), two aligned
+        // stores (see the trait's safety note).
         let d = dst.cast::<u64>();
-        d.write_unaligned(load(self.0, c));
-        d.add(1).write_unaligned(load(self.0, c + 8));
+        d.write(load(self.0, c));
+        d.add(1).write(load(self.0, c + 8));
     }
 }

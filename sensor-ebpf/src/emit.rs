@@ -131,6 +131,25 @@ pub fn write_header(buf: *mut u8, kind: EventKind, pid_tgid: u64, cur: &impl Cur
     }
 }
 
+/// Write an event's body right after its header in the scratch buffer, with
+/// aligned stores: the buffer is 8-byte aligned (a map value) and the header
+/// a multiple of 8 bytes, checked here at compile time. (An unaligned write
+/// compiles to one store per byte for BPF.)
+#[inline(always)]
+pub fn write_body<T>(buf: *mut u8, body: T) {
+    const {
+        let align = core::mem::align_of::<T>();
+        assert!(align <= 8 && core::mem::size_of::<Header>() % align == 0);
+    };
+    // SAFETY: `buf` is the scratch buffer (8-byte aligned, SCRATCH_SIZE
+    // bytes, far larger than any header + body); alignment checked above.
+    unsafe {
+        buf.add(core::mem::size_of::<Header>())
+            .cast::<T>()
+            .write(body)
+    }
+}
+
 #[inline(always)]
 pub fn set_flag(buf: *mut u8, flag: u16) {
     let h = buf.cast::<Header>();

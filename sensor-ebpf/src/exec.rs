@@ -138,8 +138,7 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<(), i64> {
         tty: task::tty_nr(t),
         _pad1: 0,
     };
-    // SAFETY: the body sits right after the header inside the scratch buffer.
-    unsafe { buf.add(HDR).cast::<ExecBody>().write_unaligned(body) };
+    emit::write_body(buf, body);
     emit::submit(buf, STR_AT + name_len + args_len, EventKind::Exec);
     Ok(())
 }
@@ -224,8 +223,7 @@ pub fn on_failed_exit(r: &Regs, ret: i64, sys: u16, cur: &impl Current) -> Resul
         tty: task::tty_nr(t),
         _pad1: 0,
     };
-    // SAFETY: the body sits right after the header inside the scratch buffer.
-    unsafe { buf.add(HDR).cast::<ExecBody>().write_unaligned(body) };
+    emit::write_body(buf, body);
     emit::submit(buf, args_at + args_len, EventKind::Exec);
     Ok(())
 }

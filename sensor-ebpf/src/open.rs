@@ -72,8 +72,7 @@ pub fn on_exit(r: &Regs, ret: i64, sys: u16, cur: &impl Current) -> Result<(), i
         syscall: sys,
         path_len: path_len as u16,
     };
-    // SAFETY: the body sits right after the header inside the scratch buffer.
-    unsafe { buf.add(HDR).cast::<OpenBody>().write_unaligned(body) };
+    emit::write_body(buf, body);
     emit::submit(buf, PATH_AT + path_len, EventKind::Open);
     Ok(())
 }

@@ -36,8 +36,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         _pad0: 0,
         child_start_boot_ns: task::start_boot_ns(child),
     };
-    // SAFETY: the body sits right after the header inside the scratch buffer.
-    unsafe { buf.add(HDR).cast::<ForkBody>().write_unaligned(body) };
+    emit::write_body(buf, body);
     emit::submit(buf, HDR + core::mem::size_of::<ForkBody>(), EventKind::Fork);
     Ok(())
 }
@@ -65,8 +64,7 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         _pad0: 0,
         start_boot_ns: task::start_boot_ns(t),
     };
-    // SAFETY: the body sits right after the header inside the scratch buffer.
-    unsafe { buf.add(HDR).cast::<ExitBody>().write_unaligned(body) };
+    emit::write_body(buf, body);
     emit::submit(buf, HDR + core::mem::size_of::<ExitBody>(), EventKind::Exit);
     Ok(())
 }

@@ -360,6 +360,8 @@ mod user {
 
 const _: () = {
     assert!(core::mem::size_of::<Header>() == 56);
+    // The kernel side stores `comm` as two aligned u64s.
+    assert!(core::mem::offset_of!(Header, comm) % 8 == 0);
     assert!(core::mem::size_of::<ExecBody>() == 48);
     assert!(core::mem::size_of::<OpenBody>() == 32);
     assert!(core::mem::size_of::<ConnectBody>() == 64);
