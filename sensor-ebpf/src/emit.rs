@@ -139,7 +139,7 @@ pub fn write_header(buf: *mut u8, kind: EventKind, pid_tgid: u64, cur: &impl Cur
 pub fn write_body<T>(buf: *mut u8, body: T) {
     const {
         let align = core::mem::align_of::<T>();
-        assert!(align <= 8 && core::mem::size_of::<Header>() % align == 0);
+        assert!(align <= 8 && core::mem::size_of::<Header>().is_multiple_of(align));
     };
     // SAFETY: `buf` is the scratch buffer (8-byte aligned, SCRATCH_SIZE
     // bytes, far larger than any header + body); alignment checked above.
