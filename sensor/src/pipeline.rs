@@ -1,8 +1,9 @@
 //! The live pipeline: ring buffer → decode → process table → a consumer.
 //!
 //! The kernel submits without waking us (a wakeup per event costs more than
-//! the event), waking only when the backlog crosses a threshold; so the reader
-//! both waits for readiness and polls on a short timer. Kernel-side losses
+//! the event), each CPU waking us once per byte budget (an eighth of the ring
+//! across the CPUs); so the reader both waits for readiness and polls on a
+//! short timer. Kernel-side losses
 //! are read every second and handed to the consumer as a `drop` event, so no
 //! loss is silent.
 
