@@ -100,22 +100,16 @@ fn reap(mut c: Child) {
 }
 
 fn event_of(pid: u32) -> Event {
-    Event {
-        ts: 1,
-        evt_type: EvtType::Openat,
-        res: 0,
-        proc: Process {
+    Event::new(
+        1,
+        EvtType::Openat,
+        0,
+        Process {
             pid,
             loginuid: -1,
             ..Default::default()
         },
-        fd: None,
-        open: None,
-        exec: None,
-        lifecycle: None,
-        container: None,
-        drops: None,
-    }
+    )
 }
 
 /// The cgroup v2 hierarchy: `unified` on hybrid hosts, the root on pure v2.

@@ -11,22 +11,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (engine, _report) = Engine::from_sources(&[("fuzz.yaml", text)], &LoadOptions::default());
-    let ev = Event {
-        ts: 1,
-        evt_type: EvtType::Execve,
-        res: 0,
-        proc: Process {
+    let ev = Event::new(
+        1,
+        EvtType::Execve,
+        0,
+        Process {
             pid: 1,
             name: "sh".into(),
             argv: vec!["sh".into(), "-c".into(), "id".into()],
             ..Default::default()
         },
-        fd: None,
-        open: None,
-        exec: None,
-        lifecycle: None,
-        container: None,
-        drops: None,
-    };
+    );
     let _ = engine.evaluate(&ev);
 });

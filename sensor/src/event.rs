@@ -242,6 +242,25 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+impl Event {
+    /// An event of `proc` with nothing else attached yet (no fd, open, exec,
+    /// lifecycle, container or drop details).
+    pub fn new(ts: u64, evt_type: EvtType, res: i64, proc: Process) -> Event {
+        Event {
+            ts,
+            evt_type,
+            res,
+            proc,
+            fd: None,
+            open: None,
+            exec: None,
+            lifecycle: None,
+            container: None,
+            drops: None,
+        }
+    }
+}
+
 impl Process {
     /// `proc.exe`: argv[0] (falls back to the exe path).
     pub fn exe(&self) -> &str {
@@ -569,21 +588,13 @@ mod tests {
                     .collect::<Vec<_>>(),
             )
         };
-        let event = |a: &Arc<Vec<Ancestor>>| Event {
-            ts: 1,
-            evt_type: EvtType::Openat,
-            res: 3,
-            proc: Process {
+        let event = |a: &Arc<Vec<Ancestor>>| {
+            let proc = Process {
                 pid: 7,
                 ancestors: a.clone(),
                 ..Default::default()
-            },
-            fd: None,
-            open: None,
-            exec: None,
-            lifecycle: None,
-            container: None,
-            drops: None,
+            };
+            Event::new(1, EvtType::Openat, 3, proc)
         };
         let expected = |a: &Arc<Vec<Ancestor>>| {
             let mut v = serde_json::to_value(event(&Arc::new(Vec::new()))).unwrap();

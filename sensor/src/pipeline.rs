@@ -38,23 +38,17 @@ pub fn drop_event(drops: Drops) -> Event {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
+    let me = Process {
+        pid: std::process::id(),
+        tid: std::process::id(),
+        name: "mamori".into(),
+        loginuid: -1,
+        ..Default::default()
+    };
+    let lost = drops.total() as i64;
     Event {
-        ts: now,
-        evt_type: EvtType::Drop,
-        res: drops.total() as i64,
-        proc: Process {
-            pid: std::process::id(),
-            tid: std::process::id(),
-            name: "mamori".into(),
-            loginuid: -1,
-            ..Default::default()
-        },
-        fd: None,
-        open: None,
-        exec: None,
-        lifecycle: None,
-        container: None,
         drops: Some(drops),
+        ..Event::new(now, EvtType::Drop, lost, me)
     }
 }
 

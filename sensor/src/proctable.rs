@@ -303,18 +303,8 @@ impl ProcTable {
     }
 
     fn base(&mut self, hdr: &Header, evt_type: EvtType, res: i64) -> Event {
-        Event {
-            ts: self.clock.wall(hdr.ts_boot_ns),
-            evt_type,
-            res,
-            proc: self.process(hdr.tgid, hdr.tid),
-            fd: None,
-            open: None,
-            exec: None,
-            lifecycle: None,
-            container: None,
-            drops: None,
-        }
+        let proc = self.process(hdr.tgid, hdr.tid);
+        Event::new(self.clock.wall(hdr.ts_boot_ns), evt_type, res, proc)
     }
 
     /// Apply a kernel record to the table and return the normalized event.

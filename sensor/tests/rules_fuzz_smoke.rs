@@ -135,23 +135,17 @@ const SEED: &str = "\
 #[test]
 fn mutated_rule_files_never_panic() {
     let mut rng = Rng(0xdead_beef_cafe_f00d);
-    let ev = Event {
-        ts: 1,
-        evt_type: EvtType::Execve,
-        res: 0,
-        proc: Process {
+    let ev = Event::new(
+        1,
+        EvtType::Execve,
+        0,
+        Process {
             pid: 1,
             name: "sh".into(),
             argv: vec!["sh".into(), "-c".into(), "id".into()],
             ..Default::default()
         },
-        fd: None,
-        open: None,
-        exec: None,
-        lifecycle: None,
-        container: None,
-        drops: None,
-    };
+    );
     let (e, r) = Engine::from_sources(&[("seed.yaml", SEED)], &LoadOptions::default());
     assert!(!r.has_errors(), "{r}");
     assert_eq!(e.evaluate(&ev).len(), 1);

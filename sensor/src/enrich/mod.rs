@@ -580,23 +580,17 @@ mod tests {
     }
 
     fn ev(t: EvtType, pid: u32, ppid: u32) -> Event {
-        Event {
-            ts: 1,
-            evt_type: t,
-            res: 0,
-            proc: Process {
+        Event::new(
+            1,
+            t,
+            0,
+            Process {
                 pid,
                 ppid,
                 start_ts: 7,
                 ..Default::default()
             },
-            fd: None,
-            open: None,
-            exec: None,
-            lifecycle: None,
-            container: None,
-            drops: None,
-        }
+        )
     }
 
     fn tempdir(tag: &str) -> PathBuf {

@@ -1302,18 +1302,7 @@ enum PartialSpec {
 
 /// An event for folding checks on fields whose value mamori never varies.
 fn constant_event() -> crate::event::Event {
-    crate::event::Event {
-        ts: 0,
-        evt_type: EvtType::Execve,
-        res: 0,
-        proc: Default::default(),
-        fd: None,
-        open: None,
-        exec: None,
-        lifecycle: None,
-        container: None,
-        drops: None,
-    }
+    crate::event::Event::new(0, EvtType::Execve, 0, Default::default())
 }
 
 fn collect_transforms(o: &AstOperand, out: &mut Vec<Transformer>) {

@@ -382,22 +382,16 @@ mod tests {
 
     #[test]
     fn renders_fields_and_na() {
-        let ev = Event {
-            ts: 0,
-            evt_type: EvtType::Execve,
-            res: 0,
-            proc: Process {
+        let ev = Event::new(
+            0,
+            EvtType::Execve,
+            0,
+            Process {
                 name: "bash".into(),
                 argv: vec!["bash".into(), "-i".into()],
                 ..Default::default()
             },
-            fd: None,
-            open: None,
-            exec: None,
-            lifecycle: None,
-            container: None,
-            drops: None,
-        };
+        );
         let (f, issues) = OutputFormat::compile(
             "100% shell %proc.name (cmd=%(proc.cmdline) file=%fd.name. parent=%proc.aname[1] caps=%thread.cap_effective)",
         );
