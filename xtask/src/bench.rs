@@ -2,8 +2,9 @@
 //!
 //! `capture` (root): the time of N `openat`+`close` pairs (an optimised loop
 //! process, `sensor/examples/open_loop.rs`) bare, while mamori runs Falco's
-//! stable rules, while it captures every event as JSON, and while a
-//! bpftrace one-liner prints each path. Each configuration is interleaved
+//! stable rules, while it captures every event as JSON, with its programs
+//! attached but open events off (the floor that syscall tracepoints alone
+//! cost), and while a bpftrace one-liner prints each path. Each configuration is interleaved
 //! with bare runs (bare, with, bare, with, ..., bare: on a shared VM the
 //! bare time drifts by several percent within a minute) and reported as the
 //! median of its per-round ratios, every round printed. Then per-program
@@ -379,8 +380,9 @@ fn storm(
 }
 
 /// Interleaved rounds for the mamori configurations and for bpftrace.
-const ROUNDS: usize = 5;
-const BPFTRACE_ROUNDS: usize = 3;
+const ROUNDS: usize = 7;
+/// Rounds for the reference rows (the floor, bpftrace).
+const REFERENCE_ROUNDS: usize = 3;
 /// A path that does not exist: each open is one cheap, failing syscall.
 const MISSING_PATH: &str = "/nonexistent-mamori-bench/file";
 
@@ -407,8 +409,20 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
     // Capture with every event serialised as JSON (to /dev/null).
     let cap_args = ["capture", "--json", "--output", "/dev/null"];
     let cap = Paired::measure(&looper, n, ROUNDS, || Tracer::mamori(mamori, &cap_args))?;
+    // The floor: the same programs attached, open events switched off, so
+    // each syscall exit only runs the program up to its dispatch.
+    let floor_args = [
+        "capture",
+        "--events",
+        "exec,fork,exit,connect",
+        "--output",
+        "/dev/null",
+    ];
+    let floor = Paired::measure(&looper, n, REFERENCE_ROUNDS, || {
+        Tracer::mamori(mamori, &floor_args)
+    })?;
     // bpftrace printing each path (its stdout drained by a thread).
-    let bt = Paired::measure(&looper, n, BPFTRACE_ROUNDS, || {
+    let bt = Paired::measure(&looper, n, REFERENCE_ROUNDS, || {
         Tracer::bpftrace(
             "tracepoint:syscalls:sys_enter_openat { printf(\"%s\\n\", str(args->filename)); }",
         )
@@ -437,6 +451,13 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
     println!(
         "{}",
         cap.row("mamori capture --json (every event serialised)", true)
+    );
+    println!(
+        "{}",
+        floor.row(
+            "floor: mamori's programs attached, open events off (syscall tracepoint cost)",
+            true
+        )
     );
     println!("{}", bt.row("bpftrace printing each path", false));
     println!();
