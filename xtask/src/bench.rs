@@ -252,10 +252,17 @@ struct Paired {
     lost: u64,
 }
 
+/// The middle value (the upper one of an even count); `v` is not empty.
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     s[s.len() / 2]
+}
+
+/// Round `i`'s ratio: its time with the tracer over the mean of the bare
+/// runs just before (`bare[i]`) and just after (`bare[i + 1]`) it.
+fn round_ratio(bare: &[f64], with: f64, i: usize) -> f64 {
+    with / ((bare[i] + bare[i + 1]) / 2.0)
 }
 
 impl Paired {
@@ -280,8 +287,7 @@ impl Paired {
             p.events += events;
             p.lost += lost;
             p.bare.push(looper.once(n)?);
-            p.ratios
-                .push(p.with[i] / ((p.bare[i] + p.bare[i + 1]) / 2.0));
+            p.ratios.push(round_ratio(&p.bare, p.with[i], i));
         }
         Ok(p)
     }
@@ -380,8 +386,9 @@ fn storm(
 }
 
 /// Interleaved rounds for the mamori configurations and for bpftrace.
-const ROUNDS: usize = 7;
-/// Rounds for the reference rows (the floor, bpftrace).
+const ROUNDS: usize = 9;
+/// Rounds for the floor row and for bpftrace (4-5x slower per run).
+const FLOOR_ROUNDS: usize = 5;
 const REFERENCE_ROUNDS: usize = 3;
 /// A path that does not exist: each open is one cheap, failing syscall.
 const MISSING_PATH: &str = "/nonexistent-mamori-bench/file";
@@ -418,7 +425,7 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
         "--output",
         "/dev/null",
     ];
-    let floor = Paired::measure(&looper, n, REFERENCE_ROUNDS, || {
+    let floor = Paired::measure(&looper, n, FLOOR_ROUNDS, || {
         Tracer::mamori(mamori, &floor_args)
     })?;
     // bpftrace printing each path (its stdout drained by a thread).
@@ -532,4 +539,25 @@ fn example(name: &str, args: &[&str], no_ebpf: bool) -> Result<()> {
         cmd.env("AYA_BUILD_SKIP", "1");
     }
     run(&mut cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_round_is_compared_with_the_bare_runs_around_it() {
+        // bare drifts from 100 to 200; each traced run costs 1.2x the bare
+        // time of its moment.
+        let bare = [100.0, 150.0, 200.0];
+        assert!((round_ratio(&bare, 150.0, 0) - 1.2).abs() < 1e-9);
+        assert!((round_ratio(&bare, 210.0, 1) - 1.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_median_ignores_one_noisy_round() {
+        assert_eq!(median(&[1.21, 1.40, 1.22, 1.20, 1.23]), 1.22);
+        assert_eq!(median(&[3.0]), 3.0);
+        assert_eq!(median(&[1.0, 2.0]), 2.0);
+    }
 }
