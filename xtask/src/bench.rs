@@ -241,9 +241,10 @@ impl Tracer {
 }
 
 /// One configuration timed against bare, interleaved so that the drift of a
-/// shared VM hits both alike: bare, with, bare, with, ..., bare. Each run
-/// with the tracer is compared with the mean of the bare runs just before
-/// and just after it; the median of those ratios is the result.
+/// shared VM hits both alike: (an untimed warm-up with the tracer,) bare,
+/// with, bare, with, ..., bare. Each run with the tracer is compared with the
+/// mean of the bare runs just before and just after it; the median of those
+/// ratios is the result.
 struct Paired {
     bare: Vec<f64>,
     with: Vec<f64>,
@@ -272,6 +273,12 @@ impl Paired {
         rounds: usize,
         start: impl Fn() -> Result<Tracer>,
     ) -> Result<Paired> {
+        // One untimed warm-up round: caches, page tables and the allocator
+        // settle for this configuration before anything is compared.
+        let tracer = start()?;
+        let warm = looper.once(n / 10);
+        tracer.stop()?;
+        warm?;
         let mut p = Paired {
             bare: vec![looper.once(n)?],
             with: Vec::new(),
