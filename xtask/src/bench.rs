@@ -69,18 +69,24 @@ impl Looper {
     }
 }
 
-/// Build a release example of the sensor crate; its path.
-fn build_example(name: &str) -> Result<std::path::PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo).current_dir(root()).args([
-        "build",
+/// `cargo VERB --quiet --release -p sensor --example NAME`, in the workspace.
+fn cargo_example(verb: &str, name: &str) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root()).args([
+        verb,
         "--quiet",
         "--release",
         "-p",
         "sensor",
         "--example",
         name,
-    ]))?;
+    ]);
+    cmd
+}
+
+/// Build a release example of the sensor crate; its path.
+fn build_example(name: &str) -> Result<std::path::PathBuf> {
+    run(&mut cargo_example("build", name))?;
     Ok(root().join("target/release/examples").join(name))
 }
 
@@ -529,19 +535,8 @@ pub fn outputs() -> Result<()> {
 /// `cargo run --release -p sensor --example NAME -- ARGS`; `no_ebpf` builds
 /// without the eBPF object (the example does not load programs).
 fn example(name: &str, args: &[&str], no_ebpf: bool) -> Result<()> {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(root())
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "sensor",
-            "--example",
-            name,
-            "--",
-        ])
-        .args(args);
+    let mut cmd = cargo_example("run", name);
+    cmd.arg("--").args(args);
     if no_ebpf {
         cmd.env("AYA_BUILD_SKIP", "1");
     }
