@@ -4,14 +4,15 @@
 //! process, `sensor/examples/open_loop.rs`) bare, while mamori runs Falco's
 //! stable rules, while it captures every event as JSON, with its programs
 //! attached but open events off (the floor that syscall tracepoints alone
-//! cost), and while a bpftrace one-liner prints each path. Each configuration is interleaved
-//! with bare runs (bare, with, bare, with, ..., bare: on a shared VM the
-//! bare time drifts by several percent within a minute) and reported as the
-//! median of its per-round ratios, every round printed. Then per-program
-//! average run time from `kernel.bpf_stats_enabled`; the event rate drained
-//! under storms of opens (`sensor/examples/open_storm.rs`): unpaced, and
-//! paced at rising rates, each with its drop count; and the userspace drain
-//! ceiling (decode + process table + JSON, no kernel).
+//! cost), and while a bpftrace one-liner prints each path. Each
+//! configuration is interleaved with bare runs (bare, with, bare, with, ...,
+//! bare: on a shared VM the bare time drifts by several percent within a
+//! minute) and reported as the median of its per-round ratios, every round
+//! printed. Then per-program average run time from
+//! `kernel.bpf_stats_enabled`; the event rate drained under storms of opens
+//! (`sensor/examples/open_storm.rs`): unpaced, and paced at rising rates,
+//! each with its drop count; and the userspace drain ceiling (decode +
+//! process table + JSON, no kernel).
 //! `rules`: the rule-engine benchmark (`sensor/examples/bench_rules.rs`).
 
 use std::{
@@ -345,8 +346,8 @@ fn program_stats(looper: &Looper, mamori: &Path, args: &[&str], n: u64) -> Resul
     stats
 }
 
-/// One storm: `threads` threads opening `path` for `secs` at `rate` opens/s
-/// in total (0: unpaced) while mamori runs `args`.
+/// One storm: `threads` threads of `exe` (open_storm) opening `path` for
+/// `secs` at `rate` opens/s in total (0: unpaced) while mamori runs `args`.
 struct Storm {
     threads: u32,
     rate: u64,
@@ -358,15 +359,15 @@ struct Storm {
 }
 
 fn storm(
+    exe: &Path,
     mamori: &Path,
     args: &[&str],
     (threads, rate, path): (u32, u64, &'static str),
     secs: f64,
 ) -> Result<Storm> {
-    let exe = root().join("target/release/examples").join("open_storm");
     let tracer = Tracer::mamori(mamori, args)?;
     let start = Instant::now();
-    let out = Command::new(&exe)
+    let out = Command::new(exe)
         .args([
             &threads.to_string(),
             &rate.to_string(),
@@ -398,10 +399,11 @@ fn storm(
     })
 }
 
-/// Interleaved rounds for the mamori configurations and for bpftrace.
+/// Interleaved rounds for the mamori rows.
 const ROUNDS: usize = 9;
-/// Rounds for the floor row and for bpftrace (4-5x slower per run).
+/// Rounds for the floor row.
 const FLOOR_ROUNDS: usize = 5;
+/// Rounds for bpftrace (4-5x slower per run).
 const REFERENCE_ROUNDS: usize = 3;
 /// A path that does not exist: each open is one cheap, failing syscall.
 const MISSING_PATH: &str = "/nonexistent-mamori-bench/file";
@@ -416,7 +418,7 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
     let corpus = corpus.to_string_lossy().into_owned();
     let n = iterations;
     let looper = Looper::build()?;
-    build_example("open_storm")?;
+    let storm_exe = build_example("open_storm")?;
     println!(
         "bench capture: {n} openat+close pairs on {TARGET_PATH} per run; each configuration interleaved with bare runs; 2 cores"
     );
@@ -451,9 +453,21 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
 
     // Drain: an unpaced open+close storm, then failing opens paced at rising
     // rates (2 threads each).
-    let mut storms = vec![storm(mamori, &run_args, (2, 0, TARGET_PATH), 3.0)?];
+    let mut storms = vec![storm(
+        &storm_exe,
+        mamori,
+        &run_args,
+        (2, 0, TARGET_PATH),
+        3.0,
+    )?];
     for rate in [250_000, 500_000, 750_000, 1_000_000, 1_500_000] {
-        storms.push(storm(mamori, &run_args, (2, rate, MISSING_PATH), 3.0)?);
+        storms.push(storm(
+            &storm_exe,
+            mamori,
+            &run_args,
+            (2, rate, MISSING_PATH),
+            3.0,
+        )?);
     }
 
     println!();
