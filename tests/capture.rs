@@ -23,11 +23,11 @@ use std::{
 };
 
 use mamori::{
-    bpf::{Options, Sensor},
-    event::{Event, EvtType, FdType},
-    pipeline::{self, Stats},
-    proctable::{Clock, ProcTable, Users},
+    kernel::{Options, Sensor},
+    pipeline::{Pipeline, Stats},
+    process::{Clock, ProcTable, Users},
 };
+use mamori_rules::event::{Event, EvtType, FdType};
 
 const CHILD_ENV: &str = "MAMORI_E2E_CHILD";
 
@@ -254,9 +254,9 @@ fn capture_child(opts: Options, spec: String) -> (u32, Vec<Event>, Stats) {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let mut sensor = Sensor::load(&opts).expect("load the eBPF programs (are you root?)");
+        let sensor = Sensor::load(&opts).expect("load the eBPF programs (are you root?)");
         let clock = Clock::now();
-        let mut table = ProcTable::seeded(
+        let table = ProcTable::seeded(
             std::path::Path::new("/proc"),
             clock,
             Users::load(std::path::Path::new("/etc/passwd")),
@@ -280,18 +280,15 @@ fn capture_child(opts: Options, spec: String) -> (u32, Vec<Event>, Stats) {
             tokio::time::sleep(Duration::from_millis(1500)).await;
         };
         let mut events = Vec::new();
-        let stats = pipeline::run(
-            &mut sensor,
-            &mut table,
-            None,
-            |ev| {
-                events.push(ev.clone());
-                Ok(())
-            },
-            shutdown,
-        )
-        .await
-        .unwrap();
+        let mut keep = |ev: &Event| {
+            events.push(ev.clone());
+            Ok(())
+        };
+        let stats = Pipeline::new(sensor, table, None)
+            .unwrap()
+            .run(&mut keep, shutdown)
+            .await
+            .unwrap();
         let pid = *child_pid.lock().unwrap();
         let me = std::process::id();
         let own = events

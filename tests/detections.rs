@@ -48,7 +48,7 @@ use std::{
 };
 
 use container::{FakeContainer, InContainer};
-use mamori::event::{Event, EvtType};
+use mamori_rules::event::{Event, EvtType};
 use netns::{ConnectRun, ScanPlan, TestNet};
 use serde_json::Value;
 

@@ -33,10 +33,8 @@ mod common;
 #[path = "common/container.rs"]
 mod container;
 
-use mamori::{
-    enrich::Enricher,
-    event::{Event, EvtType, Process},
-};
+use mamori::enrich::Enricher;
+use mamori_rules::event::{Event, EvtType, Process};
 
 /// Deterministic but test-specific ids, so parallel runs never collide.
 fn ids(tag: u8) -> (String, String) {

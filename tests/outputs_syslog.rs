@@ -17,13 +17,13 @@ use std::{
 mod certs;
 use certs::make_certs;
 use mamori::{
-    alert::{Alert, Priority},
     config,
     outputs::{
         syslog::format::{self, Header},
         Outputs,
     },
 };
+use mamori_rules::alert::{Alert, Priority};
 
 struct Rsyslog {
     child: Option<Child>,

@@ -17,11 +17,8 @@ use std::{
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response};
 use hyper_util::rt::TokioIo;
-use mamori::{
-    alert::{Alert, Priority},
-    config,
-    outputs::Outputs,
-};
+use mamori::{config, outputs::Outputs};
+use mamori_rules::alert::{Alert, Priority};
 use tokio_rustls::rustls::{
     self,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},

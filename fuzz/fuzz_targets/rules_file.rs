@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mamori::event::{Event, EvtType, Process};
-use mamori::rules::{Engine, LoadOptions};
+use mamori_rules::event::{Event, EvtType, Process};
+use mamori_rules::{Engine, LoadOptions};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

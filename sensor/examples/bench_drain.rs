@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use mamori::{
-    decode::{decode, encode, RawEvent},
-    proctable::{Clock, ProcEntry, ProcTable, Users},
+    kernel::decode::{decode, encode, RawEvent},
+    process::{Clock, ProcEntry, ProcTable, Users},
 };
 use mamori_common::{syscall, ConnectBody, EventKind, ExecBody, Header, OpenBody};
 

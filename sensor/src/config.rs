@@ -34,7 +34,7 @@ use std::{
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::alert::Priority;
+use mamori_rules::alert::Priority;
 
 /// Where `mamori run` looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mamori/mamori.yaml";
@@ -283,35 +283,17 @@ impl<'de> Deserialize<'de> for Dur {
         match &v {
             Value::Number(n) => n
                 .as_f64()
-                .filter(|f| *f >= 0.0 && f.is_finite())
-                .map(|f| Dur(Duration::from_secs_f64(f)))
-                .ok_or_else(|| serde::de::Error::custom("expected a non-negative duration")),
-            Value::String(s) => parse_duration(s).map(Dur).map_err(serde::de::Error::custom),
+                .and_then(mamori_rules::duration::from_secs_f64)
+                .map(Dur)
+                .ok_or_else(|| serde::de::Error::custom("expected a duration from 0 to 100 years")),
+            Value::String(s) => mamori_rules::duration::parse(s)
+                .map(Dur)
+                .map_err(serde::de::Error::custom),
             _ => Err(serde::de::Error::custom(
                 "expected a duration such as 500ms, 5s, 2m",
             )),
         }
     }
-}
-
-/// `250ms`, `5s`, `1.5s`, `2m`, `1h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration '{s}' (expected e.g. 500ms, 5s, 2m)"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        u => return Err(format!("bad duration unit '{u}' in '{s}' (ms, s, m, h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// A secret string: inline, `{env: VAR}` or `{file: /path}`.
@@ -598,9 +580,11 @@ fn common(
 ) -> Result<(bool, SinkCommon), ConfigError> {
     let mut c = SinkCommon::default();
     if let Some(p) = minimum_priority {
-        c.minimum_priority = p.parse().map_err(|e: crate::alert::UnknownPriority| {
-            key_err(format!("{key}.minimum_priority"), e.to_string())
-        })?;
+        c.minimum_priority = p
+            .parse()
+            .map_err(|e: mamori_rules::alert::UnknownPriority| {
+                key_err(format!("{key}.minimum_priority"), e.to_string())
+            })?;
     }
     c.rules = rules.clone().unwrap_or_default();
     c.tags = tags.clone().unwrap_or_default();
@@ -1234,11 +1218,12 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert!(parse_duration("5 parsecs").is_err());
+    fn huge_durations_are_an_error_naming_the_key() {
+        for v in ["1e300", "999999999999h"] {
+            let e = load(None, &[format!("outputs.grace_period={v}")], vec![])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("outputs.grace_period"), "{v}: {e}");
+        }
     }
 }

@@ -3,7 +3,8 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use mamori::{capture, cmd_rules, run};
+use mamori::cli::{capture, rules as cmd_rules, run};
+use mamori::pipeline::{parse_kinds, KernelArgs};
 
 /// mamori (守り) — runtime security sensor for Kubernetes nodes.
 ///
@@ -97,10 +98,10 @@ struct KernelFlags {
 }
 
 impl KernelFlags {
-    fn parse(self) -> anyhow::Result<capture::KernelArgs> {
-        Ok(capture::KernelArgs {
+    fn parse(self) -> anyhow::Result<KernelArgs> {
+        Ok(KernelArgs {
             ring_bytes: self.ring_size,
-            kinds: capture::parse_kinds(&self.events)?,
+            kinds: parse_kinds(&self.events)?,
             precise_time: self.precise_time,
         })
     }

@@ -1,22 +1,32 @@
-//! The live pipeline: ring buffer → decode → process table → a consumer.
+//! The live pipeline: start-up, and the one place that reads as the data flow.
+//!
+//! ```text
+//! kernel ring ─► decode ─► process table ─► enrich ─► last stage
+//! kernel::ring   kernel::   process::        enrich::   run: detect:: → outputs::
+//!                decode     ProcTable::apply Enricher   capture: cli::capture printer
+//! ```
+//!
+//! Each stage is a function or type that returns its output here; only
+//! [`Pipeline::drain`] hands one stage's value to the next. `mamori run` and
+//! `mamori capture` differ only in their [`LastStage`].
 //!
 //! The kernel submits without waking us (a wakeup per event costs more than
 //! the event), each CPU waking us once per byte budget (an eighth of the ring
 //! across the CPUs); so the reader both waits for readiness and polls on a
-//! short timer. Kernel-side losses
-//! are read every second and handed to the consumer as a `drop` event, so no
-//! loss is silent.
+//! short timer. Kernel-side losses are read every second and handed to the
+//! last stage as a `drop` event, so no loss is silent.
 
 use std::{future::Future, time::Duration};
 
+use anyhow::Context;
+use mamori_common::EventKind;
+use mamori_rules::event::{Drops, Event, EvtType, Process};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    bpf::Sensor,
-    decode::decode,
     enrich::Enricher,
-    event::{Drops, Event, EvtType, Process},
-    proctable::ProcTable,
+    kernel::{decode::decode, ring::BatchRing, Options, Sensor},
+    process::{Clock, ProcTable, Users},
 };
 
 /// How often the ring is drained when no wakeup came.
@@ -24,12 +34,67 @@ const POLL_EVERY: Duration = Duration::from_millis(10);
 /// How often kernel drop counters are checked.
 const DROPS_EVERY: Duration = Duration::from_secs(1);
 
+/// Kernel-side settings shared by `capture` and `run`.
+#[derive(Debug, Clone, Default)]
+pub struct KernelArgs {
+    /// Ring buffer size (default: [`Options::default`]'s).
+    pub ring_bytes: Option<u32>,
+    /// Kinds to capture; empty = all.
+    pub kinds: Vec<EventKind>,
+    /// A clock read per open/connect event (see [`Options::precise_time`]).
+    pub precise_time: bool,
+}
+
+/// Parse `--events` names (`exec`, `fork`, `exit`, `open`, `connect`).
+pub fn parse_kinds(names: &[String]) -> anyhow::Result<Vec<EventKind>> {
+    names
+        .iter()
+        .map(|n| {
+            EventKind::ALL
+                .into_iter()
+                .find(|k| k.name() == n.trim())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "unknown event kind {n:?} (expected exec, fork, exit, open, connect)"
+                    )
+                })
+        })
+        .collect()
+}
+
+/// What the pipeline ends in: `run` detects and queues alerts, `capture`
+/// prints. A closure `FnMut(&Event) -> anyhow::Result<()>` is one too.
+pub trait LastStage {
+    /// One event, in ring order. An error stops the pipeline (e.g. the
+    /// output file became unwritable).
+    fn event(&mut self, ev: &Event) -> anyhow::Result<()>;
+}
+
+impl<F: FnMut(&Event) -> anyhow::Result<()>> LastStage for F {
+    fn event(&mut self, ev: &Event) -> anyhow::Result<()> {
+        self(ev)
+    }
+}
+
 /// Counters of one pipeline run.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub events: u64,
     pub invalid: u64,
     pub dropped: Drops,
+}
+
+impl Stats {
+    /// The exit summary line (`alerts` for `run`).
+    pub fn summary(&self, alerts: Option<u64>) -> String {
+        let alerts = alerts.map(|n| format!("{n} alerts, ")).unwrap_or_default();
+        format!(
+            "{} events, {alerts}{} lost in the kernel, {} undecodable",
+            self.events,
+            self.dropped.total() - self.dropped.invalid,
+            self.invalid
+        )
+    }
 }
 
 /// Builds the `drop` event reporting losses.
@@ -52,122 +117,172 @@ pub fn drop_event(drops: Drops) -> Event {
     }
 }
 
-/// Run until `shutdown` resolves, handing every event to `consume` (after
-/// container enrichment, when an enricher is given). An error from `consume`
-/// stops the pipeline (e.g. the output file became unwritable).
-pub async fn run<F, S>(
-    sensor: &mut Sensor,
-    table: &mut ProcTable,
-    mut enricher: Option<&mut Enricher>,
-    mut consume: F,
-    shutdown: S,
-) -> anyhow::Result<Stats>
-where
-    F: FnMut(&Event) -> anyhow::Result<()>,
-    S: Future<Output = ()>,
-{
-    let ring = sensor
-        .take_ring()
-        .ok_or_else(|| anyhow::anyhow!("the event ring was already taken"))?;
-    // SAFETY: the ring buffer's fd is owned by the `BatchRing`, which the
-    // `AsyncFd` owns for its whole life; `as_raw_fd` always returns that fd.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "registering the ring buffer with tokio: {}",
-                e.into_parts().1
-            )
-        })?;
-    let mut stats = Stats::default();
-    let mut invalid_since_report = 0u64;
-    let mut poll = tokio::time::interval(POLL_EVERY);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut drops_tick = tokio::time::interval(DROPS_EVERY);
-    drops_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
+/// The stages up to the last one, with their state.
+pub struct Pipeline {
+    sensor: Sensor,
+    ring: AsyncFd<BatchRing>,
+    table: ProcTable,
+    enricher: Option<Enricher>,
+    stats: Stats,
+    /// Undecodable records since the last drop report.
+    invalid_since_report: u64,
+}
 
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                drain(guard.get_inner_mut(), table, enricher.as_deref_mut(), &mut consume, &mut stats, &mut invalid_since_report)?;
-                guard.clear_ready();
-            }
-            _ = poll.tick() => drain(ring.get_mut(), table, enricher.as_deref_mut(), &mut consume, &mut stats, &mut invalid_since_report)?,
-            _ = drops_tick.tick() => {
-                if let Some(ev) = report(sensor, &mut stats, &mut invalid_since_report) {
-                    consume(&ev)?;
+impl Pipeline {
+    /// Start-up for this node: load and attach the kernel programs, seed the
+    /// process table from `/proc`, start enrichment (cgroups, pod watch), and
+    /// announce readiness on stderr. Must be called inside the tokio runtime.
+    pub fn start(k: &KernelArgs) -> anyhow::Result<Pipeline> {
+        let mut opts = Options {
+            precise_time: k.precise_time,
+            ..Options::default()
+        };
+        if let Some(b) = k.ring_bytes {
+            opts.ring_bytes = b;
+        }
+        if !k.kinds.is_empty() {
+            opts.kinds = k.kinds.clone();
+        }
+        let sensor = Sensor::load(&opts).context("starting the kernel sensor")?;
+        let table = ProcTable::seeded(
+            std::path::Path::new("/proc"),
+            Clock::now(),
+            Users::load(std::path::Path::new("/etc/passwd")),
+        );
+        eprintln!(
+            "mamori: attached {} programs ({}); {} processes seeded from /proc",
+            sensor.attached.len(),
+            sensor.attached.join(", "),
+            table.len()
+        );
+        Pipeline::new(sensor, table, Some(Enricher::for_this_node()))
+    }
+
+    /// A pipeline over parts built by the caller (tests leave out
+    /// enrichment). Must be called inside the tokio runtime.
+    pub fn new(
+        mut sensor: Sensor,
+        table: ProcTable,
+        enricher: Option<Enricher>,
+    ) -> anyhow::Result<Pipeline> {
+        let ring = sensor
+            .take_ring()
+            .ok_or_else(|| anyhow::anyhow!("the event ring was already taken"))?;
+        // SAFETY: the ring buffer's fd is owned by the `BatchRing`, which the
+        // `AsyncFd` owns for its whole life; `as_raw_fd` always returns that fd.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "registering the ring buffer with tokio: {}",
+                    e.into_parts().1
+                )
+            })?;
+        Ok(Pipeline {
+            sensor,
+            ring,
+            table,
+            enricher,
+            stats: Stats::default(),
+            invalid_since_report: 0,
+        })
+    }
+
+    /// Run until `shutdown` resolves, handing every event to `last`; then
+    /// drain what the kernel queued, release held events and report losses.
+    pub async fn run(
+        mut self,
+        last: &mut impl LastStage,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<Stats> {
+        let mut poll = tokio::time::interval(POLL_EVERY);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drops_tick = tokio::time::interval(DROPS_EVERY);
+        drops_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                guard = self.ring.readable_mut() => {
+                    guard?.clear_ready();
+                    self.drain(last)?;
+                }
+                _ = poll.tick() => self.drain(last)?,
+                _ = drops_tick.tick() => {
+                    if let Some(ev) = self.losses() {
+                        last.event(&ev)?;
+                    }
                 }
             }
         }
-    }
-    // Final drain: whatever the kernel queued before we stopped.
-    drain(
-        ring.get_mut(),
-        table,
-        enricher.as_deref_mut(),
-        &mut consume,
-        &mut stats,
-        &mut invalid_since_report,
-    )?;
-    if let Some(en) = enricher {
-        en.release(&mut consume, true)?;
-    }
-    if let Some(ev) = report(sensor, &mut stats, &mut invalid_since_report) {
-        consume(&ev)?;
-    }
-    Ok(stats)
-}
-
-fn drain<F>(
-    ring: &mut crate::ringbuf::BatchRing,
-    table: &mut ProcTable,
-    mut enricher: Option<&mut Enricher>,
-    consume: &mut F,
-    stats: &mut Stats,
-    invalid: &mut u64,
-) -> anyhow::Result<()>
-where
-    F: FnMut(&Event) -> anyhow::Result<()>,
-{
-    ring.drain(|record| -> anyhow::Result<()> {
-        match decode(record) {
-            Ok(raw) => {
-                let ev = table.apply(&raw);
-                stats.events += 1;
-                match enricher.as_deref_mut() {
-                    Some(en) => en.admit(ev, consume)?,
-                    None => consume(&ev)?,
-                }
+        // Final drain: whatever the kernel queued before we stopped.
+        self.drain(last)?;
+        if let Some(en) = &mut self.enricher {
+            for ev in en.release(true) {
+                last.event(&ev)?;
             }
-            Err(e) => {
-                stats.invalid += 1;
-                *invalid += 1;
-                if stats.invalid <= 10 || stats.invalid.is_power_of_two() {
-                    log::warn!("undecodable kernel record ({} so far): {e}", stats.invalid);
+        }
+        if let Some(ev) = self.losses() {
+            last.event(&ev)?;
+        }
+        Ok(self.stats)
+    }
+
+    /// The data flow, one record at a time: ring → decode → process table →
+    /// enrich → last stage; then held events whose time has come.
+    fn drain(&mut self, last: &mut impl LastStage) -> anyhow::Result<()> {
+        let Pipeline {
+            ring,
+            table,
+            enricher,
+            stats,
+            invalid_since_report,
+            ..
+        } = self;
+        ring.get_mut().drain(|record| -> anyhow::Result<()> {
+            let raw = match decode(record) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    stats.invalid += 1;
+                    *invalid_since_report += 1;
+                    if stats.invalid <= 10 || stats.invalid.is_power_of_two() {
+                        log::warn!("undecodable kernel record ({} so far): {e}", stats.invalid);
+                    }
+                    return Ok(());
                 }
+            };
+            let ev = table.apply(&raw);
+            stats.events += 1;
+            let Some(en) = enricher.as_mut() else {
+                return last.event(&ev);
+            };
+            if let Some(ev) = en.admit(ev) {
+                last.event(&ev)?;
+            }
+            for ev in en.release(false) {
+                last.event(&ev)?;
+            }
+            Ok(())
+        })?;
+        // Events held for late pod metadata whose time has come.
+        if let Some(en) = enricher {
+            for ev in en.release(false) {
+                last.event(&ev)?;
             }
         }
         Ok(())
-    })?;
-    // Events held for late pod metadata whose time has come.
-    if let Some(en) = enricher {
-        en.release(consume, false)?;
     }
-    Ok(())
-}
 
-/// Read the kernel's drop counters; a `drop` event if anything was lost.
-fn report(sensor: &mut Sensor, stats: &mut Stats, invalid: &mut u64) -> Option<Event> {
-    let mut d = sensor.drops_since_last();
-    d.invalid = std::mem::take(invalid);
-    if d.total() == 0 {
-        return None;
+    /// Read the kernel's drop counters; a `drop` event if anything was lost.
+    fn losses(&mut self) -> Option<Event> {
+        let mut d = self.sensor.drops_since_last();
+        d.invalid = std::mem::take(&mut self.invalid_since_report);
+        if d.total() == 0 {
+            return None;
+        }
+        log::warn!("kernel event drop: {d}");
+        self.stats.dropped.add(&d);
+        Some(drop_event(d))
     }
-    log::warn!("kernel event drop: {d}");
-    stats.dropped.add(&d);
-    Some(drop_event(d))
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

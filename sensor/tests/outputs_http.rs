@@ -21,10 +21,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response};
 use hyper_util::rt::TokioIo;
 use mamori::{
-    alert::{Alert, Priority},
     config,
     outputs::{Output, Outputs, SendFuture, SinkSpec, SinkStats},
 };
+use mamori_rules::alert::{Alert, Priority};
 
 #[derive(Clone, Copy, Debug)]
 enum Reply {

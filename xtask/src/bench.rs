@@ -13,7 +13,8 @@
 //! (`sensor/examples/open_storm.rs`): unpaced, and paced at rising rates,
 //! each with its drop count; and the userspace drain ceiling (decode +
 //! process table + JSON, no kernel).
-//! `rules`: the rule-engine benchmark (`sensor/examples/bench_rules.rs`).
+//! `rules`: the rule-engine benchmark (`rules-engine/examples/bench_rules.rs`,
+//! the kernel-free rules crate alone).
 
 use std::{
     io::{BufRead, BufReader},
@@ -70,15 +71,15 @@ impl Looper {
     }
 }
 
-/// `cargo VERB --quiet --release -p sensor --example NAME`, in the workspace.
-fn cargo_example(verb: &str, name: &str) -> Command {
+/// `cargo VERB --quiet --release -p PACKAGE --example NAME`, in the workspace.
+fn cargo_example(verb: &str, package: &str, name: &str) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root()).args([
         verb,
         "--quiet",
         "--release",
         "-p",
-        "sensor",
+        package,
         "--example",
         name,
     ]);
@@ -87,7 +88,7 @@ fn cargo_example(verb: &str, name: &str) -> Command {
 
 /// Build a release example of the sensor crate; its path.
 fn build_example(name: &str) -> Result<std::path::PathBuf> {
-    run(&mut cargo_example("build", name))?;
+    run(&mut cargo_example("build", "sensor", name))?;
     Ok(root().join("target/release/examples").join(name))
 }
 
@@ -534,27 +535,19 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
     }
     println!("sustained drain with 0 lost: {sustained:.0} events/s");
     // Userspace drain ceiling, without the kernel in the way.
-    example("bench_drain", &[], false)
+    crate::run(cargo_example("run", "sensor", "bench_drain").arg("--"))
 }
 
 pub fn rules(iterations: u64) -> Result<()> {
-    example("bench_rules", &[&iterations.to_string()], false)
+    run(cargo_example("run", "mamori-rules", "bench_rules")
+        .arg("--")
+        .arg(iterations.to_string()))
 }
 
 /// Alert delivery latency per sink (`sensor/examples/bench_outputs.rs`).
 pub fn outputs() -> Result<()> {
-    example("bench_outputs", &[], true)
-}
-
-/// `cargo run --release -p sensor --example NAME -- ARGS`; `no_ebpf` builds
-/// without the eBPF object (the example does not load programs).
-fn example(name: &str, args: &[&str], no_ebpf: bool) -> Result<()> {
-    let mut cmd = cargo_example("run", name);
-    cmd.arg("--").args(args);
-    if no_ebpf {
-        cmd.env("AYA_BUILD_SKIP", "1");
-    }
-    run(&mut cmd)
+    // The example loads no programs: build it without the eBPF object.
+    run(cargo_example("run", "sensor", "bench_outputs").env("AYA_BUILD_SKIP", "1"))
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use kube::{
 };
 
 use super::pods::{ContainerMeta, PodEntry, PodIndex};
-use crate::event::Pod;
+use mamori_rules::event::Pod;
 
 /// Why the pod watch could not start.
 #[derive(Debug, thiserror::Error)]

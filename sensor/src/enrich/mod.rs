@@ -74,7 +74,7 @@ use std::{
 
 use lru::LruCache;
 
-use crate::event::{Container, Event, EvtType, Pod};
+use mamori_rules::event::{Container, Event, EvtType, Pod};
 
 use self::{cgroup::CgroupInfo, cgroupfs::CgroupIndex, pods::PodIndex};
 
@@ -258,14 +258,10 @@ impl Enricher {
         }
     }
 
-    /// Enrich `ev` and hand it to `out` — now, or after a short hold while
-    /// its pod's metadata is on the way (see the module docs). Also releases
-    /// held events that became ready.
-    pub fn admit<E>(
-        &mut self,
-        mut ev: Event,
-        out: &mut impl FnMut(&Event) -> Result<(), E>,
-    ) -> Result<(), E> {
+    /// Enrich `ev` and return it when it is ready now; `None` when it is held
+    /// for a short while because its pod's metadata is on the way (see the
+    /// module docs; [`Enricher::release`] returns it later, in order).
+    pub fn admit(&mut self, mut ev: Event) -> Option<Event> {
         self.enrich(&mut ev);
         let pid = ev.proc.pid;
         let wait = self.pods.is_some()
@@ -281,30 +277,27 @@ impl Enricher {
                 ev,
                 since: Instant::now(),
             });
-        } else {
-            if wait {
-                self.stats.hold_full += 1;
-            }
-            out(&ev)?;
+            return None;
         }
-        self.release(out, false)
+        if wait {
+            self.stats.hold_full += 1;
+        }
+        Some(ev)
     }
 
-    /// Hand held events that are complete or due to `out`, in order; with
-    /// `all`, every held event (at shutdown). Cheap when nothing changed.
-    pub fn release<E>(
-        &mut self,
-        out: &mut impl FnMut(&Event) -> Result<(), E>,
-        all: bool,
-    ) -> Result<(), E> {
+    /// Held events that are complete or due, in order; with `all`, every
+    /// held event (at shutdown). Cheap (and allocation-free) when nothing
+    /// changed.
+    pub fn release(&mut self, all: bool) -> Vec<Event> {
+        let mut out = Vec::new();
         let Some(front) = self.held.front() else {
-            return Ok(());
+            return out;
         };
         let generation = self.pods.as_ref().map(PodIndex::generation).unwrap_or(0);
         let now = Instant::now();
         let changed = generation != self.held_generation;
         if !all && !changed && now.duration_since(front.since) < HOLD_FOR {
-            return Ok(());
+            return out;
         }
         self.held_generation = generation;
         let mut keep = VecDeque::new();
@@ -338,18 +331,14 @@ impl Enricher {
                         self.held_pids.remove(&pid);
                     }
                 }
-                if let Err(e) = out(&h.ev) {
-                    keep.extend(self.held.drain(..));
-                    self.held = keep;
-                    return Err(e);
-                }
+                out.push(h.ev);
             } else {
                 blocked.insert(pid);
                 keep.push_back(h);
             }
         }
         self.held = keep;
-        Ok(())
+        out
     }
 
     /// Events currently held.
@@ -568,7 +557,7 @@ fn read_proc_cgroup(root: &Path, pid: u32) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::{pods::*, *};
-    use crate::event::Process;
+    use mamori_rules::event::Process;
 
     const ID: &str = "3f2a9c7e5b1d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6e8b0d2f4a";
     const UID: &str = "1c0b6a5e-8f3d-4b2a-9e7c-6d5f4a3b2c1d";
@@ -917,6 +906,14 @@ mod tests {
         }
     }
 
+    /// What the pipeline does with one event: admit, then release what is due.
+    fn flow(en: &mut Enricher, e: Event, out: &mut impl FnMut(&Event)) {
+        if let Some(e) = en.admit(e) {
+            out(&e);
+        }
+        en.release(false).iter().for_each(out);
+    }
+
     #[test]
     fn held_until_the_pod_arrives_in_order_others_pass() {
         let root = tempdir("hold");
@@ -929,23 +926,22 @@ mod tests {
         let idx = PodIndex::new();
         let mut en = Enricher::new(&root, 16, Some(idx.clone()));
         let mut seen: Vec<(u32, EvtType, Option<String>)> = Vec::new();
-        let mut out = |e: &Event| -> Result<(), ()> {
+        let mut out = |e: &Event| {
             seen.push((
                 e.proc.pid,
                 e.evt_type,
                 e.container.as_ref().and_then(|c| c.name.clone()),
             ));
-            Ok(())
         };
-        en.admit(ev(EvtType::Execve, 60, 1), &mut out).unwrap();
-        en.admit(ev(EvtType::Openat, 60, 1), &mut out).unwrap();
-        en.admit(ev(EvtType::Openat, 61, 1), &mut out).unwrap();
+        flow(&mut en, ev(EvtType::Execve, 60, 1), &mut out);
+        flow(&mut en, ev(EvtType::Openat, 60, 1), &mut out);
+        flow(&mut en, ev(EvtType::Openat, 61, 1), &mut out);
         assert_eq!(en.held(), 2);
         idx.upsert(web_pod());
-        en.release(&mut out, false).unwrap();
+        en.release(false).iter().for_each(&mut out);
         assert_eq!(en.held(), 0);
         // Known now: no more holding.
-        en.admit(ev(EvtType::Connect, 60, 1), &mut out).unwrap();
+        flow(&mut en, ev(EvtType::Connect, 60, 1), &mut out);
         assert_eq!(en.held(), 0);
         assert_eq!(en.stats().released_complete, 2);
         assert_eq!(
@@ -970,25 +966,22 @@ mod tests {
         );
         let mut en = Enricher::new(&root, 16, Some(PodIndex::new()));
         let mut n = 0;
-        let mut out = |_: &Event| -> Result<(), ()> {
-            n += 1;
-            Ok(())
-        };
-        en.admit(ev(EvtType::Openat, 70, 1), &mut out).unwrap();
+        let mut out = |_: &Event| n += 1;
+        flow(&mut en, ev(EvtType::Openat, 70, 1), &mut out);
         assert_eq!(en.held(), 1);
         // Shutdown: everything out, nothing lost.
-        en.release(&mut out, true).unwrap();
+        en.release(true).iter().for_each(&mut out);
         assert_eq!(en.held(), 0);
         // Expiry: the container is not held again.
-        en.admit(ev(EvtType::Openat, 70, 1), &mut out).unwrap();
+        flow(&mut en, ev(EvtType::Openat, 70, 1), &mut out);
         en.held[0].since -= HOLD_FOR;
-        en.release(&mut out, false).unwrap();
+        en.release(false).iter().for_each(&mut out);
         assert_eq!(en.stats().released_expired, 2);
-        en.admit(ev(EvtType::Openat, 70, 1), &mut out).unwrap();
+        flow(&mut en, ev(EvtType::Openat, 70, 1), &mut out);
         assert_eq!(en.held(), 0);
         // Off Kubernetes nothing is ever held.
         let mut bare = Enricher::new(&root, 16, None);
-        bare.admit(ev(EvtType::Openat, 70, 1), &mut out).unwrap();
+        flow(&mut bare, ev(EvtType::Openat, 70, 1), &mut out);
         assert_eq!(bare.held(), 0);
         assert_eq!(n, 4);
         std::fs::remove_dir_all(&root).unwrap();

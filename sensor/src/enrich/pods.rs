@@ -15,7 +15,7 @@ use std::{
     },
 };
 
-use crate::event::Pod;
+use mamori_rules::event::Pod;
 
 /// One container of a pod, as the pod spec and status describe it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

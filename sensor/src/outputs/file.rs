@@ -15,7 +15,7 @@ use std::{
 use tokio::io::AsyncWriteExt;
 
 use super::{stdout::json_line, Output, OutputError, SendError, SendFuture};
-use crate::alert::Alert;
+use mamori_rules::alert::Alert;
 
 pub struct FileSink {
     path: PathBuf,
@@ -86,7 +86,8 @@ impl Output for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{alert::Priority, outputs::tests::alert};
+    use crate::outputs::tests::alert;
+    use mamori_rules::alert::Priority;
 
     #[tokio::test]
     async fn reopen_after_rotation_loses_no_line() {

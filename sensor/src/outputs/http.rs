@@ -107,7 +107,7 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = crate::timefmt::parse_imf_fixdate(v)?;
+    let at = mamori_rules::timefmt::parse_imf_fixdate(v)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
@@ -146,7 +146,7 @@ mod retry_after_tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let stamp = crate::timefmt::rfc3339_nanos(secs * 1_000_000_000);
+        let stamp = mamori_rules::timefmt::rfc3339_nanos(secs * 1_000_000_000);
         let (date, time) = (&stamp[..10], &stamp[11..19]);
         let (y, m, d) = (&date[..4], &date[5..7], &date[8..10]);
         let month = [

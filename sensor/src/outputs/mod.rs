@@ -48,10 +48,8 @@ use std::{
 
 use tokio::sync::Notify;
 
-use crate::{
-    alert::Alert,
-    config::{DedupConfig, OutputsConfig, RateLimitConfig, RetryPolicy, SinkCommon},
-};
+use crate::config::{DedupConfig, OutputsConfig, RateLimitConfig, RetryPolicy, SinkCommon};
+use mamori_rules::alert::Alert;
 
 /// Give-up and error logs of one sink are emitted at most this often.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -954,7 +952,7 @@ pub fn truncate_with_marker<'a>(s: &'a str, max: usize, marker: &str) -> std::bo
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::alert::Priority;
+    use mamori_rules::alert::Priority;
 
     pub fn alert(rule: &str, prio: Priority, output: &str) -> Alert {
         let mut f = serde_json::Map::new();

@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use super::{Output, SendError, SendFuture};
-use crate::alert::Alert;
+use mamori_rules::alert::Alert;
 
 pub struct StdoutSink {
     buf: Vec<u8>,

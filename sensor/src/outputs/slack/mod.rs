@@ -15,10 +15,8 @@
 use serde_json::{json, Value};
 
 use super::{http::HttpPoster, neutralize, Output, OutputError, SendFuture};
-use crate::{
-    alert::{Alert, Priority},
-    config::{SlackConfig, TlsConfig},
-};
+use crate::config::{SlackConfig, TlsConfig};
+use mamori_rules::alert::{Alert, Priority};
 
 pub const TRUNCATED: &str = "… (truncated)";
 /// Output fields shown as their own attachment fields, in this order.

@@ -9,10 +9,8 @@
 //! Severity follows Falco: its priorities *are* the syslog severities
 //! (Emergency = 0 ... Debug = 7).
 
-use crate::{
-    alert::{Alert, Priority},
-    outputs::{neutralize, truncate_with_marker},
-};
+use crate::outputs::{neutralize, truncate_with_marker};
+use mamori_rules::alert::{Alert, Priority};
 
 /// The SD-ID enterprise number: 32473 is reserved for documentation and
 /// examples (RFC 5612); a private number can replace it later.

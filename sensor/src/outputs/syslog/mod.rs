@@ -20,10 +20,8 @@ use tokio_rustls::{
 };
 
 use super::{Output, OutputError, SendError, SendFuture};
-use crate::{
-    alert::Alert,
-    config::{SyslogAddress, SyslogConfig, SyslogFormat, TlsConfig},
-};
+use crate::config::{SyslogAddress, SyslogConfig, SyslogFormat, TlsConfig};
+use mamori_rules::alert::Alert;
 
 enum Conn {
     Unix(UnixDatagram),

@@ -3,7 +3,8 @@
 //! headers (secrets) and a private CA / client certificate (mTLS).
 
 use super::{http::HttpPoster, Output, OutputError, SendFuture};
-use crate::{alert::Alert, config::WebhookConfig};
+use crate::config::WebhookConfig;
+use mamori_rules::alert::Alert;
 
 pub struct WebhookSink {
     http: HttpPoster,

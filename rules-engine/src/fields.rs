@@ -964,24 +964,6 @@ pub fn errno_name(e: i64) -> Option<&'static str> {
         .filter(|n| !n.is_empty())
 }
 
-/// RFC 3339 UTC timestamp with nanoseconds (see [`crate::timefmt`]).
-pub fn rfc3339_ns(ts_ns: u64) -> String {
-    crate::timefmt::rfc3339_nanos(ts_ns)
-}
-
-/// Time of day, `HH:MM:SS.nnnnnnnnn` (UTC), as Falco prefixes outputs.
-pub fn time_of_day_ns(ts_ns: u64) -> String {
-    let secs = ts_ns / 1_000_000_000;
-    let sod = secs % 86_400;
-    format!(
-        "{:02}:{:02}:{:02}.{:09}",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60,
-        ts_ns % 1_000_000_000
-    )
-}
-
 fn split_image(image: &str) -> (&str, Option<&str>) {
     let image = image.split('@').next().unwrap_or(image);
     // A ':' after the last '/' separates the tag (a ':' before it is a registry port).
@@ -1142,8 +1124,8 @@ impl Field {
             }
             F::EvtRawRes => Value::Int(ev.res),
             F::EvtFailed => Value::Bool(ev.res < 0),
-            F::EvtTime => owned(time_of_day_ns(ev.ts)),
-            F::EvtTimeIso => owned(rfc3339_ns(ev.ts)),
+            F::EvtTime => owned(crate::timefmt::time_of_day_ns(ev.ts)),
+            F::EvtTimeIso => owned(crate::timefmt::rfc3339_nanos(ev.ts)),
             F::EvtRawTime => Value::Int(ev.ts as i64),
             F::EvtIsOpenRead | F::EvtIsOpenWrite | F::EvtIsOpenExec | F::EvtIsOpenCreate => {
                 let Some(o) = ev.open.as_ref().filter(|_| is_open) else {

@@ -178,6 +178,22 @@ pub struct Diagnostic {
     pub item: Option<ItemRef>,
 }
 
+impl Diagnostic {
+    /// A rule file or directory the caller could not read (the engine itself
+    /// reads nothing; see [`crate::Engine::load`]).
+    pub fn unreadable(file: impl Into<String>, why: impl fmt::Display) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            code: Code::ErrFileRead,
+            message: format!("cannot read: {why}"),
+            file: file.into(),
+            line: 1,
+            col: 1,
+            item: None,
+        }
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sev = match self.severity {

@@ -2,8 +2,8 @@
 //! `fuzz/`), so every `cargo test` run throws a few thousand hostile
 //! conditions and rule files at the loader: errors are fine, panics are not.
 
-use mamori::event::{Event, EvtType, Process};
-use mamori::rules::{parser, Engine, LoadOptions};
+use mamori_rules::event::{Event, EvtType, Process};
+use mamori_rules::{parser, Engine, LoadOptions};
 
 struct Rng(u64);
 

@@ -1,4 +1,5 @@
-//! RFC 3339 timestamps with nanoseconds (UTC), as Falco prints `time`.
+//! Time as Falco prints it: RFC 3339 with nanoseconds (UTC) for `time`, the
+//! time of day before each output, and the HTTP date of `Retry-After`.
 
 /// Format ns since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
 pub fn rfc3339_nanos(ns: u64) -> String {
@@ -12,6 +13,18 @@ pub fn rfc3339_nanos(ns: u64) -> String {
         rem / 3600,
         (rem / 60) % 60,
         rem % 60
+    )
+}
+
+/// Time of day, `HH:MM:SS.nnnnnnnnn` (UTC), as Falco prefixes outputs.
+pub fn time_of_day_ns(ts_ns: u64) -> String {
+    let sod = (ts_ns / 1_000_000_000) % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:09}",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60,
+        ts_ns % 1_000_000_000
     )
 }
 

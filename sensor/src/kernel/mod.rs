@@ -1,9 +1,15 @@
-//! Loading and attaching the kernel programs, and reading their loss counters.
+//! The kernel side, as userspace sees it: loading and attaching the eBPF
+//! programs and reading their loss counters ([`Sensor`]), reading the ring
+//! buffer ([`ring`]) and decoding its records ([`decode`]).
 //!
 //! The probe table says which program attaches where and whether the sensor
 //! can run without it. Struct offsets come from the running kernel's BTF
-//! (see [`crate::btf`]) and reach the programs as a global, with the other
+//! (see [`btf`]) and reach the programs as a global, with the other
 //! runtime knobs, before the object is loaded.
+
+pub mod btf;
+pub mod decode;
+pub mod ring;
 
 use aya::{
     maps::{MapData, PerCpuArray},
@@ -12,7 +18,8 @@ use aya::{
 };
 use mamori_common::{config_flags, EventKind, KernelOffsets, SensorConfig, NO_OFFSET};
 
-use crate::{btf::Btf, event::Drops};
+use crate::kernel::btf::Btf;
+use mamori_rules::event::Drops;
 
 /// The eBPF object built by `sensor/build.rs` (empty with `AYA_BUILD_SKIP=1`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mamori"));
@@ -89,7 +96,7 @@ pub enum LoadError {
     #[error("ring buffer size {0} must be a power of two and at least 4096 bytes")]
     RingSize(u32),
     #[error("kernel BTF: {0} (mamori needs a kernel with CONFIG_DEBUG_INFO_BTF, Linux >= 5.8)")]
-    Btf(#[from] crate::btf::BtfError),
+    Btf(#[from] crate::kernel::btf::BtfError),
     #[error("kernel BTF (for tp_btf programs): {0}")]
     AyaBtf(#[source] Box<aya::BtfError>),
     #[error("kernel BTF lacks {0}, which the programs need")]
@@ -112,7 +119,7 @@ pub enum LoadError {
         source: Box<aya::maps::MapError>,
     },
     #[error("ring buffer: {0}")]
-    Ring(#[from] crate::ringbuf::RingError),
+    Ring(#[from] crate::kernel::ring::RingError),
 }
 
 /// Load-time settings.
@@ -144,7 +151,7 @@ impl Default for Options {
 pub struct Sensor {
     /// Keeps programs and links alive.
     _ebpf: Ebpf,
-    ring: Option<crate::ringbuf::BatchRing>,
+    ring: Option<crate::kernel::ring::BatchRing>,
     drops: PerCpuArray<MapData, u64>,
     last_drops: [u64; EventKind::ALL.len()],
     /// Programs attached (name, where).
@@ -247,7 +254,7 @@ impl Sensor {
         let aya::maps::Map::RingBuf(ring) = ring else {
             return Err(LoadError::MissingMap("EVENTS"));
         };
-        let ring = crate::ringbuf::BatchRing::new(ring, opts.ring_bytes as usize)?;
+        let ring = crate::kernel::ring::BatchRing::new(ring, opts.ring_bytes as usize)?;
         let drops = ebpf
             .take_map("DROPS")
             .ok_or(LoadError::MissingMap("DROPS"))?;
@@ -266,7 +273,7 @@ impl Sensor {
     }
 
     /// The event ring (taken once, by the reader).
-    pub fn take_ring(&mut self) -> Option<crate::ringbuf::BatchRing> {
+    pub fn take_ring(&mut self) -> Option<crate::kernel::ring::BatchRing> {
         self.ring.take()
     }
 

@@ -13,9 +13,9 @@ use std::{
 
 use mamori_common::{flags, syscall, ConnectBody, Header};
 
-use crate::{
-    decode::RawEvent,
-    event::{Ancestor, Event, EvtType, ExecArgs, Fd, FdType, Lifecycle, OpenArgs, Process},
+use crate::kernel::decode::RawEvent;
+use mamori_rules::event::{
+    Ancestor, Event, EvtType, ExecArgs, Fd, FdType, Lifecycle, OpenArgs, Process,
 };
 
 /// Most ancestors attached to an event.

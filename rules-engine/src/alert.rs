@@ -101,6 +101,57 @@ pub struct Alert {
     pub hostname: String,
 }
 
+impl Alert {
+    /// The alert of a rule at event time `ts` (ns since the epoch): `output`
+    /// is the rendered text, prefixed here with the time of day and priority
+    /// as Falco prints it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ts: u64,
+        rule: impl Into<String>,
+        priority: Priority,
+        text: &str,
+        output_fields: serde_json::Map<String, serde_json::Value>,
+        source: &str,
+        tags: Vec<String>,
+        hostname: impl Into<String>,
+    ) -> Alert {
+        Alert {
+            time: crate::timefmt::rfc3339_nanos(ts),
+            rule: rule.into(),
+            priority,
+            output: format!("{}: {priority} {text}", crate::timefmt::time_of_day_ns(ts)),
+            output_fields,
+            source: source.into(),
+            tags,
+            hostname: hostname.into(),
+        }
+    }
+
+    /// An alert about mamori itself (source `internal`, tag
+    /// `mamori_internal`): the text starts with the rule name, so a loss or
+    /// an eviction reads like a detection in every sink.
+    pub fn internal(
+        ts: u64,
+        rule: &str,
+        priority: Priority,
+        detail: &str,
+        output_fields: serde_json::Map<String, serde_json::Value>,
+        hostname: &str,
+    ) -> Alert {
+        Alert::new(
+            ts,
+            rule,
+            priority,
+            &format!("{rule}. {detail}"),
+            output_fields,
+            "internal",
+            vec!["mamori_internal".into()],
+            hostname,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

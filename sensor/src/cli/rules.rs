@@ -1,7 +1,7 @@
 //! CLI handlers for the rule-authoring commands: `rules validate`,
 //! `rules list`, `rules test`, `fields` and `replay`.
 //!
-//! Thin wrappers over [`crate::rules::Engine`]: they load, print what the
+//! Thin wrappers over [`mamori_rules::Engine`]: they load, print what the
 //! engine reports (text for people, `--json` for tools) and turn the result
 //! into an exit code. The `rules test` case format is documented in
 //! `rules/README.md`.
@@ -13,10 +13,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::alert::Alert;
-use crate::event::Event;
-use crate::fields::FIELDS;
-use crate::rules::{yaml, Engine, LoadOptions, LoadReport, RuleMatching, Status};
+use crate::detect::rule_files;
+use mamori_rules::alert::Alert;
+use mamori_rules::event::Event;
+use mamori_rules::fields::FIELDS;
+use mamori_rules::{yaml, Engine, LoadReport, RuleMatching, Status};
 
 /// The shipped rules directory: `rules/` of the workspace when run from a
 /// checkout, else `./rules`.
@@ -45,7 +46,10 @@ fn print_report_text(report: &LoadReport) {
 
 /// `mamori rules validate PATH...`: exit 0 when every file loads without errors.
 pub fn validate(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
-    let (engine, report) = Engine::compile_paths(&rule_paths(paths), &LoadOptions::default());
+    let (engine, report) = rule_files::compile(
+        &rule_paths(paths),
+        &rule_files::options(RuleMatching::First),
+    );
     if json {
         let out = serde_json::json!({
             "ok": !report.has_errors(),
@@ -66,7 +70,10 @@ pub fn validate(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
 
 /// `mamori rules list PATH...`: every rule with priority, event types, status.
 pub fn list(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
-    let (engine, report) = Engine::compile_paths(&rule_paths(paths), &LoadOptions::default());
+    let (engine, report) = rule_files::compile(
+        &rule_paths(paths),
+        &rule_files::options(RuleMatching::First),
+    );
     if json {
         println!("{}", serde_json::to_string_pretty(engine.rules())?);
     } else {
@@ -114,10 +121,10 @@ pub fn fields(json: bool) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     for f in FIELDS {
         let name = match f.arg {
-            crate::fields::ArgKind::None => f.name.to_string(),
-            crate::fields::ArgKind::Ancestor => format!("{}[N]", f.name),
-            crate::fields::ArgKind::SyscallArg => format!("{}.NAME / {}[N]", f.name, f.name),
-            crate::fields::ArgKind::Key => format!("{}[KEY]", f.name),
+            mamori_rules::fields::ArgKind::None => f.name.to_string(),
+            mamori_rules::fields::ArgKind::Ancestor => format!("{}[N]", f.name),
+            mamori_rules::fields::ArgKind::SyscallArg => format!("{}.NAME / {}[N]", f.name, f.name),
+            mamori_rules::fields::ArgKind::Key => format!("{}[KEY]", f.name),
         };
         writeln!(out, "{name:<32} {:<8} {}", f.ty.as_str(), f.desc)?;
     }
@@ -125,13 +132,9 @@ pub fn fields(json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn load_engine(paths: &[PathBuf], matching: RuleMatching) -> anyhow::Result<(Engine, LoadReport)> {
-    let opts = LoadOptions {
-        rule_matching: matching,
-        ..Default::default()
-    };
-    match Engine::load_with(paths, &opts) {
+    match rule_files::load(paths, &rule_files::options(matching)) {
         Ok(x) => Ok(x),
-        Err(crate::rules::LoadError::Invalid { report }) => {
+        Err(mamori_rules::LoadError::Invalid { report }) => {
             for d in report.errors() {
                 eprintln!("{d}");
             }
@@ -149,7 +152,7 @@ fn event_from_json(mut v: serde_json::Value) -> anyhow::Result<Event> {
             let ns = if text.trim() == "0" {
                 Some(0)
             } else {
-                crate::rules::loader::parse_duration(text)
+                mamori_rules::loader::parse_duration(text)
             };
             *ts = serde_json::json!(ns.with_context(|| format!(
                 "ts '{text}' is neither nanoseconds nor a duration like 2s or 150ms"
@@ -329,7 +332,7 @@ fn expand_events(events: &[serde_json::Value]) -> Result<Vec<serde_json::Value>,
                 o.entry("ts").or_insert(0.into());
             }
             if let Some(serde_json::Value::String(t)) = o.get("ts") {
-                let ns = crate::rules::loader::parse_duration(t)
+                let ns = mamori_rules::loader::parse_duration(t)
                     .ok_or_else(|| at(format!("bad ts '{t}'")))?;
                 o.insert("ts".into(), ns.into());
             }
@@ -339,7 +342,7 @@ fn expand_events(events: &[serde_json::Value]) -> Result<Vec<serde_json::Value>,
             for (path, step) in &vary {
                 let step = match step {
                     serde_json::Value::String(d) if path == "ts" => {
-                        crate::rules::loader::parse_duration(d)
+                        mamori_rules::loader::parse_duration(d)
                             .map(|ns| ns as i128)
                             .ok_or_else(|| at(format!("bad ts step '{d}'")))?
                     }

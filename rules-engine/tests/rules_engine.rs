@@ -1,8 +1,10 @@
 //! Rule-engine semantics: boolean logic, operators, lists, macros,
 //! overrides, exceptions, indexing, outputs, and error diagnostics.
 
-use mamori::event::{Ancestor, Container, Event, EvtType, ExecArgs, Fd, FdType, OpenArgs, Process};
-use mamori::rules::{
+use mamori_rules::event::{
+    Ancestor, Container, Event, EvtType, ExecArgs, Fd, FdType, OpenArgs, Process,
+};
+use mamori_rules::{
     Code, Diagnostic, Engine, LoadOptions, LoadReport, RuleMatching, Severity, Status,
 };
 
@@ -447,7 +449,7 @@ fn missing_values_make_every_comparison_false() {
             image_tag: Some("1.2".into()),
             image_digest: Some("sha256:abcd".into()),
             privileged: Some(true),
-            pod: Some(std::sync::Arc::new(mamori::event::Pod {
+            pod: Some(std::sync::Arc::new(mamori_rules::event::Pod {
                 uid: "8f4e-uid".into(),
                 name: Some("api-7d9f".into()),
                 namespace: Some("payments".into()),
@@ -598,7 +600,7 @@ fn rule_override_append_replace_enable_and_redefinition() {
     // appended text is joined with a space: "evt.type = execve and proc.name = a or proc.name = b"
     assert_eq!(fired(&e, &exec("b", &[])), ["R"]);
     let a = e.evaluate(&exec("a", &[]));
-    assert_eq!(a[0].priority, mamori::alert::Priority::Critical);
+    assert_eq!(a[0].priority, mamori_rules::alert::Priority::Critical);
     assert!(a[0].output.ends_with("a <NA> extra=100"), "{}", a[0].output);
     assert_eq!(a[0].tags, ["t2"]);
 
@@ -825,14 +827,14 @@ fn unknown_and_unsupported_fields() {
 
 #[test]
 fn host_names_come_from_hosts_files_not_dns() {
-    use mamori::rules::compiler::HostNames;
+    use mamori_rules::compiler::HostNames;
     let mut names = HostNames::default();
     names.add_hosts_file(
         "# comment\n198.51.100.9  metadata.internal md  # trailing\n::1 localhost6\nbogus line\n",
     );
     let opts = LoadOptions {
         rule_matching: RuleMatching::All,
-        host_names: Some(names),
+        host_names: names,
         ..Default::default()
     };
     let yaml = format!(
@@ -1002,7 +1004,7 @@ fn one_broken_rule_does_not_stop_the_others() {
     assert_eq!(r.errors().count(), 1);
     assert!(matches!(e.rules()[1].status, Status::Invalid { .. }));
     assert_eq!(fired(&e, &exec("a", &[])), ["Good1", "Good2"]);
-    assert!(Engine::load(&[]).is_ok());
+    assert!(Engine::load(&[], &LoadOptions::default()).is_ok());
 }
 
 #[test]

@@ -1,57 +1,11 @@
-//! Falco-compatible rule engine: load Falco rule files unchanged, compile
-//! them once, and evaluate events against only the rules that can match
-//! their event type.
-//!
-//! Stages (each its own module, each handing the next a value):
-//!
-//! 1. [`yaml`] — YAML text → node tree with `line:col` on every node;
-//! 2. [`loader`] — reader (typed items) and collector (lists, macros, rules;
-//!    redefinition, `override`/`append`, visibility, file order);
-//! 3. [`parser`] — condition text → AST with byte spans (EBNF in its docs,
-//!    recursion capped);
-//! 4. [`compiler`] — list and macro expansion, exceptions, field binding and
-//!    type checks against [`crate::fields`], event-type derivation, active /
-//!    inactive decision with reasons;
-//! 5. [`eval`] — the compiled tree, evaluated per event; [`Engine`] indexes
-//!    rules by event type, and within a type by the process names a rule
-//!    requires, so an event only meets rules that can match it.
-//!
-//! Library use (what `mamori run` does):
-//!
-//! ```no_run
-//! use mamori::rules::{Engine, LoadOptions};
-//! # fn events() -> Vec<mamori::event::Event> { Vec::new() }
-//! let paths = vec![std::path::PathBuf::from("rules/")];
-//! let (engine, report) = Engine::load_with(&paths, &LoadOptions::default())
-//!     .map_err(|e| e.to_string())?;
-//! for w in report.warnings() {
-//!     eprintln!("{w}");
-//! }
-//! for ev in events() {
-//!     for alert in engine.evaluate(&ev) {
-//!         println!("{}", serde_json::to_string(&alert).unwrap_or_default());
-//!     }
-//! }
-//! # Ok::<(), String>(())
-//! ```
-//!
-//! Load problems are data ([`Diagnostic`] with a code and `file:line:col`),
-//! never panics: a broken rule is reported and skipped, the rest still load.
+//! The engine: load (reader → collector → compiler) and evaluate, indexed by event type.
 
-pub mod compiler;
-pub mod diag;
-pub mod eval;
-pub mod loader;
-pub mod output;
-pub mod parser;
-pub mod state;
-pub mod yaml;
+use crate::{compiler, eval, loader, output, state, yaml};
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use compiler::{RuleSummary, Status};
-pub use diag::{Code, Diagnostic, LoadReport, Severity};
+pub use crate::compiler::{RuleSummary, Status};
+pub use crate::diag::{Code, Diagnostic, LoadReport, Severity};
 
 use crate::alert::{Alert, Priority};
 use crate::event::{Event, EvtType};
@@ -84,11 +38,12 @@ pub struct LoadOptions {
     /// Make a Falco field mamori lacks a compile error instead of loading the
     /// rule inactive.
     pub strict_fields: bool,
-    /// Hostname put in alerts (default: the kernel's hostname).
+    /// Hostname put in alerts (default `localhost`; the sensor passes the
+    /// node's name).
     pub hostname: Option<String>,
-    /// Names for `fd.sip.name` & co. (default: `/etc/hosts` and the
-    /// in-cluster API server, see [`compiler::HostNames`]).
-    pub host_names: Option<compiler::HostNames>,
+    /// Names for `fd.sip.name` & co. (the sensor passes `/etc/hosts` and the
+    /// in-cluster API server, see [`compiler::HostNames`]; default none).
+    pub host_names: compiler::HostNames,
 }
 
 /// Loading failed: the report holds at least one error diagnostic.
@@ -138,91 +93,19 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Expand rule paths: files as given, directories to their `*.yaml`/`*.yml`
-/// files in name order (not recursive).
-pub fn expand_paths(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
-    let mut files = Vec::new();
-    let mut diags = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            match std::fs::read_dir(p) {
-                Ok(rd) => {
-                    let mut v: Vec<PathBuf> = rd
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|f| {
-                            f.is_file()
-                                && matches!(
-                                    f.extension().and_then(|e| e.to_str()),
-                                    Some("yaml" | "yml")
-                                )
-                        })
-                        .collect();
-                    v.sort();
-                    files.extend(v);
-                }
-                Err(e) => diags.push(read_error(p, &e)),
-            }
-        } else {
-            files.push(p.clone());
-        }
-    }
-    (files, diags)
-}
-
-fn read_error(p: &Path, e: &std::io::Error) -> Diagnostic {
-    Diagnostic {
-        severity: Severity::Error,
-        code: Code::ErrFileRead,
-        message: format!("cannot read: {e}"),
-        file: p.display().to_string(),
-        line: 1,
-        col: 1,
-        item: None,
-    }
-}
-
-fn default_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 impl Engine {
-    /// Load rule files/directories with default options; errors fail the load.
-    pub fn load(paths: &[PathBuf]) -> Result<(Engine, LoadReport), LoadError> {
-        Engine::load_with(paths, &LoadOptions::default())
-    }
-
-    /// Load with options; errors fail the load.
-    pub fn load_with(
-        paths: &[PathBuf],
+    /// Compile rule files already read into memory (`yaml::SourceFile`s, in
+    /// load order); errors fail the load. Reading files is the caller's job:
+    /// this crate does no I/O.
+    pub fn load(
+        files: &[Arc<yaml::SourceFile>],
         opts: &LoadOptions,
     ) -> Result<(Engine, LoadReport), LoadError> {
-        let (engine, report) = Engine::compile_paths(paths, opts);
+        let (engine, report) = Engine::compile(files, opts);
         if report.has_errors() {
             return Err(LoadError::Invalid { report });
         }
         Ok((engine, report))
-    }
-
-    /// Load whatever loads: broken rules are reported and skipped. For tools
-    /// that want the full report (`rules validate`, `rules list`).
-    pub fn compile_paths(paths: &[PathBuf], opts: &LoadOptions) -> (Engine, LoadReport) {
-        let (files, mut pre) = expand_paths(paths);
-        let mut sources = Vec::new();
-        for f in &files {
-            match std::fs::read_to_string(f) {
-                Ok(text) => sources.push(yaml::SourceFile::new(f.display().to_string(), text)),
-                Err(e) => pre.push(read_error(f, &e)),
-            }
-        }
-        let (engine, mut report) = Engine::compile_files(&sources, opts);
-        pre.append(&mut report.diagnostics);
-        report.diagnostics = pre;
-        (engine, report)
     }
 
     /// Compile in-memory sources `(name, text)` (tests, fuzzing, embedding).
@@ -231,10 +114,12 @@ impl Engine {
             .iter()
             .map(|(n, t)| yaml::SourceFile::new(*n, *t))
             .collect();
-        Engine::compile_files(&files, opts)
+        Engine::compile(&files, opts)
     }
 
-    fn compile_files(files: &[Arc<yaml::SourceFile>], opts: &LoadOptions) -> (Engine, LoadReport) {
+    /// Load whatever loads: broken rules are reported and skipped. For tools
+    /// that want the full report (`rules validate`, `rules list`).
+    pub fn compile(files: &[Arc<yaml::SourceFile>], opts: &LoadOptions) -> (Engine, LoadReport) {
         let mut col = loader::Collection::default();
         for f in files {
             col.add_file(f);
@@ -243,10 +128,7 @@ impl Engine {
             &col,
             compiler::CompileOptions {
                 strict_fields: opts.strict_fields,
-                names: opts
-                    .host_names
-                    .clone()
-                    .unwrap_or_else(compiler::HostNames::from_system),
+                names: opts.host_names.clone(),
             },
         );
         let mut diagnostics = std::mem::take(&mut col.diags);
@@ -319,7 +201,7 @@ impl Engine {
             index,
             stateful_by_type,
             matching: opts.rule_matching,
-            hostname: opts.hostname.clone().unwrap_or_else(default_hostname),
+            hostname: opts.hostname.clone().unwrap_or_else(|| "localhost".into()),
         };
         (engine, report)
     }
@@ -523,16 +405,16 @@ impl Engine {
         let mut text = String::new();
         let mut map = serde_json::Map::new();
         r.output.render_with(ev, view, &mut text, Some(&mut map));
-        Alert {
-            time: fields::rfc3339_ns(ev.ts),
-            rule: r.name.clone(),
-            priority: r.priority,
-            output: format!("{}: {} {}", fields::time_of_day_ns(ev.ts), r.priority, text),
-            output_fields: map,
-            source: "syscall".into(),
-            tags: r.tags.clone(),
-            hostname: self.hostname.clone(),
-        }
+        Alert::new(
+            ev.ts,
+            r.name.clone(),
+            r.priority,
+            &text,
+            map,
+            "syscall",
+            r.tags.clone(),
+            self.hostname.clone(),
+        )
     }
 }
 

@@ -4,7 +4,21 @@
 
 use std::path::PathBuf;
 
-use mamori::rules::{Code, Engine, LoadOptions, LoadReport, Status};
+use std::sync::Arc;
+
+use mamori_rules::{yaml::SourceFile, Code, Engine, LoadOptions, LoadReport, Status};
+
+/// Read rule files (the engine itself does no I/O).
+fn read(paths: &[PathBuf]) -> Vec<Arc<SourceFile>> {
+    paths
+        .iter()
+        .map(|p| {
+            let text =
+                std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            SourceFile::new(p.display().to_string(), text)
+        })
+        .collect()
+}
 
 fn corpus_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/falco-rules");
@@ -19,7 +33,7 @@ fn corpus_dir() -> PathBuf {
 fn load(files: &[&str]) -> (Engine, LoadReport) {
     let dir = corpus_dir();
     let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
-    Engine::compile_paths(&paths, &LoadOptions::default())
+    Engine::compile(&read(&paths), &LoadOptions::default())
 }
 
 /// Every file parses completely, every macro and list resolves, every rule is
@@ -119,8 +133,8 @@ fn incubating_rules_load_completely_on_top_of_stable() {
 /// The process-name index must not change which rules match, nor their order.
 #[test]
 fn name_index_matches_unindexed_evaluation() {
-    use mamori::event::{Ancestor, Container, Event, EvtType, Fd, FdType, OpenArgs, Process};
-    use mamori::rules::RuleMatching;
+    use mamori_rules::event::{Ancestor, Container, Event, EvtType, Fd, FdType, OpenArgs, Process};
+    use mamori_rules::RuleMatching;
     let dir = corpus_dir();
     let paths = vec![
         dir.join("falco_rules.yaml"),
@@ -131,7 +145,7 @@ fn name_index_matches_unindexed_evaluation() {
             rule_matching: matching,
             ..Default::default()
         };
-        let (engine, _) = Engine::compile_paths(&paths, &opts);
+        let (engine, _) = Engine::compile(&read(&paths), &opts);
         let names = [
             "bash", "sh", "grep", "find", "nc", "ncat", "cat", "python3", "crontab", "shred",
             "useradd", "curl", "apt", "nmap",
@@ -239,15 +253,15 @@ fn name_index_matches_unindexed_evaluation() {
 /// explicit table, in a pod from KUBERNETES_SERVICE_HOST).
 #[test]
 fn contact_k8s_api_server_from_container_fires() {
-    use mamori::event::{Container, Event, EvtType, Fd, FdType, Process};
-    use mamori::rules::compiler::HostNames;
+    use mamori_rules::compiler::HostNames;
+    use mamori_rules::event::{Container, Event, EvtType, Fd, FdType, Process};
     let mut names = HostNames::default();
     names.add_kubernetes_api("198.51.100.1".parse().unwrap());
     let opts = LoadOptions {
-        host_names: Some(names),
+        host_names: names,
         ..Default::default()
     };
-    let (engine, report) = Engine::compile_paths(&[corpus_dir().join("falco_rules.yaml")], &opts);
+    let (engine, report) = Engine::compile(&read(&[corpus_dir().join("falco_rules.yaml")]), &opts);
     assert!(!report.has_errors());
     let rule = "Contact K8S API Server From Container";
     let status = &engine

@@ -197,23 +197,11 @@ pub const MAX_WINDOW_NS: u64 = 3_600 * 1_000_000_000;
 /// Most earlier steps a sequence may have.
 pub const MAX_STEPS: usize = 8;
 
-/// `"30s"`, `"500ms"`, `"2m"`, `"1h"` or a bare number of seconds, in ns.
+/// A duration ([`crate::duration`]'s grammar) in ns; `None` when it does
+/// not parse or is shorter than 1 ns.
 pub fn parse_duration(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let scale = match unit.trim() {
-        "" | "s" => 1e9,
-        "ms" => 1e6,
-        "m" => 60e9,
-        "h" => 3600e9,
-        _ => return None,
-    };
-    let ns = n * scale;
-    (ns.is_finite() && ns >= 1.0 && ns <= u64::MAX as f64).then_some(ns as u64)
+    let ns = crate::duration::parse(s).ok()?.as_nanos();
+    u64::try_from(ns).ok().filter(|&ns| ns >= 1)
 }
 
 /// Everything collected from all files, in definition order.

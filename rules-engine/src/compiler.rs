@@ -48,21 +48,6 @@ pub struct CompileOptions {
 pub struct HostNames(pub HashMap<String, Vec<std::net::IpAddr>>);
 
 impl HostNames {
-    /// `/etc/hosts` plus the in-cluster API server names.
-    pub fn from_system() -> HostNames {
-        let mut t = HostNames::default();
-        if let Ok(text) = std::fs::read_to_string("/etc/hosts") {
-            t.add_hosts_file(&text);
-        }
-        if let Some(ip) = std::env::var("KUBERNETES_SERVICE_HOST")
-            .ok()
-            .and_then(|h| h.parse().ok())
-        {
-            t.add_kubernetes_api(ip);
-        }
-        t
-    }
-
     pub fn add_hosts_file(&mut self, text: &str) {
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("");

@@ -532,7 +532,7 @@ fn sequence(
 
 #[cfg(test)]
 mod tests {
-    use crate::rules::{Engine, LoadOptions};
+    use crate::{Engine, LoadOptions};
 
     fn engine(rules: &str) -> Engine {
         let (e, report) = Engine::from_sources(&[("t.yaml", rules)], &LoadOptions::default());

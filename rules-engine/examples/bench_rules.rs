@@ -16,8 +16,10 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use mamori::event::{Ancestor, Container, Event, EvtType, ExecArgs, Fd, FdType, OpenArgs, Process};
-use mamori::rules::{Engine, LoadOptions};
+use mamori_rules::event::{
+    Ancestor, Container, Event, EvtType, ExecArgs, Fd, FdType, OpenArgs, Process,
+};
+use mamori_rules::{Engine, LoadOptions};
 
 /// CPU time consumed by this thread, in seconds: unlike wall time it does
 /// not count time the scheduler gave to other processes on a shared machine.
@@ -311,7 +313,7 @@ fn main() {
         rules.push(ws.join("rules"));
     }
     let t = Instant::now();
-    let (engine, report) = match Engine::load_with(&rules, &LoadOptions::default()) {
+    let (engine, report) = match Engine::load(&read_rules(&rules), &LoadOptions::default()) {
         Ok(x) => x,
         Err(e) => panic!("{e}"),
     };
@@ -430,4 +432,31 @@ fn main() {
         "target >= 2,000,000 events/s/core: {}",
         if rate >= target { "met" } else { "NOT met" }
     );
+}
+
+/// Rule files as the engine takes them: each path a file, or a directory of
+/// `*.yaml` files read in name order.
+fn read_rules(paths: &[PathBuf]) -> Vec<std::sync::Arc<mamori_rules::yaml::SourceFile>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect();
+            v.sort();
+            files.extend(v);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    files
+        .iter()
+        .map(|f| {
+            let text =
+                std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            mamori_rules::yaml::SourceFile::new(f.display().to_string(), text)
+        })
+        .collect()
 }
