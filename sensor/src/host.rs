@@ -5,16 +5,20 @@
 use mamori_rules::compiler::HostNames;
 
 /// The node's name: `NODE_NAME` (the Helm chart sets it from the downward
-/// API), else the kernel's host name, else `/etc/hostname`, else `localhost`.
-/// On EKS the host name is the node name, so all agree outside a pod too.
-pub fn node_name() -> String {
+/// API), else the kernel's host name, else `/etc/hostname`. On EKS the host
+/// name is the node name, so all agree outside a pod too.
+pub fn node_name() -> Option<String> {
     std::env::var("NODE_NAME")
         .ok()
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
         .or_else(|| first_line("/proc/sys/kernel/hostname"))
         .or_else(|| first_line("/etc/hostname"))
-        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The `hostname` of alerts: [`node_name`], else `localhost`.
+pub fn alert_hostname() -> String {
+    node_name().unwrap_or_else(|| "localhost".into())
 }
 
 fn first_line(path: &str) -> Option<String> {

@@ -12,7 +12,7 @@ use mamori_rules::{
 pub fn options(rule_matching: RuleMatching) -> LoadOptions {
     LoadOptions {
         rule_matching,
-        hostname: Some(crate::host::node_name()),
+        hostname: Some(crate::host::alert_hostname()),
         host_names: crate::host::host_names(),
         ..Default::default()
     }

@@ -47,20 +47,6 @@ pub enum K8sError {
     Client(#[source] kube::Error),
 }
 
-/// The node this sensor runs on: `NODE_NAME` (set from the downward API by
-/// the Helm chart), else the host name, which is the node name on EKS.
-pub fn node_name() -> Option<String> {
-    std::env::var("NODE_NAME")
-        .ok()
-        .filter(|n| !n.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-        })
-}
-
 /// True when there is a Kubernetes API to talk to.
 pub fn configured() -> bool {
     std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
@@ -74,7 +60,7 @@ pub fn start_if_configured() -> Option<PodIndex> {
         log::debug!("no Kubernetes API configured: container fields from cgroups only");
         return None;
     }
-    let Some(node) = node_name() else {
+    let Some(node) = crate::host::node_name() else {
         log::warn!("running on Kubernetes but NODE_NAME is unset and the host name is unknown: no pod metadata");
         return None;
     };
