@@ -29,7 +29,7 @@ use anyhow::{bail, Context, Result};
 use crate::{
     cargo,
     cmd::{apt_install, find_in_path, output, run},
-    root,
+    root, target_dir,
 };
 
 const TARGET_PATH: &str = "/etc/hostname";
@@ -81,7 +81,7 @@ fn cargo_example(verb: &str, package: &str, name: &str) -> Command {
 /// Build a release example of the sensor crate; its path.
 fn build_example(name: &str) -> Result<std::path::PathBuf> {
     run(&mut cargo_example("build", "sensor", name))?;
-    Ok(root().join("target/release/examples").join(name))
+    Ok(target_dir().join("release/examples").join(name))
 }
 
 fn fmt_runs(v: &[f64]) -> String {

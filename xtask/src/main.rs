@@ -97,6 +97,15 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo puts what it builds: `$CARGO_TARGET_DIR` (relative to the
+/// workspace, where [`cargo`] runs) or `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
+}
+
 /// The cargo running xtask, in the workspace root.
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -126,14 +135,14 @@ pub fn build_ebpf() -> Result<PathBuf> {
         "CARGO_ENCODED_RUSTFLAGS",
         "--cfg=bpf_target_arch=\"x86_64\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
     ))?;
-    Ok(root().join("target/bpfel-unknown-none/release/mamori"))
+    Ok(target_dir().join("bpfel-unknown-none/release/mamori"))
 }
 
 /// `cargo build --release -p sensor` (which embeds the eBPF object).
 pub fn build_sensor_release() -> Result<PathBuf> {
     prereqs::ensure()?;
     run(cargo().args(["build", "--release", "-p", "sensor"]))?;
-    Ok(root().join("target/release/mamori"))
+    Ok(target_dir().join("release/mamori"))
 }
 
 /// The fuzz targets in `fuzz/`, built on stable with LLVM's sanitizer-coverage

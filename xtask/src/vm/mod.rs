@@ -126,10 +126,7 @@ impl VmOpts {
 
 /// `<workspace>/target/vm`, or `$CARGO_TARGET_DIR/vm`.
 pub(crate) fn default_work_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::root().join("target"));
-    target.join("vm")
+    crate::target_dir().join("vm")
 }
 
 /// Boot each kernel in `kernels` under qemu with `binary` packed into an
