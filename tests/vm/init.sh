@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# /init of the vm-test initramfs (packed by xtask/src/vm.rs; see tests/vm/README.md).
+# /init of the vm-test initramfs (packed by xtask/src/vm/initramfs.rs; see tests/vm/README.md).
 #
 # Runs as pid 1 inside a throw-away qemu VM on the kernel under test:
 # mounts the pseudo file systems mamori needs, starts `/mamori capture`,

@@ -26,24 +26,20 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{root, run};
+use crate::{
+    cargo,
+    cmd::{apt_install, find_in_path, output, run},
+    root, target_dir,
+};
 
 const TARGET_PATH: &str = "/etc/hostname";
 
 fn ensure_pkg(bin: &str, pkg: &str) -> Result<()> {
-    if Command::new("which")
-        .arg(bin)
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-    {
+    if find_in_path(bin).is_some() {
         return Ok(());
     }
     eprintln!("bench: installing {pkg}");
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends", pkg])
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    apt_install(pkg)
 }
 
 /// The optimised loop process (`sensor/examples/open_loop.rs`).
@@ -56,15 +52,11 @@ impl Looper {
 
     /// ns per openat+close pair over `n` iterations, in its own process.
     fn once(&self, n: u64) -> Result<f64> {
-        let out = Command::new(&self.0)
-            .args([&n.to_string(), TARGET_PATH])
-            .stderr(Stdio::inherit())
-            .output()
-            .with_context(|| format!("running {}", self.0.display()))?;
-        if !out.status.success() {
-            bail!("{} failed: {}", self.0.display(), out.status);
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = output(
+            Command::new(&self.0)
+                .args([&n.to_string(), TARGET_PATH])
+                .stderr(Stdio::inherit()),
+        )?;
         text.trim()
             .parse()
             .with_context(|| format!("open_loop printed {text:?}"))
@@ -73,8 +65,8 @@ impl Looper {
 
 /// `cargo VERB --quiet --release -p PACKAGE --example NAME`, in the workspace.
 fn cargo_example(verb: &str, package: &str, name: &str) -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(root()).args([
+    let mut cmd = cargo();
+    cmd.args([
         verb,
         "--quiet",
         "--release",
@@ -89,7 +81,7 @@ fn cargo_example(verb: &str, package: &str, name: &str) -> Command {
 /// Build a release example of the sensor crate; its path.
 fn build_example(name: &str) -> Result<std::path::PathBuf> {
     run(&mut cargo_example("build", "sensor", name))?;
-    Ok(root().join("target/release/examples").join(name))
+    Ok(target_dir().join("release/examples").join(name))
 }
 
 fn fmt_runs(v: &[f64]) -> String {
@@ -368,23 +360,19 @@ fn storm(
 ) -> Result<Storm> {
     let tracer = Tracer::mamori(mamori, args)?;
     let start = Instant::now();
-    let out = Command::new(exe)
-        .args([
-            &threads.to_string(),
-            &rate.to_string(),
-            &secs.to_string(),
-            path,
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", exe.display()));
+    let out = output(
+        Command::new(exe)
+            .args([
+                &threads.to_string(),
+                &rate.to_string(),
+                &secs.to_string(),
+                path,
+            ])
+            .stderr(Stdio::inherit()),
+    );
     let elapsed = start.elapsed().as_secs_f64();
     let (events, lost) = tracer.stop()?;
-    let out = out?;
-    if !out.status.success() {
-        bail!("{} failed: {}", exe.display(), out.status);
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = out?;
     let opens = text
         .trim()
         .parse()
@@ -428,7 +416,7 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
 
     // The main job: live events through Falco's stable rules.
     let run_args = ["run", "--rules", corpus.as_str()];
-    let run = Paired::measure(&looper, n, ROUNDS, || Tracer::mamori(mamori, &run_args))?;
+    let live = Paired::measure(&looper, n, ROUNDS, || Tracer::mamori(mamori, &run_args))?;
     // Capture with every event serialised as JSON (to /dev/null).
     let cap_args = ["capture", "--json", "--output", "/dev/null"];
     let cap = Paired::measure(&looper, n, ROUNDS, || Tracer::mamori(mamori, &cap_args))?;
@@ -472,13 +460,24 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
     }
 
     println!();
+    print_overhead(&live, &cap, &floor, &bt);
+    println!();
+    print_program_stats(stats);
+    println!();
+    print_storms(&storms);
+    // Userspace drain ceiling, without the kernel in the way.
+    run(cargo_example("run", "sensor", "bench_drain").arg("--"))
+}
+
+/// The overhead table: each configuration's ratio to bare.
+fn print_overhead(live: &Paired, cap: &Paired, floor: &Paired, bt: &Paired) {
     println!(
         "| configuration | ratio to bare (median) | ratios, lowest-highest (each round) | ns / openat+close with (runs) | bare (runs) | events | lost |"
     );
     println!("| --- | ---: | --- | ---: | ---: | ---: | ---: |");
     println!(
         "{}",
-        run.row(
+        live.row(
             "mamori run (exec+connect+open, full paths, Falco stable rules)",
             true
         )
@@ -495,7 +494,10 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
         )
     );
     println!("{}", bt.row("bpftrace printing each path", false));
-    println!();
+}
+
+/// Per-program average run time, or why there is none.
+fn print_program_stats(stats: Result<Vec<ProgStat>>) {
     match stats {
         Ok(s) if !s.is_empty() => {
             println!("| program (during mamori run) | runs | avg ns / run |");
@@ -508,11 +510,14 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
         Ok(_) => println!("(bpftool listed no mamori programs)"),
         Err(e) => println!("(program statistics unavailable: {e})"),
     }
-    println!();
+}
+
+/// The storm table and the highest drain rate seen with nothing lost.
+fn print_storms(storms: &[Storm]) {
     println!("| storm under mamori run (2 threads) | target opens/s | opens/s made | events drained / s | lost |");
     println!("| --- | ---: | ---: | ---: | ---: |");
     let mut sustained = 0.0f64;
-    for s in &storms {
+    for s in storms {
         let made = s.opens as f64 / s.secs;
         let drained = s.events as f64 / s.secs;
         let what = if s.rate == 0 {
@@ -534,8 +539,6 @@ pub fn capture(mamori: &Path, iterations: u64) -> Result<()> {
         }
     }
     println!("sustained drain with 0 lost: {sustained:.0} events/s");
-    // Userspace drain ceiling, without the kernel in the way.
-    crate::run(cargo_example("run", "sensor", "bench_drain").arg("--"))
 }
 
 pub fn rules(iterations: u64) -> Result<()> {

@@ -5,6 +5,7 @@
 //! missing so that a fresh machine needs nothing but rustup.
 
 mod bench;
+mod cmd;
 mod prereqs;
 mod vm;
 
@@ -15,6 +16,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+
+use crate::cmd::{is_root, run};
 
 #[derive(Parser)]
 #[command(about = "mamori build chores")]
@@ -94,21 +97,33 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Run a command, failing with its rendering if it does not succeed.
-pub fn run(cmd: &mut Command) -> Result<()> {
-    eprintln!("+ {cmd:?}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("failed to start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed: {status}");
+/// Where cargo puts what it builds: `$CARGO_TARGET_DIR` (relative to the
+/// workspace, where [`cargo`] runs) or `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
     }
-    Ok(())
 }
 
+/// The cargo running xtask, in the workspace root.
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
+    c
+}
+
+/// `rustup run nightly cargo VERB --package mamori-ebpf --release --target
+/// bpfel-unknown-none -Z build-std=core`, in the workspace root, without the
+/// stable rustc that `cargo xtask` put in the environment.
+fn nightly_ebpf_cargo(verb: &str) -> Command {
+    let mut c = Command::new("rustup");
+    c.current_dir(root())
+        .args(["run", "nightly", "cargo", verb, "--package", "mamori-ebpf"])
+        .args(["--release", "--target", "bpfel-unknown-none"])
+        .args(["-Z", "build-std=core"])
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
     c
 }
 
@@ -116,45 +131,18 @@ fn cargo() -> Command {
 /// but into `target/bpfel-unknown-none/release/mamori`.
 pub fn build_ebpf() -> Result<PathBuf> {
     prereqs::ensure()?;
-    let mut cmd = Command::new("rustup");
-    cmd.current_dir(root())
-        .args([
-            "run",
-            "nightly",
-            "cargo",
-            "build",
-            "--package",
-            "mamori-ebpf",
-        ])
-        .args(["--bins", "--release", "--target", "bpfel-unknown-none"])
-        .args(["-Z", "build-std=core"])
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            "--cfg=bpf_target_arch=\"x86_64\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
-        )
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER");
-    run(&mut cmd)?;
-    Ok(root().join("target/bpfel-unknown-none/release/mamori"))
+    run(nightly_ebpf_cargo("build").arg("--bins").env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        "--cfg=bpf_target_arch=\"x86_64\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
+    ))?;
+    Ok(target_dir().join("bpfel-unknown-none/release/mamori"))
 }
 
 /// `cargo build --release -p sensor` (which embeds the eBPF object).
 pub fn build_sensor_release() -> Result<PathBuf> {
     prereqs::ensure()?;
     run(cargo().args(["build", "--release", "-p", "sensor"]))?;
-    Ok(root().join("target/release/mamori"))
-}
-
-fn is_root() -> bool {
-    // Avoid a libc dependency: /proc/self/status carries the effective uid.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
+    Ok(target_dir().join("release/mamori"))
 }
 
 /// The fuzz targets in `fuzz/`, built on stable with LLVM's sanitizer-coverage
@@ -172,14 +160,12 @@ fn fuzz(seconds: u64) -> Result<()> {
         "fuzzing",
     ]
     .join(" ");
-    run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&dir)
-            .args(["build", "--release", "--target", "x86_64-unknown-linux-gnu"])
-            .args(["--target-dir", "target/cov"])
-            .env("RUSTFLAGS", flags)
-            .env("AYA_BUILD_SKIP", "1"),
-    )?;
+    run(cargo()
+        .current_dir(&dir)
+        .args(["build", "--release", "--target", "x86_64-unknown-linux-gnu"])
+        .args(["--target-dir", "target/cov"])
+        .env("RUSTFLAGS", flags)
+        .env("AYA_BUILD_SKIP", "1"))?;
     for target in ["condition_parser", "rules_file"] {
         let corpus = dir.join("target/corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
@@ -236,26 +222,7 @@ fn test(no_vm: bool) -> Result<()> {
     ]))?;
     build_ebpf()?;
     // The kernel crate, linted for its own target.
-    run(Command::new("rustup")
-        .current_dir(root())
-        .args([
-            "run",
-            "nightly",
-            "cargo",
-            "clippy",
-            "--package",
-            "mamori-ebpf",
-        ])
-        .args([
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-        ])
-        .args(["--", "-D", "warnings"])
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER"))?;
+    run(nightly_ebpf_cargo("clippy").args(["--", "-D", "warnings"]))?;
     // Unit and pure-userspace integration tests (rules, decoder, replay).
     run(cargo().args(["test"]))?;
     if is_root() {

@@ -4,23 +4,9 @@
 
 use std::{path::PathBuf, process::Command};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 
-use crate::run;
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("failed to start {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use crate::cmd::{output, run};
 
 /// Make sure nightly + rust-src + a matching bpf-linker are present.
 pub fn ensure() -> Result<()> {
