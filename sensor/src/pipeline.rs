@@ -33,6 +33,58 @@ use crate::{
 const POLL_EVERY: Duration = Duration::from_millis(10);
 /// How often kernel drop counters are checked.
 const DROPS_EVERY: Duration = Duration::from_secs(1);
+/// Records handed on per drain pass. After a full pass the pipeline yields,
+/// so a flood never holds back signals, drop reports or `/healthz` (a pass
+/// is a few ms of work).
+const DRAIN_BUDGET: usize = 4096;
+/// How long the final drain at shutdown may take: under a flood the ring
+/// never empties, and SIGTERM must be honoured within the grace period.
+const FINAL_DRAIN_FOR: Duration = Duration::from_millis(500);
+
+/// The pipeline's liveness, for `/healthz`: when it last finished a drain
+/// pass. A busy pipeline keeps beating; a stuck one stops.
+#[derive(Clone, Debug)]
+pub struct Heartbeat {
+    start: std::time::Instant,
+    /// ms since `start` of the last completed pass (`u64::MAX`: none yet).
+    last: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            start: std::time::Instant::now(),
+            last: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+        }
+    }
+}
+
+impl Heartbeat {
+    fn beat(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A heartbeat whose last pass was `ago` ago (tests of `/healthz`).
+    #[cfg(test)]
+    pub(crate) fn beaten_ago(ago: Duration) -> Heartbeat {
+        let now = std::time::Instant::now();
+        Heartbeat {
+            start: now.checked_sub(ago).unwrap_or(now),
+            last: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    /// Time since the last completed drain pass; `None` before the first.
+    pub fn since_last(&self) -> Option<Duration> {
+        let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        (last != u64::MAX).then(|| {
+            self.start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last))
+        })
+    }
+}
 
 /// Kernel-side settings shared by `capture` and `run`.
 #[derive(Debug, Clone, Default)]
@@ -126,6 +178,7 @@ pub struct Pipeline {
     stats: Stats,
     /// Undecodable records since the last drop report.
     invalid_since_report: u64,
+    heartbeat: Heartbeat,
 }
 
 impl Pipeline {
@@ -184,7 +237,13 @@ impl Pipeline {
             enricher,
             stats: Stats::default(),
             invalid_since_report: 0,
+            heartbeat: Heartbeat::default(),
         })
+    }
+
+    /// The pipeline's liveness (for `/healthz`).
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
     }
 
     /// Run until `shutdown` resolves, handing every event to `last`; then
@@ -199,23 +258,34 @@ impl Pipeline {
         let mut drops_tick = tokio::time::interval(DROPS_EVERY);
         drops_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
+        // More records were waiting after the last pass.
+        let mut backlog = false;
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 guard = self.ring.readable_mut() => {
                     guard?.clear_ready();
-                    self.drain(last)?;
+                    backlog = self.drain(last)? == DRAIN_BUDGET;
                 }
-                _ = poll.tick() => self.drain(last)?,
+                _ = poll.tick() => backlog = self.drain(last)? == DRAIN_BUDGET,
+                _ = std::future::ready(()), if backlog => {
+                    backlog = self.drain(last)? == DRAIN_BUDGET;
+                }
                 _ = drops_tick.tick() => {
                     if let Some(ev) = self.losses() {
                         last.event(&ev)?;
                     }
                 }
             }
+            if backlog {
+                // Let the runtime's other tasks (health, SIGHUP) run too.
+                tokio::task::yield_now().await;
+            }
         }
-        // Final drain: whatever the kernel queued before we stopped.
-        self.drain(last)?;
+        // Final drain: what the kernel queued before we stopped, bounded in
+        // time (a flood would never let it finish).
+        let until = std::time::Instant::now() + FINAL_DRAIN_FOR;
+        while self.drain(last)? == DRAIN_BUDGET && std::time::Instant::now() < until {}
         if let Some(en) = &mut self.enricher {
             for ev in en.release(true) {
                 last.event(&ev)?;
@@ -228,48 +298,53 @@ impl Pipeline {
     }
 
     /// The data flow, one record at a time: ring → decode → process table →
-    /// enrich → last stage; then held events whose time has come.
-    fn drain(&mut self, last: &mut impl LastStage) -> anyhow::Result<()> {
+    /// enrich → last stage; then held events whose time has come. At most
+    /// [`DRAIN_BUDGET`] records; returns how many.
+    fn drain(&mut self, last: &mut impl LastStage) -> anyhow::Result<usize> {
         let Pipeline {
             ring,
             table,
             enricher,
             stats,
             invalid_since_report,
+            heartbeat,
             ..
         } = self;
-        ring.get_mut().drain(|record| -> anyhow::Result<()> {
-            let raw = match decode(record) {
-                Ok(raw) => raw,
-                Err(e) => {
-                    stats.invalid += 1;
-                    *invalid_since_report += 1;
-                    if stats.invalid <= 10 || stats.invalid.is_power_of_two() {
-                        log::warn!("undecodable kernel record ({} so far): {e}", stats.invalid);
+        let n = ring
+            .get_mut()
+            .drain(DRAIN_BUDGET, |record| -> anyhow::Result<()> {
+                let raw = match decode(record) {
+                    Ok(raw) => raw,
+                    Err(e) => {
+                        stats.invalid += 1;
+                        *invalid_since_report += 1;
+                        if stats.invalid <= 10 || stats.invalid.is_power_of_two() {
+                            log::warn!("undecodable kernel record ({} so far): {e}", stats.invalid);
+                        }
+                        return Ok(());
                     }
-                    return Ok(());
+                };
+                let ev = table.apply(&raw);
+                stats.events += 1;
+                let Some(en) = enricher.as_mut() else {
+                    return last.event(&ev);
+                };
+                if let Some(ev) = en.admit(ev) {
+                    last.event(&ev)?;
                 }
-            };
-            let ev = table.apply(&raw);
-            stats.events += 1;
-            let Some(en) = enricher.as_mut() else {
-                return last.event(&ev);
-            };
-            if let Some(ev) = en.admit(ev) {
-                last.event(&ev)?;
-            }
-            for ev in en.release(false) {
-                last.event(&ev)?;
-            }
-            Ok(())
-        })?;
+                for ev in en.release(false) {
+                    last.event(&ev)?;
+                }
+                Ok(())
+            })?;
         // Events held for late pod metadata whose time has come.
         if let Some(en) = enricher {
             for ev in en.release(false) {
                 last.event(&ev)?;
             }
         }
-        Ok(())
+        heartbeat.beat();
+        Ok(n)
     }
 
     /// Read the kernel's drop counters; a `drop` event if anything was lost.

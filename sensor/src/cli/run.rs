@@ -145,7 +145,7 @@ pub async fn run(rules: Vec<PathBuf>, kernel: KernelArgs, rc: RunConfig) -> anyh
         eprintln!("mamori: health endpoint on http://{bound}/healthz");
     }
     let pipeline = Pipeline::start(&kernel)?;
-    ready.set();
+    ready.set(pipeline.heartbeat());
     let mut last = DetectAndQueue {
         detector: Detector::new(engine, hostname),
         outputs: &outputs,

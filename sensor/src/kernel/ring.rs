@@ -159,11 +159,16 @@ impl BatchRing {
         }
     }
 
-    /// Hand every committed record to `f`, in order, then publish the
-    /// position. Stops at a record still being written (the next drain gets
-    /// it), or after the record `f` failed on (which counts as consumed).
-    /// Returns the number of records handed over.
-    pub fn drain<E>(&mut self, mut f: impl FnMut(&[u8]) -> Result<(), E>) -> Result<usize, E> {
+    /// Hand committed records to `f`, in order, at most `budget` of them,
+    /// then publish the position. Stops at a record still being written (the
+    /// next drain gets it), or after the record `f` failed on (which counts
+    /// as consumed). Returns the number of records handed over: `budget`
+    /// means more may be waiting (the caller yields to its timers first).
+    pub fn drain<E>(
+        &mut self,
+        budget: usize,
+        mut f: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<usize, E> {
         let mask = self.size - 1;
         let every = (self.size / PUBLISH_EVERY_DIV).max(HDR);
         let mut n = 0;
@@ -173,6 +178,9 @@ impl BatchRing {
                 break;
             }
             while self.pos != prod {
+                if n >= budget {
+                    break 'outer;
+                }
                 let off = self.pos & mask;
                 // SAFETY: `off < size`, so the header lies in the first copy
                 // of the data area (which starts one page into the region);
