@@ -17,8 +17,6 @@
 //! Run: `cargo test -p sensor --features e2e --test enrich_cgroup -- --test-threads=1`
 
 use std::{
-    io::{Read, Write},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command},
     sync::{
