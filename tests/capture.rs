@@ -13,10 +13,13 @@
 //!
 //! Run: `cargo test -p sensor --features e2e --test capture -- --test-threads=1`
 
+#[path = "capture/child.rs"]
+mod child;
+
 use std::{
-    ffi::CString,
-    net::{SocketAddr, TcpListener},
+    net::TcpListener,
     os::unix::net::UnixListener,
+    path::Path,
     process::Command,
     sync::{Arc, Mutex},
     time::Duration,
@@ -39,9 +42,9 @@ fn child_main() {
     };
     let parts: Vec<&str> = spec.split('|').collect();
     match parts[0] {
-        "basic" => child_basic(&parts[1..]),
-        "netns" => child_netns(),
-        "burst" => child_burst(parts[1].parse().unwrap(), parts[2]),
+        "basic" => child::child_basic(&parts[1..]),
+        "netns" => child::child_netns(),
+        "burst" => child::child_burst(parts[1].parse().unwrap(), parts[2]),
         "pty" => {
             // `script` gives its child a fresh pseudo-terminal as controlling tty.
             let st = Command::new("script")
@@ -53,194 +56,6 @@ fn child_main() {
             assert!(st.success());
         }
         other => panic!("unknown child mode {other}"),
-    }
-}
-
-fn cstr(s: &str) -> CString {
-    CString::new(s).unwrap()
-}
-
-fn connect_to(addr: &str) -> i64 {
-    let addr: SocketAddr = addr.parse().unwrap();
-    // SAFETY: plain socket syscalls on locally owned values.
-    unsafe {
-        let (family, sa, len) = sockaddr(&addr);
-        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0);
-        let r = libc::connect(fd, (&sa as *const libc::sockaddr_storage).cast(), len);
-        let res = if r == 0 {
-            0
-        } else {
-            -(*libc::__errno_location()) as i64
-        };
-        libc::close(fd);
-        res
-    }
-}
-
-fn sockaddr(addr: &SocketAddr) -> (i32, libc::sockaddr_storage, u32) {
-    // SAFETY: zeroed sockaddr_storage is valid; we write the matching variant.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in fits in sockaddr_storage.
-            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
-            (
-                libc::AF_INET,
-                ss,
-                std::mem::size_of::<libc::sockaddr_in>() as u32,
-            )
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as u16,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: 0,
-            };
-            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
-            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
-            (
-                libc::AF_INET6,
-                ss,
-                std::mem::size_of::<libc::sockaddr_in6>() as u32,
-            )
-        }
-    }
-}
-
-/// args: write_path, missing_path, open_port, closed_port, unix_path, openat2_path
-fn child_basic(args: &[&str]) {
-    let (write_path, missing, open_port, closed_port, unix_path, openat2_path) =
-        (args[0], args[1], args[2], args[3], args[4], args[5]);
-    // SAFETY: raw syscalls with valid, NUL-terminated arguments.
-    unsafe {
-        let fd = libc::openat(
-            libc::AT_FDCWD,
-            cstr(write_path).as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-            0o600,
-        );
-        assert!(fd >= 0);
-        libc::close(fd);
-        let fd = libc::openat(libc::AT_FDCWD, cstr(missing).as_ptr(), libc::O_RDONLY);
-        assert_eq!(fd, -1);
-        // openat2 with RESOLVE_NO_SYMLINKS (0x04).
-        #[repr(C)]
-        struct OpenHow {
-            flags: u64,
-            mode: u64,
-            resolve: u64,
-        }
-        let how = OpenHow {
-            flags: libc::O_RDONLY as u64,
-            mode: 0,
-            resolve: 0x04,
-        };
-        let p = cstr(openat2_path);
-        let fd = libc::syscall(
-            libc::SYS_openat2,
-            libc::AT_FDCWD,
-            p.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        );
-        assert!(fd >= 0, "openat2 failed");
-        libc::close(fd as i32);
-    }
-    assert_eq!(connect_to(&format!("127.0.0.1:{open_port}")), 0);
-    assert_eq!(
-        connect_to(&format!("127.0.0.1:{closed_port}")),
-        -(libc::ECONNREFUSED as i64)
-    );
-    // Unix socket connect.
-    // SAFETY: socket syscalls on local values.
-    unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-        let mut sun: libc::sockaddr_un = std::mem::zeroed();
-        sun.sun_family = libc::AF_UNIX as u16;
-        for (i, b) in unix_path.bytes().enumerate() {
-            sun.sun_path[i] = b as libc::c_char;
-        }
-        let len = (std::mem::size_of::<libc::sa_family_t>() + unix_path.len() + 1) as u32;
-        let r = libc::connect(fd, (&sun as *const libc::sockaddr_un).cast(), len);
-        assert_eq!(r, 0, "unix connect");
-        libc::close(fd);
-    }
-    // execveat in a grandchild (fork, then execveat /bin/true --at).
-    // SAFETY: fork/execveat/waitpid with valid arguments; the child only execs or exits.
-    unsafe {
-        let pid = libc::fork();
-        if pid == 0 {
-            let path = cstr("/bin/true");
-            let a0 = cstr("/bin/true");
-            let a1 = cstr("--at");
-            let argv = [a0.as_ptr(), a1.as_ptr(), std::ptr::null()];
-            let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-            libc::syscall(
-                libc::SYS_execveat,
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                argv.as_ptr(),
-                envp.as_ptr(),
-                0,
-            );
-            libc::_exit(127);
-        }
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
-    }
-    // A failed exec, then the real one: replace this image with /bin/true --flag.
-    // SAFETY: execv with NUL-terminated argv.
-    unsafe {
-        let bad = cstr("/nonexistent/mamori-e2e");
-        let a0 = cstr("mamori-e2e");
-        let argv = [a0.as_ptr(), std::ptr::null()];
-        assert_eq!(libc::execv(bad.as_ptr(), argv.as_ptr()), -1);
-        let path = cstr("/bin/true");
-        let a1 = cstr("--flag");
-        let argv = [path.as_ptr(), a1.as_ptr(), std::ptr::null()];
-        libc::execv(path.as_ptr(), argv.as_ptr());
-    }
-    panic!("execv /bin/true failed");
-}
-
-/// Connect to non-loopback addresses from inside a fresh, empty network
-/// namespace: the syscalls happen, no packet can leave.
-fn child_netns() {
-    // SAFETY: unshare on the current (single-threaded child) process.
-    let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "unshare(CLONE_NEWNET) needs root");
-    let r4 = connect_to("192.0.2.1:80");
-    let r6 = connect_to("[2001:db8::1]:443");
-    assert!(
-        r4 < 0 && r6 < 0,
-        "connects in an empty netns must fail: {r4} {r6}"
-    );
-}
-
-/// `n` open+close pairs on `path`.
-fn child_burst(n: u64, path: &str) {
-    let p = cstr(path);
-    for _ in 0..n {
-        // SAFETY: valid NUL-terminated path.
-        unsafe {
-            let fd = libc::openat(libc::AT_FDCWD, p.as_ptr(), libc::O_RDONLY);
-            if fd >= 0 {
-                libc::close(fd);
-            }
-        }
     }
 }
 
@@ -355,12 +170,21 @@ fn exec_open_connect_arrive_with_results() {
         openat2_path.display()
     );
     let (pid, events, stats) = capture_child(Options::default(), spec);
-    let me = std::process::id();
     assert_eq!(stats.invalid, 0);
 
+    assert_execs(&events, pid);
+    assert_opens(&events, pid, &write_path, &missing, &openat2_path);
+    assert_connects(&events, open_port, closed_port, &unix_path);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The child's execs: a failed execve, the execveat of its grandchild (and
+/// the fork that made it), and its final execve of `/bin/true --flag`.
+fn assert_execs(events: &[Event], pid: u32) {
+    let me = std::process::id();
     // The final exec: same pid, parent is this test, new image.
     // (The child's first exec is this test binary itself; the last is /bin/true.)
-    let exec = find(&events, "execve /bin/true --flag", |e| {
+    let exec = find(events, "execve /bin/true --flag", |e| {
         e.evt_type == EvtType::Execve
             && e.proc.pid == pid
             && e.res == 0
@@ -375,7 +199,7 @@ fn exec_open_connect_arrive_with_results() {
     assert!(exec.proc.start_ts > 0);
 
     // The failed exec before it: ENOENT, attempted filename and argv.
-    let failed = find(&events, "failed execve", |e| {
+    let failed = find(events, "failed execve", |e| {
         e.evt_type == EvtType::Execve && e.res < 0
     });
     assert_eq!(failed.res, -(libc::ENOENT as i64));
@@ -385,19 +209,29 @@ fn exec_open_connect_arrive_with_results() {
     assert_eq!(fx.argv, ["mamori-e2e"]);
 
     // execveat from the grandchild.
-    let at = find(&events, "execveat", |e| e.evt_type == EvtType::Execveat);
+    let at = find(events, "execveat", |e| e.evt_type == EvtType::Execveat);
     assert_eq!(at.res, 0);
     assert_eq!(at.proc.ppid, pid);
     assert_eq!(at.proc.argv, ["/bin/true", "--at"]);
     // ... and the fork that made it.
-    find(&events, "clone", |e| {
+    find(events, "clone", |e| {
         e.evt_type == EvtType::Clone
             && e.proc.pid == pid
             && e.lifecycle.as_ref().and_then(|l| l.child_pid) == Some(at.proc.pid)
     });
+}
 
+/// The child's opens: for write (fd, flags, mode), of a missing file
+/// (ENOENT) and with openat2 (resolve flags).
+fn assert_opens(
+    events: &[Event],
+    pid: u32,
+    write_path: &Path,
+    missing: &Path,
+    openat2_path: &Path,
+) {
     // Open for write: fd, flags, mode, path.
-    let w = find(&events, "open for write", |e| {
+    let w = find(events, "open for write", |e| {
         e.open
             .as_ref()
             .is_some_and(|o| o.path == write_path.to_str().unwrap())
@@ -415,7 +249,7 @@ fn exec_open_connect_arrive_with_results() {
     assert_eq!((fd.fd_type, fd.num), (FdType::File, w.res));
 
     // Missing file: ENOENT, no fd.
-    let m = find(&events, "open missing", |e| {
+    let m = find(events, "open missing", |e| {
         e.open
             .as_ref()
             .is_some_and(|o| o.path == missing.to_str().unwrap())
@@ -424,14 +258,18 @@ fn exec_open_connect_arrive_with_results() {
     assert_eq!(m.fd.as_ref().unwrap().num, -1);
 
     // openat2 with its resolve flags.
-    let o2 = find(&events, "openat2", |e| e.evt_type == EvtType::Openat2);
+    let o2 = find(events, "openat2", |e| e.evt_type == EvtType::Openat2);
     assert!(o2.res >= 0);
     let oa = o2.open.as_ref().unwrap();
     assert_eq!(oa.path, openat2_path.to_str().unwrap());
     assert_eq!(oa.resolve, 0x04);
+}
 
+/// The child's connects: to the listener (success, addresses), to the
+/// closed port (ECONNREFUSED) and to the unix socket.
+fn assert_connects(events: &[Event], open_port: u16, closed_port: u16, unix_path: &Path) {
     // Connect to the listener: success, addresses, protocol.
-    let ok = find(&events, "connect ok", |e| {
+    let ok = find(events, "connect ok", |e| {
         e.evt_type == EvtType::Connect && e.fd.as_ref().is_some_and(|f| f.rport == Some(open_port))
     });
     assert_eq!(ok.res, 0);
@@ -446,20 +284,18 @@ fn exec_open_connect_arrive_with_results() {
     );
 
     // Connect to the closed port: ECONNREFUSED.
-    let refused = find(&events, "connect refused", |e| {
+    let refused = find(events, "connect refused", |e| {
         e.evt_type == EvtType::Connect
             && e.fd.as_ref().is_some_and(|f| f.rport == Some(closed_port))
     });
     assert_eq!(refused.res, -(libc::ECONNREFUSED as i64));
 
     // Unix socket connect.
-    let ux = find(&events, "unix connect", |e| {
+    let ux = find(events, "unix connect", |e| {
         e.evt_type == EvtType::Connect && e.fd.as_ref().is_some_and(|f| f.fd_type == FdType::Unix)
     });
     assert_eq!(ux.res, 0);
     assert_eq!(ux.fd.as_ref().unwrap().name, unix_path.to_str().unwrap());
-
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

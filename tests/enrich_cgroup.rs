@@ -17,8 +17,6 @@
 //! Run: `cargo test -p sensor --features e2e --test enrich_cgroup -- --test-threads=1`
 
 use std::{
-    io::{Read, Write},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command},
     sync::{
@@ -28,11 +26,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "enrich_cgroup/apiserver.rs"]
+mod apiserver;
 #[path = "common/mod.rs"]
 mod common;
 #[path = "common/container.rs"]
 mod container;
 
+use apiserver::{api_pod, fake_apiserver};
 use mamori::enrich::Enricher;
 use mamori_rules::event::{Event, EvtType, Process};
 
@@ -411,83 +412,6 @@ fn capture_attributes_a_gone_container_process_by_its_cgroup_id() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A stand-in for the API server on 127.0.0.1: answers the pod list with
-/// `list` and holds every watch open until `stop` is set, writing each line
-/// received on `push` (a watch event) to the open watches. Sends the request
-/// targets it saw on `seen`.
-fn fake_apiserver(
-    list: String,
-    stop: Arc<AtomicBool>,
-    seen: mpsc::Sender<String>,
-    push: mpsc::Receiver<String>,
-) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let mut open = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            while let Ok(line) = push.try_recv() {
-                let chunk = format!("{:x}\r\n{line}\r\n", line.len());
-                for w in open.iter_mut() {
-                    let _ = std::io::Write::write_all(w, chunk.as_bytes());
-                }
-            }
-            let Ok((mut s, _)) = listener.accept() else {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            };
-            s.set_nonblocking(false).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut head = Vec::new();
-            let mut b = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
-                match s.read(&mut b) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&b[..n]),
-                }
-            }
-            let head = String::from_utf8_lossy(&head).into_owned();
-            let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
-            let _ = seen.send(target.clone());
-            if target.contains("watch=true") {
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
-                );
-                open.push(s);
-            } else {
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{list}",
-                    list.len()
-                );
-                let _ = s.write_all(resp.as_bytes());
-            }
-        }
-    });
-    port
-}
-
-/// A running pod of a Deployment `api`, as the API server serialises it.
-fn api_pod(name: &str, uid: &str, id: &str, node: &str, rv: &str) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": name, "namespace": "payments", "uid": uid, "resourceVersion": rv,
-            "labels": {"app": "api", "pod-template-hash": "6b7f9d8c4"},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "name": "api-6b7f9d8c4", "uid": "rs-1", "controller": true}]
-        },
-        "spec": {"nodeName": node, "serviceAccountName": "api",
-            "containers": [{"name": "server", "image": "registry.example/payments/api:2.4.1"}]},
-        "status": {"phase": "Running", "containerStatuses": [{
-            "name": "server", "ready": true, "restartCount": 0,
-            "image": "registry.example/payments/api:2.4.1",
-            "imageID": "registry.example/payments/api@sha256:feedbeef",
-            "containerID": format!("containerd://{id}")}]}
-    })
-}
-
 /// Run `tool` as the first process of the container cgroup `cg`; its pid.
 fn exec_in(cg: &Path, tool: &Path) -> u32 {
     let script = format!(
@@ -533,14 +457,7 @@ fn capture_enriches_an_exec_with_the_pod_from_the_api() {
 
     let dir = std::env::temp_dir().join(format!("mamori-enrich-api-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\nusers:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\ncurrent-context: fake\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig = apiserver::write_kubeconfig(&dir, port);
     let comm = "mamori-e2e-pod";
     let tool = dir.join(comm);
     std::fs::copy("/bin/sleep", &tool).unwrap();
@@ -553,19 +470,15 @@ fn capture_enriches_an_exec_with_the_pod_from_the_api() {
         ],
     );
     // Wait for the watch (it starts after the list was applied).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut targets = Vec::new();
-    while !targets.iter().any(|t: &String| t.contains("watch=true")) {
-        match seen_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(t) => targets.push(t),
-            Err(_) => {
-                unsafe_sigint(&capture);
-                let _ = capture.wait_with_output();
-                let rest: Vec<String> = stderr_rx.iter().collect();
-                panic!("no pod watch from mamori: {targets:?} {log:?} {rest:?}");
-            }
+    let targets = match wait_for_watch(&seen_rx) {
+        Ok(targets) => targets,
+        Err(targets) => {
+            unsafe_sigint(&capture);
+            let _ = capture.wait_with_output();
+            let rest: Vec<String> = stderr_rx.iter().collect();
+            panic!("no pod watch from mamori: {targets:?} {log:?} {rest:?}");
         }
-    }
+    };
     std::thread::sleep(Duration::from_millis(300));
     let pid = exec_in(&cg, &tool);
     // The late pod: its exec (1 s of sleep) is over before the watch says
@@ -590,6 +503,38 @@ fn capture_enriches_an_exec_with_the_pod_from_the_api() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is an event"))
         .collect();
+    assert_first_pod(&events, pid, &id, &uid, &stderr);
+    // Only this node's pods were asked for, and never per event.
+    for t in &targets {
+        assert!(
+            t.contains("fieldSelector=spec.nodeName%3Dmamori-e2e-node"),
+            "{t}"
+        );
+    }
+    assert_late_pod(&events, late_pid, &late_id, &late_uid);
+    // Deepest first: the late pod's cgroups share the parents of the first.
+    drop(late_guard);
+    drop(guard);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The request targets the fake API server saw, up to the first watch
+/// (bounded: 30 s); `Err` with the targets so far if no watch came.
+fn wait_for_watch(seen: &mpsc::Receiver<String>) -> Result<Vec<String>, Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut targets = Vec::new();
+    while !targets.iter().any(|t: &String| t.contains("watch=true")) {
+        match seen.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(t) => targets.push(t),
+            Err(_) => return Err(targets),
+        }
+    }
+    Ok(targets)
+}
+
+/// The exec of `pid` in the listed pod's container: the container and pod
+/// metadata from the API.
+fn assert_first_pod(events: &[Event], pid: u32, id: &str, uid: &str, stderr: &[String]) {
     let ev = events
         .iter()
         .find(|e| e.evt_type == EvtType::Execve && e.proc.pid == pid && e.res == 0)
@@ -612,13 +557,10 @@ fn capture_enriches_an_exec_with_the_pod_from_the_api() {
     assert_eq!(pod.workload_kind.as_deref(), Some("Deployment"));
     assert_eq!(pod.workload_name.as_deref(), Some("api"));
     assert_eq!(pod.service_account.as_deref(), Some("api"));
-    // Only this node's pods were asked for, and never per event.
-    for t in &targets {
-        assert!(
-            t.contains("fieldSelector=spec.nodeName%3Dmamori-e2e-node"),
-            "{t}"
-        );
-    }
+}
+
+/// The exec of `late_pid`, held until the watch added its pod.
+fn assert_late_pod(events: &[Event], late_pid: u32, late_id: &str, late_uid: &str) {
     let late = events
         .iter()
         .find(|e| e.evt_type == EvtType::Execve && e.proc.pid == late_pid && e.res == 0)
@@ -633,10 +575,6 @@ fn capture_enriches_an_exec_with_the_pod_from_the_api() {
     let pod = c.pod.as_ref().expect("pod");
     assert_eq!(pod.name.as_deref(), Some("api-6b7f9d8c4-late1"));
     assert_eq!(pod.uid, late_uid);
-    // Deepest first: the late pod's cgroups share the parents of the first.
-    drop(late_guard);
-    drop(guard);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn unsafe_sigint(child: &Child) {

@@ -14,6 +14,7 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mamori_rules::event::{
@@ -158,143 +159,200 @@ fn make_events(n: usize) -> Vec<Event> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let name = rng.pick(PROCS).to_string();
-        let mut argv = vec![name.clone()];
-        let args = rng.pick(ARGS);
-        argv.extend(args.split_whitespace().map(str::to_string));
-        let ancestors: Vec<Ancestor> = (0..(rng.next() % 4) as usize)
-            .map(|k| {
-                let p = rng.pick(PARENTS);
-                Ancestor {
-                    pid: 1000 - k as u32,
-                    name: p.to_string(),
-                    exepath: format!("/usr/bin/{p}"),
-                    argv: vec![p.to_string()],
-                }
-            })
-            .collect();
-        let container = (rng.next().is_multiple_of(3)).then(|| {
-            Container {
-                id: format!("{:012x}", rng.next() & 0xffff_ffff_ffff),
-                name: Some("app".into()),
-                image: Some(rng.pick(IMAGES).to_string()),
-                ..Default::default()
-            }
-            .into()
-        });
-        let uid = if rng.next().is_multiple_of(4) {
-            0
-        } else {
-            1000
-        };
-        let proc = Process {
-            pid: 2000 + (i % 5000) as u32,
-            tid: 2000 + (i % 5000) as u32,
-            ppid: 1000,
-            name: name.clone(),
-            exepath: format!("/usr/bin/{name}"),
-            argv,
-            cwd: Some("/home/alice".into()),
-            uid,
-            gid: uid,
-            loginuid: if uid == 0 { -1 } else { 1000 },
-            user: Some(if uid == 0 { "root" } else { "alice" }.into()),
-            start_ts: 1,
-            ancestors: ancestors.into(),
-            ..Default::default()
-        };
+        let (proc, container) = random_process(&mut rng, i);
         let ts = 1_700_000_000_000_000_000 + i as u64 * 1000;
         let ev = match rng.next() % 5 {
             // 40% opens, 40% execs, 20% connects
-            0 | 1 => {
-                let path = rng.pick(PATHS).to_string();
-                let flags = match rng.next() % 4 {
-                    0 => 0o1 | 0o100 | 0o1000,
-                    1 => 0o2,
-                    _ => 0o2000000,
-                };
-                let res = if rng.next().is_multiple_of(10) { -2 } else { 3 };
-                Event {
-                    ts,
-                    evt_type: EvtType::Openat,
-                    res,
-                    proc,
-                    fd: Some(Fd {
-                        fd_type: FdType::File,
-                        num: if res >= 0 { res } else { -1 },
-                        name: path.clone(),
-                        sip: None,
-                        sport: None,
-                        rip: None,
-                        rport: None,
-                        l4proto: None,
-                    }),
-                    open: Some(OpenArgs {
-                        flags,
-                        path,
-                        ..Default::default()
-                    }),
-                    exec: None,
-                    lifecycle: None,
-                    container,
-                    drops: None,
-                }
-            }
-            2 | 3 => Event {
-                ts,
-                evt_type: EvtType::Execve,
-                res: 0,
-                exec: Some(ExecArgs {
-                    filename: proc.exepath.clone(),
-                    ..Default::default()
-                }),
-                proc,
-                fd: None,
-                open: None,
-                lifecycle: None,
-                container,
-                drops: None,
-            },
-            _ => {
-                let rip = rng.pick(REMOTES);
-                let rport = PORTS[(rng.next() % PORTS.len() as u64) as usize];
-                let v6 = rip.contains(':');
-                Event {
-                    ts,
-                    evt_type: EvtType::Connect,
-                    res: 0,
-                    proc,
-                    fd: Some(Fd {
-                        fd_type: if v6 { FdType::Ipv6 } else { FdType::Ipv4 },
-                        num: 5,
-                        name: format!("127.0.0.1:40000->{rip}:{rport}"),
-                        sip: Some(if v6 { "::1" } else { "127.0.0.1" }.parse().expect("ip")),
-                        sport: Some(40000),
-                        rip: Some(rip.parse().expect("ip")),
-                        rport: Some(rport),
-                        l4proto: Some(
-                            if rng.next().is_multiple_of(5) {
-                                "udp"
-                            } else {
-                                "tcp"
-                            }
-                            .into(),
-                        ),
-                    }),
-                    open: None,
-                    exec: None,
-                    lifecycle: None,
-                    container,
-                    drops: None,
-                }
-            }
+            0 | 1 => open_event(&mut rng, ts, proc, container),
+            2 | 3 => exec_event(ts, proc, container),
+            _ => connect_event(&mut rng, ts, proc, container),
         };
         out.push(ev);
     }
     out
 }
 
+/// The `i`th event's process (name, arguments, ancestors, user) and
+/// container, drawn from `rng`.
+fn random_process(rng: &mut Rng, i: usize) -> (Process, Option<Arc<Container>>) {
+    let name = rng.pick(PROCS).to_string();
+    let mut argv = vec![name.clone()];
+    let args = rng.pick(ARGS);
+    argv.extend(args.split_whitespace().map(str::to_string));
+    let ancestors: Vec<Ancestor> = (0..(rng.next() % 4) as usize)
+        .map(|k| {
+            let p = rng.pick(PARENTS);
+            Ancestor {
+                pid: 1000 - k as u32,
+                name: p.to_string(),
+                exepath: format!("/usr/bin/{p}"),
+                argv: vec![p.to_string()],
+            }
+        })
+        .collect();
+    let container = (rng.next().is_multiple_of(3)).then(|| {
+        Container {
+            id: format!("{:012x}", rng.next() & 0xffff_ffff_ffff),
+            name: Some("app".into()),
+            image: Some(rng.pick(IMAGES).to_string()),
+            ..Default::default()
+        }
+        .into()
+    });
+    let uid = if rng.next().is_multiple_of(4) {
+        0
+    } else {
+        1000
+    };
+    let proc = Process {
+        pid: 2000 + (i % 5000) as u32,
+        tid: 2000 + (i % 5000) as u32,
+        ppid: 1000,
+        name: name.clone(),
+        exepath: format!("/usr/bin/{name}"),
+        argv,
+        cwd: Some("/home/alice".into()),
+        uid,
+        gid: uid,
+        loginuid: if uid == 0 { -1 } else { 1000 },
+        user: Some(if uid == 0 { "root" } else { "alice" }.into()),
+        start_ts: 1,
+        ancestors: ancestors.into(),
+        ..Default::default()
+    };
+    (proc, container)
+}
+
+/// An open of a random path with random flags (10% fail with ENOENT).
+fn open_event(rng: &mut Rng, ts: u64, proc: Process, container: Option<Arc<Container>>) -> Event {
+    let path = rng.pick(PATHS).to_string();
+    let flags = match rng.next() % 4 {
+        0 => 0o1 | 0o100 | 0o1000,
+        1 => 0o2,
+        _ => 0o2000000,
+    };
+    let res = if rng.next().is_multiple_of(10) { -2 } else { 3 };
+    Event {
+        ts,
+        evt_type: EvtType::Openat,
+        res,
+        proc,
+        fd: Some(Fd {
+            fd_type: FdType::File,
+            num: if res >= 0 { res } else { -1 },
+            name: path.clone(),
+            sip: None,
+            sport: None,
+            rip: None,
+            rport: None,
+            l4proto: None,
+        }),
+        open: Some(OpenArgs {
+            flags,
+            path,
+            ..Default::default()
+        }),
+        exec: None,
+        lifecycle: None,
+        container,
+        drops: None,
+    }
+}
+
+/// A successful execve of the process's own image.
+fn exec_event(ts: u64, proc: Process, container: Option<Arc<Container>>) -> Event {
+    Event {
+        ts,
+        evt_type: EvtType::Execve,
+        res: 0,
+        exec: Some(ExecArgs {
+            filename: proc.exepath.clone(),
+            ..Default::default()
+        }),
+        proc,
+        fd: None,
+        open: None,
+        lifecycle: None,
+        container,
+        drops: None,
+    }
+}
+
+/// A connect to a random remote address and port (20% UDP).
+fn connect_event(
+    rng: &mut Rng,
+    ts: u64,
+    proc: Process,
+    container: Option<Arc<Container>>,
+) -> Event {
+    let rip = rng.pick(REMOTES);
+    let rport = PORTS[(rng.next() % PORTS.len() as u64) as usize];
+    let v6 = rip.contains(':');
+    Event {
+        ts,
+        evt_type: EvtType::Connect,
+        res: 0,
+        proc,
+        fd: Some(Fd {
+            fd_type: if v6 { FdType::Ipv6 } else { FdType::Ipv4 },
+            num: 5,
+            name: format!("127.0.0.1:40000->{rip}:{rport}"),
+            sip: Some(if v6 { "::1" } else { "127.0.0.1" }.parse().expect("ip")),
+            sport: Some(40000),
+            rip: Some(rip.parse().expect("ip")),
+            rport: Some(rport),
+            l4proto: Some(
+                if rng.next().is_multiple_of(5) {
+                    "udp"
+                } else {
+                    "tcp"
+                }
+                .into(),
+            ),
+        }),
+        open: None,
+        exec: None,
+        lifecycle: None,
+        container,
+        drops: None,
+    }
+}
+
 fn main() {
+    let (n, rules) = parse_args();
+    let engine = load_engine(&rules);
+    let events = make_events(n);
+    // Warm up, then time one pass over the stream on this thread (= one core).
+    let mut idx = Vec::with_capacity(16);
+    warm_up(&engine, &events, &mut idx);
+    let rate = time_stream(&engine, &events);
+    for s in engine.state_stats() {
+        println!(
+            "  stateful {:<58} alerts {:>6} keys {:>6} evicted {:>6}",
+            s.rule, s.alerts, s.keys, s.evicted
+        );
+    }
+    time_per_type(&engine, &events, &mut idx);
+    time_hot_set(&engine, &events, &mut idx);
+    if std::env::var_os("MAMORI_BENCH_PROFILE").is_some() {
+        println!("per-rule cost (every indexed rule evaluated):");
+        for (name, n, m, ns) in engine.profile(&events) {
+            println!(
+                "  {:>7.1} ns/eval {n:>8} evals {m:>7} matches  {name}",
+                ns as f64 / n.max(1) as f64
+            );
+        }
+    }
+    let target = 2_000_000.0;
+    println!(
+        "target >= 2,000,000 events/s/core: {}",
+        if rate >= target { "met" } else { "NOT met" }
+    );
+}
+
+/// EVENTS (default 1,000,000) and the rule paths (default: Falco's stable
+/// rules beside the workspace, and `rules/`).
+fn parse_args() -> (usize, Vec<PathBuf>) {
     let mut args = std::env::args().skip(1);
     let n: usize = args
         .next()
@@ -312,8 +370,13 @@ fn main() {
         rules.push(falco);
         rules.push(ws.join("rules"));
     }
+    (n, rules)
+}
+
+/// Load the rules, reporting the time it took and the load summary.
+fn load_engine(rules: &[PathBuf]) -> Engine {
     let t = Instant::now();
-    let (engine, report) = match Engine::load(&read_rules(&rules), &LoadOptions::default()) {
+    let (engine, report) = match Engine::load(&read_rules(rules), &LoadOptions::default()) {
         Ok(x) => x,
         Err(e) => panic!("{e}"),
     };
@@ -327,12 +390,14 @@ fn main() {
             .join(" "),
         report.summary()
     );
-    let events = make_events(n);
+    engine
+}
 
-    // Warm up, then time one pass over the stream on this thread (= one core).
-    let mut idx = Vec::with_capacity(16);
+/// Warm up on the first 10,000 events; with MAMORI_BENCH_REPEAT, evaluate the
+/// stream that many more times (for profilers).
+fn warm_up(engine: &Engine, events: &[Event], idx: &mut Vec<usize>) {
     for ev in events.iter().take(10_000) {
-        engine.matching_rules(ev, &mut idx);
+        engine.matching_rules(ev, idx);
     }
     if let Some(r) = std::env::var("MAMORI_BENCH_REPEAT")
         .ok()
@@ -340,11 +405,17 @@ fn main() {
     {
         // For profilers: spend most of the run evaluating.
         for _ in 0..r {
-            for ev in &events {
-                engine.matching_rules(black_box(ev), &mut idx);
+            for ev in events {
+                engine.matching_rules(black_box(ev), idx);
             }
         }
     }
+}
+
+/// Time one pass over the stream (rules matched and alerts rendered, the
+/// stateful ones too) in thread CPU time; prints and returns events/s.
+fn time_stream(engine: &Engine, events: &[Event]) -> f64 {
+    let n = events.len();
     let mut matched = 0u64;
     let mut alerts = 0u64;
     let start = Instant::now();
@@ -352,7 +423,7 @@ fn main() {
     let mut last = usize::MAX;
     let mut stateful_alerts = 0u64;
     engine.matching_rules_batch(
-        black_box(&events),
+        black_box(events),
         |e, r| {
             if e != last {
                 matched += 1;
@@ -375,17 +446,16 @@ fn main() {
         rate,
         secs * 1e9 / n as f64,
     );
-    for s in engine.state_stats() {
-        println!(
-            "  stateful {:<58} alerts {:>6} keys {:>6} evicted {:>6}",
-            s.rule, s.alerts, s.keys, s.evicted
-        );
-    }
+    rate
+}
+
+/// Match-only cost for each event type's share of the stream.
+fn time_per_type(engine: &Engine, events: &[Event], idx: &mut Vec<usize>) {
     for t in [EvtType::Execve, EvtType::Openat, EvtType::Connect] {
         let subset: Vec<&Event> = events.iter().filter(|e| e.evt_type == t).collect();
         let cpu0 = thread_cpu_secs();
         for ev in &subset {
-            engine.matching_rules(black_box(ev), &mut idx);
+            engine.matching_rules(black_box(ev), idx);
         }
         let secs = thread_cpu_secs() - cpu0;
         println!(
@@ -394,49 +464,37 @@ fn main() {
             secs * 1e9 / subset.len().max(1) as f64
         );
     }
-    {
-        // The same evaluation over a 1,000-event working set that stays in
-        // cache, as events fresh from the decoder are: separates rule cost
-        // from the memory traffic of walking a large recorded stream.
-        let hot = &events[..events.len().min(1000)];
-        let rounds = std::env::var("MAMORI_BENCH_HOT_ROUNDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or((n / hot.len().max(1)).max(1));
-        let cpu0 = thread_cpu_secs();
-        for _ in 0..rounds {
-            for ev in hot {
-                engine.matching_rules(black_box(ev), &mut idx);
-            }
-        }
-        let secs = thread_cpu_secs() - cpu0;
-        let total = (rounds * hot.len()) as f64;
-        println!(
-            "hot working set ({} events x {rounds}): {:.0} events/s on one core, {:.0} ns/event",
-            hot.len(),
-            total / secs.max(f64::MIN_POSITIVE),
-            secs * 1e9 / total
-        );
-    }
-    if std::env::var_os("MAMORI_BENCH_PROFILE").is_some() {
-        println!("per-rule cost (every indexed rule evaluated):");
-        for (name, n, m, ns) in engine.profile(&events) {
-            println!(
-                "  {:>7.1} ns/eval {n:>8} evals {m:>7} matches  {name}",
-                ns as f64 / n.max(1) as f64
-            );
+}
+
+/// The same evaluation over a 1,000-event working set that stays in cache,
+/// as events fresh from the decoder are: separates rule cost from the memory
+/// traffic of walking a large recorded stream.
+fn time_hot_set(engine: &Engine, events: &[Event], idx: &mut Vec<usize>) {
+    let n = events.len();
+    let hot = &events[..events.len().min(1000)];
+    let rounds = std::env::var("MAMORI_BENCH_HOT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or((n / hot.len().max(1)).max(1));
+    let cpu0 = thread_cpu_secs();
+    for _ in 0..rounds {
+        for ev in hot {
+            engine.matching_rules(black_box(ev), idx);
         }
     }
-    let target = 2_000_000.0;
+    let secs = thread_cpu_secs() - cpu0;
+    let total = (rounds * hot.len()) as f64;
     println!(
-        "target >= 2,000,000 events/s/core: {}",
-        if rate >= target { "met" } else { "NOT met" }
+        "hot working set ({} events x {rounds}): {:.0} events/s on one core, {:.0} ns/event",
+        hot.len(),
+        total / secs.max(f64::MIN_POSITIVE),
+        secs * 1e9 / total
     );
 }
 
 /// Rule files as the engine takes them: each path a file, or a directory of
 /// `*.yaml` files read in name order.
-fn read_rules(paths: &[PathBuf]) -> Vec<std::sync::Arc<mamori_rules::yaml::SourceFile>> {
+fn read_rules(paths: &[PathBuf]) -> Vec<Arc<mamori_rules::yaml::SourceFile>> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
