@@ -66,6 +66,7 @@ pub enum ConfigError {
     Secret { key: String, msg: String },
 }
 
+/// A bad value at `key` (the full dotted path, e.g. `outputs.syslog.address`).
 pub(crate) fn key_err(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
     ConfigError::Key {
         origin: "config".into(),

@@ -47,32 +47,20 @@ impl RawOutputs {
         Ok(OutputsConfig {
             grace_period: self.grace_period.map(|d| d.0).unwrap_or(DEFAULT_GRACE),
             stdout,
-            file: self
-                .file
-                .as_ref()
-                .map(RawFile::validate)
-                .transpose()?
-                .flatten(),
-            syslog: self
-                .syslog
-                .as_ref()
-                .map(RawSyslog::validate)
-                .transpose()?
-                .flatten(),
-            slack: self
-                .slack
-                .as_ref()
-                .map(RawSlack::validate)
-                .transpose()?
-                .flatten(),
-            webhook: self
-                .webhook
-                .as_ref()
-                .map(RawWebhook::validate)
-                .transpose()?
-                .flatten(),
+            file: enabled(&self.file, RawFile::validate)?,
+            syslog: enabled(&self.syslog, RawSyslog::validate)?,
+            slack: enabled(&self.slack, RawSlack::validate)?,
+            webhook: enabled(&self.webhook, RawWebhook::validate)?,
         })
     }
+}
+
+/// A sink's validated config: `None` when its key is absent or it is off.
+fn enabled<R, C>(
+    raw: &Option<R>,
+    validate: impl FnOnce(&R) -> Result<Option<C>, ConfigError>,
+) -> Result<Option<C>, ConfigError> {
+    raw.as_ref().map_or(Ok(None), validate)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,8 +114,18 @@ macro_rules! sink_struct {
                 key: &str,
                 default_enabled: bool,
             ) -> Result<(bool, $crate::outputs::config::SinkCommon), $crate::config::ConfigError> {
-                $crate::outputs::config::common(key, default_enabled, self.enabled, &self.minimum_priority, &self.rules,
-                       &self.tags, self.queue_capacity, &self.dedup, &self.retry, &self.rate_limit)
+                $crate::outputs::config::common(
+                    key,
+                    default_enabled,
+                    self.enabled,
+                    &self.minimum_priority,
+                    &self.rules,
+                    &self.tags,
+                    self.queue_capacity,
+                    &self.dedup,
+                    &self.retry,
+                    &self.rate_limit,
+                )
             }
         }
     };

@@ -3,9 +3,7 @@
 //! backoff and jitter, honouring `Retry-After`, up to `retry.max_attempts`;
 //! give-ups are counted and logged at most once per [`LOG_EVERY`] per sink.
 
-use std::time::Duration;
-
-use std::sync::atomic::Ordering::Relaxed;
+use std::{sync::atomic::Ordering::Relaxed, time::Duration};
 
 use super::{config::RetryPolicy, queue::SinkHandle, worker::LOG_EVERY, Output};
 use mamori_rules::alert::Alert;
