@@ -518,7 +518,7 @@ fn backpressure_100k_alerts_into_a_10_per_second_sink() {
     let out = Outputs::start_sinks(
         vec![SinkSpec {
             name: "slow".into(),
-            common: config::SinkCommon {
+            common: mamori::outputs::config::SinkCommon {
                 queue_capacity: cap,
                 ..Default::default()
             },

@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 
-use super::{neutralize, truncate_with_marker, OutputError, SendError};
-use crate::config::{Secret, TlsConfig};
+use super::{
+    config::TlsConfig,
+    text::{neutralize, truncate_with_marker},
+    OutputError, SendError,
+};
+use crate::config::secret::Secret;
 
 pub struct HttpPoster {
     sink: &'static str,

@@ -14,8 +14,12 @@
 
 use serde_json::{json, Value};
 
-use super::{http::HttpPoster, neutralize, Output, OutputError, SendFuture};
-use crate::config::{SlackConfig, TlsConfig};
+pub mod config;
+
+use super::{
+    config::TlsConfig, http::HttpPoster, text::neutralize, Output, OutputError, SendFuture,
+};
+use config::SlackConfig;
 use mamori_rules::alert::{Alert, Priority};
 
 pub const TRUNCATED: &str = "… (truncated)";

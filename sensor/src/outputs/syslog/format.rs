@@ -9,7 +9,7 @@
 //! Severity follows Falco: its priorities *are* the syslog severities
 //! (Emergency = 0 ... Debug = 7).
 
-use crate::outputs::{neutralize, truncate_with_marker};
+use crate::outputs::text::{neutralize, truncate_with_marker};
 use mamori_rules::alert::{Alert, Priority};
 
 /// The SD-ID enterprise number: 32473 is reserved for documentation and

@@ -6,6 +6,7 @@
 //! and dropped on any error; the worker's retry with backoff is the
 //! reconnect loop.
 
+pub mod config;
 pub mod format;
 
 use std::sync::Arc;
@@ -19,8 +20,8 @@ use tokio_rustls::{
     TlsConnector,
 };
 
-use super::{Output, OutputError, SendError, SendFuture};
-use crate::config::{SyslogAddress, SyslogConfig, SyslogFormat, TlsConfig};
+use super::{config::TlsConfig, Output, OutputError, SendError, SendFuture};
+use config::{SyslogAddress, SyslogConfig, SyslogFormat};
 use mamori_rules::alert::Alert;
 
 enum Conn {

@@ -2,8 +2,10 @@
 //! falcosidekick and other Falco consumers accept — with optional custom
 //! headers (secrets) and a private CA / client certificate (mTLS).
 
+pub mod config;
+
 use super::{http::HttpPoster, Output, OutputError, SendFuture};
-use crate::config::WebhookConfig;
+use config::WebhookConfig;
 use mamori_rules::alert::Alert;
 
 pub struct WebhookSink {

@@ -4,6 +4,8 @@
 //! reopen land in the renamed file (every line is flushed), lines after it in
 //! the new one, so none is lost. The reopen happens before the next write.
 
+pub mod config;
+
 use std::{
     path::PathBuf,
     sync::{

@@ -3,6 +3,8 @@
 //! Written on tokio's blocking pool, so a reader that stops reading the pipe
 //! stalls only this sink's queue, never the outputs thread.
 
+pub mod config;
+
 use std::io::Write;
 
 use super::{Output, SendError, SendFuture};

@@ -1,0 +1,416 @@
+//! `mamori.yaml`: the sensor's configuration, in two stages.
+//!
+//! 1. **Raw**: the YAML file is read into a JSON value tree, overrides are
+//!    applied to that tree, and the tree is deserialized into `Raw*` structs
+//!    that reject unknown keys (`deny_unknown_fields`). Errors name the full
+//!    key path (`outputs.syslog.adress: unknown field ...`).
+//! 2. **Validated**: [`Config`] — defaults filled in, addresses parsed,
+//!    priorities parsed, secrets resolved — so the outputs never see a
+//!    half-valid setting. Each sink's keys and checks live in its own folder
+//!    under [`crate::outputs`] (`outputs/syslog/config.rs`, ...); this module
+//!    holds the top level and the loading.
+//!
+//! Overrides, weakest first ([`layers`]): the file, then `MAMORI_*`
+//! environment variables, then `mamori run -o KEY=VALUE`.
+//!
+//! - `-o outputs.syslog.address=udp://127.0.0.1:514` sets one key by its dotted
+//!   path; the value is read as a YAML scalar or flow collection, so
+//!   `-o outputs.stdout.enabled=false` is a boolean and
+//!   `-o 'outputs.slack.tags=[network, k8s]'` a list.
+//! - `MAMORI_OUTPUTS__SYSLOG__ADDRESS=...`: the variable name after `MAMORI_`,
+//!   lower-cased, with `__` separating path segments. Only variables whose
+//!   first segment is a top-level config key (`outputs`) are read; other
+//!   `MAMORI_*` variables (e.g. test knobs) are ignored.
+//!
+//! Secrets (the Slack webhook URL, webhook header values) are
+//! [`Secret`](secret::Secret)s: given inline, or as `{env: VAR}` /
+//! `{file: /path}` (a mounted Kubernetes Secret). Their `Debug` and every
+//! error print `***`.
+
+pub mod layers;
+pub mod secret;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use crate::outputs::config::{OutputsConfig, RawOutputs};
+use layers::{apply_env, apply_override, yaml_to_value};
+
+/// Where `mamori run` looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/mamori/mamori.yaml";
+
+/// A configuration problem, naming the key (dotted path) and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: invalid YAML: {msg}")]
+    Yaml { origin: String, msg: String },
+    #[error("-o {arg}: expected KEY=VALUE with a dotted key such as outputs.syslog.address")]
+    BadOverride { arg: String },
+    #[error("{origin}: `{key}`: {msg}")]
+    Key {
+        origin: String,
+        key: String,
+        msg: String,
+    },
+    #[error("`{key}`: secret: {msg}")]
+    Secret { key: String, msg: String },
+}
+
+/// A bad value at `key` (the full dotted path, e.g. `outputs.syslog.address`).
+pub(crate) fn key_err(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        origin: "config".into(),
+        key: key.into(),
+        msg: msg.into(),
+    }
+}
+
+/// Deserialize the tree, naming the failing key path in the error.
+pub fn parse_raw(root: Value) -> Result<RawConfig, ConfigError> {
+    serde_path_to_error::deserialize::<_, RawConfig>(root).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError::Key {
+            origin: "config".into(),
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
+            msg: e.into_inner().to_string(),
+        }
+    })
+}
+
+/// Everything `mamori run` needs to build its config: file, env, `-o`.
+pub fn load(
+    path: Option<&Path>,
+    overrides: &[String],
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let (mut root, origin) = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            (
+                yaml_to_value(&text, &p.display().to_string())?,
+                p.display().to_string(),
+            )
+        }
+        None => (Value::Object(Default::default()), "config".to_string()),
+    };
+    if root.is_null() {
+        root = Value::Object(Default::default());
+    }
+    apply_env(&mut root, env)?;
+    for o in overrides {
+        apply_override(&mut root, o)?;
+    }
+    let raw = parse_raw(root).map_err(|e| match e {
+        ConfigError::Key { key, msg, .. } => ConfigError::Key {
+            origin: origin.clone(),
+            key,
+            msg,
+        },
+        other => other,
+    })?;
+    raw.validate()
+}
+
+/// The config file `mamori run` reads: `--config`, else the default path if
+/// it exists, else none (built-in defaults).
+pub fn resolve_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        let p = PathBuf::from(DEFAULT_CONFIG_PATH);
+        p.is_file().then_some(p)
+    })
+}
+
+/// A duration written `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match &v {
+            Value::Number(n) => n
+                .as_f64()
+                .and_then(mamori_rules::duration::from_secs_f64)
+                .map(Dur)
+                .ok_or_else(|| serde::de::Error::custom("expected a duration from 0 to 100 years")),
+            Value::String(s) => mamori_rules::duration::parse(s)
+                .map(Dur)
+                .map_err(serde::de::Error::custom),
+            _ => Err(serde::de::Error::custom(
+                "expected a duration such as 500ms, 5s, 2m",
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub outputs: RawOutputs,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub outputs: OutputsConfig,
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        Ok(Config {
+            outputs: self.outputs.validate()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{secret::SecretSource, *};
+    use crate::outputs::{
+        config::{RateLimitConfig, DEFAULT_GRACE},
+        syslog::config::{SyslogAddress, SyslogFormat},
+    };
+
+    fn from_yaml(y: &str) -> Result<Config, ConfigError> {
+        let root = yaml_to_value(y, "test.yaml")?;
+        parse_raw(root)?.validate()
+    }
+
+    #[test]
+    fn empty_config_is_stdout_only() {
+        let c = from_yaml("").unwrap();
+        assert!(c.outputs.stdout.is_some());
+        assert!(c.outputs.syslog.is_none() && c.outputs.slack.is_none());
+        assert_eq!(c.outputs.grace_period, DEFAULT_GRACE);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let e = from_yaml("outputs:\n  syslog:\n    adress: udp://127.0.0.1:514\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outputs.syslog"), "{e}");
+        assert!(e.contains("unknown field `adress`"), "{e}");
+        let e = from_yaml("outptus: {}\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `outptus`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = from_yaml(
+            "outputs:\n  slack:\n    webhook_url: https://x\n    minimum_priority: loud\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("outputs.slack.minimum_priority"), "{e}");
+        let e = from_yaml("outputs:\n  syslog:\n    address: smtp://x:1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("outputs.syslog.address") && e.contains("unknown scheme"),
+            "{e}"
+        );
+        let e = from_yaml("outputs:\n  grace_period: soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outputs.grace_period"), "{e}");
+        let e = from_yaml("outputs:\n  file:\n    enabled: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outputs.file.path"), "{e}");
+    }
+
+    #[test]
+    fn full_example_file_parses() {
+        let text = include_str!("../../../mamori.example.yaml");
+        let root = yaml_to_value(text, "mamori.example.yaml").unwrap();
+        let raw = parse_raw(root).unwrap();
+        std::env::set_var("SLACK_WEBHOOK_URL", "https://hooks.example.invalid/T/B/x");
+        std::env::set_var("WEBHOOK_TOKEN", "Bearer t0ken");
+        let c = raw.validate().unwrap();
+        let s = c.outputs.syslog.unwrap();
+        assert_eq!(s.format, SyslogFormat::Rfc5424);
+        assert!(c.outputs.slack.is_some() && c.outputs.webhook.is_some());
+    }
+
+    #[test]
+    fn overrides_beat_env_beat_file() {
+        let dir = std::env::temp_dir().join(format!("mamori-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m.yaml");
+        std::fs::write(
+            &p,
+            "outputs:\n  syslog:\n    address: udp://127.0.0.1:1\n    facility: local0\n",
+        )
+        .unwrap();
+        let env = vec![
+            (
+                "MAMORI_OUTPUTS__SYSLOG__ADDRESS".to_string(),
+                "tcp://127.0.0.1:2".to_string(),
+            ),
+            (
+                "MAMORI_OUTPUTS__SYSLOG__FORMAT".to_string(),
+                "rfc3164".to_string(),
+            ),
+            ("MAMORI_BENCH_REPEAT".to_string(), "3".to_string()), // not config: ignored
+        ];
+        let c = load(
+            Some(&p),
+            &[
+                "outputs.syslog.format=rfc5424".into(),
+                "outputs.stdout.enabled=false".into(),
+            ],
+            env,
+        )
+        .unwrap();
+        let s = c.outputs.syslog.unwrap();
+        assert_eq!(s.address, SyslogAddress::Tcp("127.0.0.1:2".into()));
+        assert_eq!(s.format, SyslogFormat::Rfc5424);
+        assert_eq!(s.facility, 16);
+        assert!(c.outputs.stdout.is_none());
+        let c = load(
+            None,
+            &[
+                "outputs.slack.tags=[network, k8s]".into(),
+                "outputs.slack.webhook_url=http://127.0.0.1:9/x".into(),
+            ],
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.outputs.slack.unwrap().common.tags, vec!["network", "k8s"]);
+        assert!(matches!(
+            load(None, &["outputs.syslog".into()], vec![]),
+            Err(ConfigError::BadOverride { .. })
+        ));
+        let e = load(
+            None,
+            &["outputs.syslog.adress=udp://1.2.3.4:5".into()],
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("outputs.syslog") && e.contains("adress"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_and_errors() {
+        let url = "https://hooks.example.invalid/services/T000/B000/SUPERSECRET";
+        let c = load(
+            None,
+            &[
+                format!("outputs.slack.webhook_url={url}"),
+                "outputs.webhook.url=http://127.0.0.1:9/hook".into(),
+                "outputs.webhook.headers.Authorization=Bearer SUPERSECRET".into(),
+            ],
+            vec![],
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("SUPERSECRET"), "{dbg}");
+        assert!(dbg.contains("***"));
+        // A bad URL: the error must not echo it.
+        let e = load(
+            None,
+            &["outputs.slack.webhook_url=ftp://SUPERSECRET".into()],
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            !e.contains("SUPERSECRET") && e.contains("outputs.slack.webhook_url"),
+            "{e}"
+        );
+        // From env / file.
+        let e = SecretSource::Env("MAMORI_TEST_SURELY_UNSET_VAR".into())
+            .resolve("outputs.slack.webhook_url")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MAMORI_TEST_SURELY_UNSET_VAR is not set"), "{e}");
+        let dir = std::env::temp_dir().join(format!("mamori-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("url"), format!("{url}\n")).unwrap();
+        let s = SecretSource::File(dir.join("url")).resolve("k").unwrap();
+        assert_eq!(s.expose(), url);
+        assert_eq!(format!("{s:?} {s}"), "*** ***");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn override_values_are_yaml_scalars_or_literal_text() {
+        let c = load(
+            None,
+            &[
+                "outputs.slack.webhook_url=http://127.0.0.1:9/x".into(),
+                "outputs.slack.channel=#sec".into(),
+                "outputs.slack.username=a: b".into(),
+                "outputs.slack.max_value_chars=100".into(),
+            ],
+            vec![],
+        )
+        .unwrap();
+        let s = c.outputs.slack.unwrap();
+        assert_eq!(s.channel.as_deref(), Some("#sec"));
+        assert_eq!(s.username.as_deref(), Some("a: b"));
+        assert_eq!(s.max_value_chars, 100);
+        // Without its URL the Slack output stays off.
+        let c = load(None, &["outputs.slack.channel=#sec".into()], vec![]).unwrap();
+        assert!(c.outputs.slack.is_none());
+    }
+
+    #[test]
+    fn rate_limit_keys() {
+        let c = load(
+            None,
+            &[
+                "outputs.stdout.rate_limit.per_rule=5".into(),
+                "outputs.stdout.rate_limit.interval=30s".into(),
+            ],
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(
+            c.outputs.stdout.unwrap().common.rate_limit,
+            Some(RateLimitConfig {
+                per_rule: 5,
+                interval: Duration::from_secs(30)
+            })
+        );
+        let e = load(
+            None,
+            &["outputs.stdout.rate_limit.per_rule=0".into()],
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("outputs.stdout.rate_limit.per_rule"), "{e}");
+    }
+
+    #[test]
+    fn huge_durations_are_an_error_naming_the_key() {
+        for v in ["1e300", "999999999999h"] {
+            let e = load(None, &[format!("outputs.grace_period={v}")], vec![])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("outputs.grace_period"), "{v}: {e}");
+        }
+    }
+}
