@@ -1,7 +1,7 @@
 //! Stage 2a, the reader: one YAML item → a typed info ([`ListInfo`],
 //! [`MacroInfo`], [`RuleInfo`]) keeping the `line:col` of every value, with
 //! each key's type checked where it is written. A malformed item becomes a
-//! [`Fail`] naming the item and the exact position; the collector records it
+//! `Fail` naming the item and the exact position; the collector records it
 //! and skips the item.
 //!
 //! Nothing here parses conditions; a condition stays text plus a map from

@@ -1,13 +1,13 @@
 //! Stage 4, the compiler: lists, then macros, then rules — as Falco orders it.
 //!
-//! * Lists ([`lists`]): items naming an earlier list are replaced by its items.
-//! * Macros ([`macros`]): parsed once (syntax errors reported at the macro);
+//! * Lists (`lists`): items naming an earlier list are replaced by its items.
+//! * Macros (`macros`): parsed once (syntax errors reported at the macro);
 //!   expanded into each rule that uses them, honouring visibility (a macro
 //!   sees only items defined before it) and rejecting cycles.
-//! * Rules (here): the condition is parsed, exceptions ([`exceptions`]) are
+//! * Rules (here): the condition is parsed, exceptions (`exceptions`) are
 //!   added as `and not (...)` terms (built as AST, never as re-parsed text),
 //!   and the whole tree is type-checked against the field registry
-//!   ([`check`]) and compiled into an [`eval::Node`]; a `threshold:` /
+//!   (`check`) and compiled into an [`eval::Node`]; a `threshold:` /
 //!   `sequence:` block is compiled by [`crate::stateful::compile`]. Each rule
 //!   ends active, inactive with a precise reason (event types mamori does not
 //!   capture, a Falco field mamori lacks, an unknown field under

@@ -1,6 +1,6 @@
 //! Reading a rule's `threshold:` / `sequence:` block: keys checked, bounds
 //! enforced ([`super::MAX_STEPS`] & co.), each problem reported at its
-//! `line:col` like any other rule key (the reader calls [`read_stateful`]).
+//! `line:col` like any other rule key (the reader calls `read_stateful`).
 
 use std::sync::Arc;
 
