@@ -1,6 +1,7 @@
 //! The engine: load (reader → collector → compiler) and evaluate, indexed by event type.
 
-use crate::{compiler, eval, loader, output, state, yaml};
+use crate::stateful::machine::{Machine, StateStats, StateView};
+use crate::{collector, compiler, eval, output, yaml};
 
 use std::sync::Arc;
 
@@ -60,7 +61,7 @@ struct ActiveRule {
     node: eval::Node,
     output: output::OutputFormat,
     /// `threshold:` / `sequence:` rules: their memory across events.
-    state: Option<state::Machine>,
+    state: Option<Machine>,
 }
 
 /// The rules of one event type: those that require a process name, by name,
@@ -120,7 +121,7 @@ impl Engine {
     /// Load whatever loads: broken rules are reported and skipped. For tools
     /// that want the full report (`rules validate`, `rules list`).
     pub fn compile(files: &[Arc<yaml::SourceFile>], opts: &LoadOptions) -> (Engine, LoadReport) {
-        let mut col = loader::Collection::default();
+        let mut col = collector::Collection::default();
         for f in files {
             col.add_file(f);
         }
@@ -156,7 +157,7 @@ impl Engine {
                     tags: r.summary.tags.clone(),
                     node,
                     output: r.output,
-                    state: r.state.map(|s| state::Machine::new(&r.summary.name, s)),
+                    state: r.state.map(|s| Machine::new(&r.summary.name, s)),
                 });
             }
             summaries.push(r.summary);
@@ -379,10 +380,10 @@ impl Engine {
     }
 
     /// Counters of every stateful rule (keys, evictions, alerts, ...).
-    pub fn state_stats(&self) -> Vec<state::StateStats> {
+    pub fn state_stats(&self) -> Vec<StateStats> {
         self.rules
             .iter()
-            .filter_map(|r| r.state.as_ref().map(state::Machine::stats))
+            .filter_map(|r| r.state.as_ref().map(Machine::stats))
             .collect()
     }
 
@@ -400,7 +401,7 @@ impl Engine {
         self.alert_with(i, ev, None)
     }
 
-    fn alert_with(&self, i: usize, ev: &Event, view: Option<&state::StateView>) -> Alert {
+    fn alert_with(&self, i: usize, ev: &Event, view: Option<&StateView>) -> Alert {
         let r = &self.rules[i];
         let mut text = String::new();
         let mut map = serde_json::Map::new();

@@ -5,13 +5,16 @@
 //! Stages (each its own module, each handing the next a value):
 //!
 //! 1. [`yaml`] — YAML text → node tree with `line:col` on every node;
-//! 2. [`loader`] — reader (typed items) and collector (lists, macros, rules;
-//!    redefinition, `override`/`append`, visibility, file order);
+//! 2. [`reader`] — YAML items → typed infos (keys checked, positions kept);
+//!    [`collector`] — lists, macros, rules across files (redefinition,
+//!    `override`/`append`, visibility, file order);
 //! 3. [`parser`] — condition text → AST with byte spans (EBNF in its docs,
 //!    recursion capped);
 //! 4. [`compiler`] — list and macro expansion, exceptions, field binding and
 //!    type checks against [`crate::fields`], event-type derivation, active /
 //!    inactive decision with reasons;
+//!    [`stateful`] — mamori's `threshold:` / `sequence:` extension, read,
+//!    compiled and run as a bounded state machine per rule;
 //! 5. [`eval`] — the compiled tree, evaluated per event; [`Engine`] indexes
 //!    rules by event type, and within a type by the process names a rule
 //!    requires, so an event only meets rules that can match it.
@@ -45,6 +48,7 @@
 //! never panics: a broken rule is reported and skipped, the rest still load.
 
 pub mod alert;
+pub mod collector;
 pub mod compiler;
 pub mod diag;
 pub mod duration;
@@ -52,10 +56,10 @@ mod engine;
 pub mod eval;
 pub mod event;
 pub mod fields;
-pub mod loader;
 pub mod output;
 pub mod parser;
-pub mod state;
+pub mod reader;
+pub mod stateful;
 pub mod timefmt;
 pub mod yaml;
 

@@ -11,7 +11,7 @@ use crate::event::Event;
 use crate::fields::{self, EvalCtx, ResolveError, Value};
 
 use super::eval::Operand;
-use super::state::StateView;
+use super::stateful::machine::StateView;
 
 #[derive(Debug)]
 enum Seg {

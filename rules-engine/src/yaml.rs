@@ -1,4 +1,4 @@
-//! Stage 1 of the loader: YAML text → a small document tree that keeps the
+//! Stage 1 of loading: YAML text → a small document tree that keeps the
 //! position of every node.
 //!
 //! Why not deserialize straight into structs with serde? Because every later

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mamori_rules::{
     alert::{Alert, Priority},
     event::Event,
-    state::StateStats,
+    stateful::machine::StateStats,
     Engine,
 };
 

@@ -1,0 +1,132 @@
+//! Macros and the condition tree: each macro is parsed once (a syntax error
+//! is reported at the macro), then expanded into every condition that names
+//! it — honouring visibility (a macro sees only items defined before it),
+//! rejecting cycles and capping the nesting depth. [`Compiler::expr`] walks a
+//! parsed condition into an [`Node`], flattening nested `and` / `or`.
+
+use super::{Compiler, Fail, RuleCx};
+use crate::diag::{Code, Diagnostic, ItemRef};
+use crate::eval::Node;
+use crate::parser::{self, Expr, Span};
+use crate::reader::CondText;
+
+/// How far macro expansion may nest.
+const MAX_MACRO_DEPTH: usize = 64;
+
+impl Compiler<'_> {
+    /// Parse every macro's condition once.
+    pub(super) fn parse_macros(&mut self) {
+        for (i, m) in self.col.macros.iter().enumerate() {
+            self.macros.insert(&m.name, i);
+            match parser::parse(&m.cond.text) {
+                Ok(e) => self.macro_asts.push(Some(e)),
+                Err(e) => {
+                    let (file, mark) = m.cond.position(e.offset);
+                    self.diags.push(Diagnostic {
+                        severity: Code::ErrCompileCondition.severity(),
+                        code: Code::ErrCompileCondition,
+                        message: e.message,
+                        file: file.to_string(),
+                        line: mark.line,
+                        col: mark.col,
+                        item: Some(ItemRef {
+                            kind: "macro",
+                            name: m.name.clone(),
+                        }),
+                    });
+                    self.macro_asts.push(None);
+                }
+            }
+        }
+    }
+
+    /// Compile a parsed condition (or part of one) whose text is `src`;
+    /// `vis` is the visibility of the macro it comes from (`usize::MAX` in a
+    /// rule: rules see every macro).
+    pub(super) fn expr(
+        &mut self,
+        e: &Expr,
+        src: &CondText,
+        rcx: &mut RuleCx,
+        vis: usize,
+    ) -> Result<Node, Fail> {
+        Ok(match e {
+            Expr::And(items, _) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    match self.expr(i, src, rcx, vis)? {
+                        Node::And(inner) => out.extend(inner.into_vec()),
+                        n => out.push(n),
+                    }
+                }
+                Node::And(out.into_boxed_slice())
+            }
+            Expr::Or(items, _) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    match self.expr(i, src, rcx, vis)? {
+                        Node::Or(inner) => out.extend(inner.into_vec()),
+                        n => out.push(n),
+                    }
+                }
+                Node::Or(out.into_boxed_slice())
+            }
+            Expr::Not(inner, _) => match self.expr(inner, src, rcx, vis)? {
+                Node::Not(n) => *n,
+                n => Node::Not(Box::new(n)),
+            },
+            Expr::Macro(name, span) => self.macro_ref(name, *span, src, rcx, vis)?,
+            Expr::Check(c) => self.check(c, src, rcx)?,
+        })
+    }
+
+    /// Expand a macro named in a condition.
+    fn macro_ref(
+        &mut self,
+        name: &str,
+        span: Span,
+        src: &CondText,
+        rcx: &mut RuleCx,
+        vis: usize,
+    ) -> Result<Node, Fail> {
+        let fail = |this: &Self, rcx: &RuleCx, msg: String| {
+            this.fail(rcx, src, span, Code::ErrCompileCondition, msg)
+        };
+        let idx = match self.macros.get(name) {
+            Some(&i) if self.col.macros[i].index < vis => i,
+            Some(_) => {
+                return Err(fail(
+                    self,
+                    rcx,
+                    format!("macro '{name}' is used before it is defined"),
+                ))
+            }
+            None => return Err(fail(self, rcx, format!("undefined macro '{name}'"))),
+        };
+        if rcx.stack.contains(&idx) {
+            return Err(fail(self, rcx, format!("macro '{name}' references itself")));
+        }
+        if rcx.stack.len() >= MAX_MACRO_DEPTH {
+            return Err(fail(
+                self,
+                rcx,
+                format!("macros nested deeper than {MAX_MACRO_DEPTH} levels"),
+            ));
+        }
+        self.macro_used[idx] = true;
+        let col = self.col;
+        let m = &col.macros[idx];
+        let Some(ast) = self.macro_asts[idx].take() else {
+            return Err(fail(
+                self,
+                rcx,
+                format!("macro '{name}' has a syntax error (reported at the macro)"),
+            ));
+        };
+        rcx.stack.push(idx);
+        let res = self.expr(&ast, &m.cond, rcx, m.visibility);
+        rcx.stack.pop();
+        self.macro_asts[idx] = Some(ast);
+        res
+    }
+}
