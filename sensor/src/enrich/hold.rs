@@ -144,29 +144,7 @@ mod tests {
         super::{fixtures::*, pods::*},
         *,
     };
-    use mamori_rules::event::{EvtType, Pod};
-
-    fn web_pod() -> PodEntry {
-        PodEntry {
-            pod: Arc::new(Pod {
-                uid: UID.into(),
-                name: Some("web-1".into()),
-                namespace: Some("prod".into()),
-                ..Default::default()
-            }),
-            containers: vec![(
-                ID.into(),
-                ContainerMeta {
-                    name: "web".into(),
-                    image: "nginx:1.27".into(),
-                    repository: "nginx".into(),
-                    tag: Some("1.27".into()),
-                    digest: None,
-                    privileged: false,
-                },
-            )],
-        }
-    }
+    use mamori_rules::event::EvtType;
 
     /// What the pipeline does with one event: admit, then release what is due.
     fn flow(en: &mut Enricher, e: Event, out: &mut impl FnMut(&Event)) {

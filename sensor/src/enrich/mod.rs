@@ -12,10 +12,10 @@
 //! Where things are:
 //! - this file: the [`Enricher`] and its per-event entry point
 //!   [`Enricher::enrich`], its settings and counters ([`EnrichStats`]);
-//! - [`resolve`]: the per-pid and per-cgroup-id caches, and how a process is
+//! - `resolve.rs`: the per-pid and per-cgroup-id caches, and how a process is
 //!   resolved to a container — its cgroup file, else its kernel cgroup id,
 //!   else its ancestors — and joined with the pod index;
-//! - [`hold`]: [`Enricher::admit`] / [`Enricher::release`], which hold a new
+//! - `hold.rs`: [`Enricher::admit`] / [`Enricher::release`], which hold a new
 //!   container's first events for a moment while its pod metadata arrives;
 //! - [`cgroup`] / [`cgroupfs`]: parsing cgroup paths, and the unified
 //!   hierarchy's `inode → path` index; [`pods`] / [`k8s`]: the pod index and
@@ -155,7 +155,7 @@ impl Enricher {
 
     /// The enricher for the live pipeline: `/proc` of this host, its unified
     /// cgroup hierarchy if any, and pod metadata when running on Kubernetes
-    /// (see [`k8s::start`]). Must be called inside the tokio runtime.
+    /// (see [`k8s::start_if_configured`]). Must be called inside the tokio runtime.
     pub fn for_this_node() -> Enricher {
         let root = cgroupfs::unified_root();
         match &root {
@@ -203,7 +203,11 @@ fn lru_size(capacity: usize) -> NonZeroUsize {
 mod fixtures {
     use std::path::{Path, PathBuf};
 
-    use mamori_rules::event::{Event, EvtType, Process};
+    use std::sync::Arc;
+
+    use mamori_rules::event::{Event, EvtType, Pod, Process};
+
+    use super::pods::{ContainerMeta, PodEntry};
 
     pub(super) const ID: &str = "3f2a9c7e5b1d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6e8b0d2f4a";
     pub(super) const UID: &str = "1c0b6a5e-8f3d-4b2a-9e7c-6d5f4a3b2c1d";
@@ -234,12 +238,34 @@ mod fixtures {
         std::fs::create_dir_all(&d).unwrap();
         d
     }
+
+    /// The pod `web-1` with its container `web` (nginx), known to the API.
+    pub(super) fn web_pod() -> PodEntry {
+        PodEntry {
+            pod: Arc::new(Pod {
+                uid: UID.into(),
+                name: Some("web-1".into()),
+                namespace: Some("prod".into()),
+                ..Default::default()
+            }),
+            containers: vec![(
+                ID.into(),
+                ContainerMeta {
+                    name: "web".into(),
+                    image: "nginx:1.27".into(),
+                    repository: "nginx".into(),
+                    tag: Some("1.27".into()),
+                    digest: None,
+                    privileged: false,
+                },
+            )],
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::{fixtures::*, pods::*, *};
-    use mamori_rules::event::Pod;
 
     #[test]
     fn host_container_and_cache() {
@@ -316,25 +342,9 @@ mod tests {
         let c = e.container.clone().unwrap();
         assert_eq!(c.pod.as_ref().unwrap().uid, UID);
         assert!(c.name.is_none());
-        idx.upsert(PodEntry {
-            pod: Arc::new(Pod {
-                uid: UID.into(),
-                name: Some("web-1".into()),
-                namespace: Some("prod".into()),
-                ..Default::default()
-            }),
-            containers: vec![(
-                ID.into(),
-                ContainerMeta {
-                    name: "web".into(),
-                    image: "nginx:1.27".into(),
-                    repository: "nginx".into(),
-                    tag: Some("1.27".into()),
-                    digest: None,
-                    privileged: true,
-                },
-            )],
-        });
+        let mut pod = web_pod();
+        pod.containers[0].1.privileged = true;
+        idx.upsert(pod);
         en.enrich(&mut e);
         let c = e.container.clone().unwrap();
         assert_eq!(c.name.as_deref(), Some("web"));
