@@ -120,25 +120,21 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<(), i64> {
         _ => emit::set_flag(buf, flags::ARGS_FAULT),
     }
 
-    let (sys, dirfd, at_flags) = match at {
-        Some(a) => (syscall::EXECVEAT, a.dirfd, a.flags),
-        None => (syscall::EXECVE, AT_FDCWD, 0),
+    let call = match at {
+        Some(a) => Call {
+            ret: 0,
+            sys: syscall::EXECVEAT,
+            dirfd: a.dirfd,
+            at_flags: a.flags,
+        },
+        None => Call {
+            ret: 0,
+            sys: syscall::EXECVE,
+            dirfd: AT_FDCWD,
+            at_flags: 0,
+        },
     };
-    let body = ExecBody {
-        ret: 0,
-        start_boot_ns: task::start_boot_ns(t),
-        ppid: task::ppid(t),
-        loginuid: task::loginuid(t),
-        syscall: sys,
-        filename_len: name_len as u16,
-        args_len: args_len as u16,
-        _pad0: 0,
-        dirfd,
-        at_flags,
-        tty: task::tty_nr(t),
-        _pad1: 0,
-    };
-    emit::write_body(buf, body);
+    emit::write_body(buf, exec_body(t, call, name_len, args_len));
     emit::submit(buf, STR_AT + name_len + args_len, EventKind::Exec);
     Ok(())
 }
@@ -208,22 +204,41 @@ pub fn on_failed_exit(r: &Regs, ret: i64, sys: u16, cur: &impl Current) -> Resul
         }
     }
     let args_len = used & (2 * ARGS_MAX - 1);
-    let t = task::current();
-    let body = ExecBody {
+    let call = Call {
         ret,
+        sys,
+        dirfd,
+        at_flags,
+    };
+    emit::write_body(buf, exec_body(task::current(), call, name_len, args_len));
+    emit::submit(buf, args_at + args_len, EventKind::Exec);
+    Ok(())
+}
+
+/// Which exec call a record reports, and its result.
+struct Call {
+    ret: i64,
+    sys: u16,
+    dirfd: i32,
+    at_flags: u32,
+}
+
+/// The body both paths send: the call, the filename and argv lengths
+/// copied, and what the task `t` says.
+#[inline(always)]
+fn exec_body(t: u64, call: Call, name_len: usize, args_len: usize) -> ExecBody {
+    ExecBody {
+        ret: call.ret,
         start_boot_ns: task::start_boot_ns(t),
         ppid: task::ppid(t),
         loginuid: task::loginuid(t),
-        syscall: sys,
+        syscall: call.sys,
         filename_len: name_len as u16,
         args_len: args_len as u16,
         _pad0: 0,
-        dirfd,
-        at_flags,
+        dirfd: call.dirfd,
+        at_flags: call.at_flags,
         tty: task::tty_nr(t),
         _pad1: 0,
-    };
-    emit::write_body(buf, body);
-    emit::submit(buf, args_at + args_len, EventKind::Exec);
-    Ok(())
+    }
 }

@@ -359,7 +359,17 @@ mod user {
 }
 
 const _: () = {
+    // The decoder dispatches on the type tag before it knows the record's
+    // type: it must stay the first field.
+    assert!(core::mem::offset_of!(Header, kind) == 0);
     assert!(core::mem::size_of::<Header>() == 56);
+    // Every body follows the header directly: the header's size keeps each
+    // body aligned.
+    assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<ExecBody>()));
+    assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<OpenBody>()));
+    assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<ConnectBody>()));
+    assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<ForkBody>()));
+    assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<ExitBody>()));
     // The kernel side stores `comm` as two aligned u64s.
     assert!(core::mem::offset_of!(Header, comm) % 8 == 0);
     assert!(core::mem::size_of::<ExecBody>() == 48);

@@ -6,7 +6,7 @@
 //! producer on one CPU and the reader on another the cache line holding it
 //! moves between them for every event — a cost paid inside the traced
 //! syscall. Draining a batch and publishing once (and every
-//! [`PUBLISH_EVERY_DIV`]th of the ring during long drains, so a backlog
+//! `PUBLISH_EVERY_DIV`th of the ring during long drains, so a backlog
 //! frees space as it goes) keeps that line still.
 //!
 //! Layout (kernel/bpf/ringbuf.c): page 0 is the consumer position (mapped

@@ -1,0 +1,526 @@
+//! Normalisation: a raw kernel record ([`RawEvent`]) → a normalized
+//! [`Event`], the one place where kernel data becomes Falco field values.
+//!
+//! [`ProcTable::apply`] dispatches on the record's kind; each kind has its
+//! own function here, which updates the table (an exec replaces the image, a
+//! fork adds the child, an exit removes the process) and fills the event's
+//! parts: an open record becomes `evt.type` (`open`/`openat`/`openat2`/
+//! `creat`), `fd.name` (the path made absolute against the cwd or dirfd and
+//! collapsed like Falco does), `fd.num`, `fd.type`, and the open's flags;
+//! a connect becomes the socket tuple (`fd.name` = `sip:sport->rip:rport`,
+//! `fd.l4proto`, ...); an exec becomes `proc.exepath`/`proc.args`. Rules do
+//! not read the event's struct fields directly: the rules crate's field
+//! registry (`mamori_rules::fields`) reads each Falco field's value from the
+//! [`Event`] built here.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use mamori_common::{flags, syscall, ConnectBody, ExecBody, ExitBody, ForkBody, Header, OpenBody};
+use mamori_rules::event::{Event, EvtType, ExecArgs, Fd, FdType, Lifecycle, OpenArgs};
+
+use super::{loginuid, lossy, split_args, ProcEntry, ProcTable};
+use crate::kernel::decode::RawEvent;
+
+const AT_FDCWD: i32 = -100;
+
+impl ProcTable {
+    /// Apply a kernel record to the table and return the normalized event.
+    pub fn apply(&mut self, raw: &RawEvent) -> Event {
+        match raw {
+            RawEvent::Exec {
+                hdr,
+                body,
+                filename,
+                args,
+            } => self.apply_exec(hdr, body, filename, args),
+            RawEvent::Fork { hdr, body } => self.apply_fork(hdr, body),
+            RawEvent::Exit { hdr, body } => self.apply_exit(hdr, body),
+            RawEvent::Open { hdr, body, path } => self.apply_open(hdr, body, path),
+            RawEvent::Connect {
+                hdr,
+                body,
+                unix_path,
+            } => self.apply_connect(hdr, body, unix_path),
+        }
+    }
+
+    /// The event with its process (and ancestors), as of now.
+    fn base(&mut self, hdr: &Header, evt_type: EvtType, res: i64) -> Event {
+        let proc = self.process(hdr.tgid, hdr.tid);
+        Event::new(self.clock.wall(hdr.ts_boot_ns), evt_type, res, proc)
+    }
+
+    /// execve/execveat: a successful one replaces the process's image (exe
+    /// path, argv, ...); a failed one leaves it and shows the tried argv.
+    fn apply_exec(&mut self, hdr: &Header, body: &ExecBody, filename: &[u8], args: &[u8]) -> Event {
+        let evt_type = if body.syscall == syscall::EXECVEAT {
+            EvtType::Execveat
+        } else {
+            EvtType::Execve
+        };
+        let filename = lossy(filename);
+        let argv = split_args(args);
+        let truncated = hdr.flags & flags::ARGS_TRUNCATED != 0;
+        let mut exec = ExecArgs {
+            filename: filename.clone(),
+            dirfd: (evt_type == EvtType::Execveat).then_some(body.dirfd),
+            flags: (evt_type == EvtType::Execveat).then_some(body.at_flags),
+            argv: Vec::new(),
+        };
+        if body.ret == 0 {
+            let start_ts = self.clock.wall(body.start_boot_ns);
+            self.generation += 1;
+            // `proc.exepath` is absolute, as Falco shows it: a relative
+            // filename is taken against the cwd (or execveat's dirfd).
+            let exepath = self.resolve_path(hdr.tgid, body.dirfd, &filename);
+            let e = self.entry_for(hdr);
+            e.exepath = exepath;
+            e.argv = argv;
+            e.argv_truncated = truncated;
+            if body.ppid != 0 {
+                e.ppid = body.ppid;
+            }
+            e.loginuid = loginuid(body.loginuid);
+            e.tty = body.tty;
+            if start_ts != 0 {
+                e.start_ts = start_ts;
+            }
+        } else {
+            self.entry_for(hdr);
+            exec.argv = argv;
+        }
+        let mut ev = self.base(hdr, evt_type, body.ret);
+        ev.exec = Some(exec);
+        ev
+    }
+
+    /// clone/fork: the child starts as a copy of its parent.
+    fn apply_fork(&mut self, hdr: &Header, body: &ForkBody) -> Event {
+        let parent = self.entry_for(hdr).clone();
+        let child = ProcEntry {
+            pid: body.child_tgid,
+            ppid: if body.ppid != 0 {
+                body.ppid
+            } else {
+                parent.pid
+            },
+            start_ts: self.clock.wall(body.child_start_boot_ns),
+            ..parent
+        };
+        self.chains.remove(&child.pid);
+        self.procs.insert(child.pid, child);
+        let mut ev = self.base(hdr, EvtType::Clone, body.child_tgid as i64);
+        ev.lifecycle = Some(Lifecycle {
+            child_pid: Some(body.child_tgid),
+            exit_status: None,
+        });
+        ev
+    }
+
+    /// procexit: the event still shows the process; then it is forgotten.
+    fn apply_exit(&mut self, hdr: &Header, body: &ExitBody) -> Event {
+        self.entry_for(hdr);
+        let mut ev = self.base(hdr, EvtType::Procexit, 0);
+        ev.lifecycle = Some(Lifecycle {
+            child_pid: None,
+            exit_status: Some(body.exit_code),
+        });
+        self.remove(hdr.tgid);
+        ev
+    }
+
+    /// open/openat/openat2/creat: `fd.name` is the absolute, collapsed path;
+    /// the raw path and flags stay in `OpenArgs`.
+    fn apply_open(&mut self, hdr: &Header, body: &OpenBody, path: &[u8]) -> Event {
+        self.entry_for(hdr);
+        let evt_type = match body.syscall {
+            syscall::OPEN => EvtType::Open,
+            syscall::OPENAT2 => EvtType::Openat2,
+            syscall::CREAT => EvtType::Creat,
+            _ => EvtType::Openat,
+        };
+        let raw_path = lossy(path);
+        let name = self.resolve_path(hdr.tgid, body.dirfd, &raw_path);
+        let mut ev = self.base(hdr, evt_type, body.ret);
+        let is_dir = body.flags & (libc::O_DIRECTORY as u32) != 0;
+        ev.fd = Some(Fd {
+            fd_type: if is_dir {
+                FdType::Directory
+            } else {
+                FdType::File
+            },
+            num: if body.ret >= 0 { body.ret } else { -1 },
+            name,
+            sip: None,
+            sport: None,
+            rip: None,
+            rport: None,
+            l4proto: None,
+        });
+        ev.open = Some(OpenArgs {
+            flags: body.flags,
+            mode: body.mode,
+            dirfd: body.dirfd,
+            resolve: body.resolve,
+            path: raw_path,
+            path_truncated: hdr.flags & flags::PATH_TRUNCATED != 0,
+        });
+        ev
+    }
+
+    /// connect: the socket's tuple (`fd.name`, `fd.sip`, `fd.rport`, ...).
+    fn apply_connect(&mut self, hdr: &Header, body: &ConnectBody, unix_path: &[u8]) -> Event {
+        self.entry_for(hdr);
+        let mut ev = self.base(hdr, EvtType::Connect, body.ret);
+        ev.fd = Some(connect_fd(body, unix_path));
+        ev
+    }
+
+    /// Make an open's path absolute the way Falco shows `fd.name`: relative to
+    /// the cwd (AT_FDCWD) or to the directory fd, read from /proc at the time.
+    fn resolve_path(&mut self, pid: u32, dirfd: i32, path: &str) -> String {
+        if path.starts_with('/') || path.is_empty() {
+            return path.to_string();
+        }
+        let live = |rel: String| {
+            self.proc_root
+                .as_ref()
+                .and_then(|root| std::fs::read_link(root.join(rel)).ok())
+                .map(|p| p.to_string_lossy().into_owned())
+        };
+        let base = if dirfd == AT_FDCWD {
+            match live(format!("{pid}/cwd")) {
+                Some(c) => {
+                    if let Some(e) = self.procs.get_mut(&pid) {
+                        e.cwd = Some(c.clone());
+                    }
+                    Some(c)
+                }
+                // Gone already (short-lived): the last cwd we knew, which a
+                // child inherits from its parent at fork.
+                None => self.procs.get(&pid).and_then(|e| e.cwd.clone()),
+            }
+        } else {
+            live(format!("{pid}/fd/{dirfd}"))
+        };
+        match base {
+            Some(b) => normalize(&format!("{}/{}", b.trim_end_matches('/'), path)),
+            None => path.to_string(),
+        }
+    }
+}
+
+/// Collapse `.` and `..` components lexically (as Falco does for fd.name).
+pub fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+fn l4proto(body: &ConnectBody) -> Option<String> {
+    let p = match (body.protocol, body.sock_type) {
+        (6, _) => "tcp",
+        (17, _) => "udp",
+        (1, _) | (58, _) => "icmp",
+        (_, 1) => "tcp",
+        (_, 2) => "udp",
+        (_, 3) => "raw",
+        _ => return None,
+    };
+    Some(p.to_string())
+}
+
+fn connect_fd(body: &ConnectBody, unix_path: &[u8]) -> Fd {
+    let (fd_type, rip, sip) = match body.family {
+        AF_INET => {
+            let d = Ipv4Addr::new(body.daddr[0], body.daddr[1], body.daddr[2], body.daddr[3]);
+            let s = Ipv4Addr::new(body.saddr[0], body.saddr[1], body.saddr[2], body.saddr[3]);
+            (FdType::Ipv4, Some(IpAddr::V4(d)), Some(IpAddr::V4(s)))
+        }
+        AF_INET6 => {
+            let (d, s) = (Ipv6Addr::from(body.daddr), Ipv6Addr::from(body.saddr));
+            match d.to_ipv4_mapped() {
+                // An IPv4 peer of a dual-stack socket (::ffff:a.b.c.d) is an
+                // IPv4 connection, as Falco reports it: rules written with
+                // IPv4 ranges must see it.
+                Some(d4) => {
+                    let s4 = s.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED);
+                    (FdType::Ipv4, Some(IpAddr::V4(d4)), Some(IpAddr::V4(s4)))
+                }
+                None => (FdType::Ipv6, Some(IpAddr::V6(d)), Some(IpAddr::V6(s))),
+            }
+        }
+        AF_UNIX => (FdType::Unix, None, None),
+        _ => (FdType::Unknown, None, None),
+    };
+    let name = match fd_type {
+        FdType::Ipv4 | FdType::Ipv6 => format!(
+            "{}:{}->{}:{}",
+            sip.expect("ip family"),
+            body.sport,
+            rip.expect("ip family"),
+            body.dport
+        ),
+        FdType::Unix => unix_name(unix_path),
+        _ => String::new(),
+    };
+    let is_ip = matches!(fd_type, FdType::Ipv4 | FdType::Ipv6);
+    Fd {
+        fd_type,
+        num: body.fd as i64,
+        name,
+        sip,
+        sport: is_ip.then_some(body.sport),
+        rip,
+        rport: is_ip.then_some(body.dport),
+        l4proto: if is_ip { l4proto(body) } else { None },
+    }
+}
+
+/// A unix socket path; abstract names (leading NUL) are shown with `@`.
+fn unix_name(raw: &[u8]) -> String {
+    if let Some(rest) = raw.strip_prefix(&[0]) {
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        return format!("@{}", lossy(&rest[..end]));
+    }
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    lossy(&raw[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::PathBuf, sync::Arc};
+
+    use mamori_common::EventKind;
+
+    use super::*;
+    use crate::process::{Clock, Users};
+
+    fn hdr(kind: EventKind, pid: u32, comm: &str) -> Header {
+        let mut c = [0u8; 16];
+        c[..comm.len()].copy_from_slice(comm.as_bytes());
+        Header {
+            kind: kind as u16,
+            ts_boot_ns: 1_000,
+            tid: pid,
+            tgid: pid,
+            uid: 0,
+            comm: c,
+            ..Default::default()
+        }
+    }
+
+    fn exec(pid: u32, ppid: u32, comm: &str, file: &str, args: &str) -> RawEvent {
+        let args = args.replace(' ', "\0") + "\0";
+        RawEvent::Exec {
+            hdr: hdr(EventKind::Exec, pid, comm),
+            body: ExecBody {
+                ppid,
+                loginuid: u32::MAX,
+                syscall: syscall::EXECVE,
+                filename_len: file.len() as u16,
+                args_len: args.len() as u16,
+                dirfd: AT_FDCWD,
+                ..Default::default()
+            },
+            filename: file.as_bytes().to_vec(),
+            args: args.into_bytes(),
+        }
+    }
+
+    fn fork(parent: u32, parent_comm: &str, child: u32) -> RawEvent {
+        RawEvent::Fork {
+            hdr: hdr(EventKind::Fork, parent, parent_comm),
+            body: ForkBody {
+                child_tid: child,
+                child_tgid: child,
+                ppid: parent,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn ancestry_follows_fork_and_exec() {
+        let mut t = ProcTable::new(Clock::fixed(0), Users::parse("root:x:0:0::/root:/bin/sh\n"));
+        t.insert(ProcEntry {
+            pid: 1,
+            comm: "systemd".into(),
+            exepath: "/sbin/init".into(),
+            ..Default::default()
+        });
+        t.apply(&fork(1, "systemd", 100));
+        t.apply(&exec(100, 1, "bash", "/bin/bash", "bash -i"));
+        t.apply(&fork(100, "bash", 200));
+        let ev = t.apply(&exec(200, 100, "nc", "/usr/bin/nc", "nc -l 4444"));
+        assert_eq!(ev.evt_type, EvtType::Execve);
+        assert_eq!(ev.proc.name, "nc");
+        assert_eq!(ev.proc.ppid, 100);
+        assert_eq!(ev.proc.cmdline(), "nc -l 4444");
+        assert_eq!(ev.proc.user.as_deref(), Some("root"));
+        let names: Vec<_> = ev.proc.ancestors.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["bash", "systemd"]);
+        let exit = t.apply(&RawEvent::Exit {
+            hdr: hdr(EventKind::Exit, 200, "nc"),
+            body: ExitBody::default(),
+        });
+        assert_eq!(exit.evt_type, EvtType::Procexit);
+        assert!(t.get(200).is_none());
+    }
+
+    fn open(pid: u32, comm: &str) -> RawEvent {
+        RawEvent::Open {
+            hdr: hdr(EventKind::Open, pid, comm),
+            body: OpenBody {
+                ret: 3,
+                syscall: syscall::OPENAT,
+                dirfd: -100,
+                path_len: 2,
+                ..Default::default()
+            },
+            path: b"/x".to_vec(),
+        }
+    }
+
+    #[test]
+    fn cached_ancestor_chains_follow_changes() {
+        let mut t = ProcTable::new(Clock::fixed(0), Users::default());
+        t.apply(&exec(100, 1, "bash", "/bin/bash", "bash"));
+        t.apply(&fork(100, "bash", 200));
+        t.apply(&exec(200, 100, "worker", "/bin/worker", "worker"));
+        let a = t.apply(&open(200, "worker"));
+        let b = t.apply(&open(200, "worker"));
+        assert!(
+            Arc::ptr_eq(&a.proc.ancestors, &b.proc.ancestors),
+            "chain reused"
+        );
+        assert_eq!(a.proc.ancestors[0].name, "bash");
+        // The parent execs something else: the child's chain shows it at once.
+        t.apply(&exec(100, 1, "python3", "/usr/bin/python3", "python3 x.py"));
+        let c = t.apply(&open(200, "worker"));
+        assert_eq!(c.proc.ancestors[0].name, "python3");
+        assert_eq!(c.proc.ancestors[0].argv, ["python3", "x.py"]);
+        // The parent renames itself (prctl): seen on the child's next event.
+        t.apply(&open(100, "renamed"));
+        let d = t.apply(&open(200, "worker"));
+        assert_eq!(d.proc.ancestors[0].name, "renamed");
+    }
+
+    #[test]
+    fn failed_exec_keeps_the_old_image() {
+        let mut t = ProcTable::new(Clock::fixed(0), Users::default());
+        t.apply(&exec(300, 1, "sh", "/bin/sh", "sh"));
+        let mut failed = exec(300, 1, "sh", "/nope", "nope -x");
+        if let RawEvent::Exec { body, .. } = &mut failed {
+            body.ret = -2;
+        }
+        let ev = t.apply(&failed);
+        assert_eq!(ev.res, -2);
+        assert_eq!(ev.proc.exepath, "/bin/sh");
+        assert_eq!(ev.exec.as_ref().unwrap().argv, ["nope", "-x"]);
+    }
+
+    #[test]
+    fn open_and_connect_normalize() {
+        let mut t = ProcTable::new(Clock::fixed(10), Users::default());
+        let path = b"/etc/../etc/shadow".to_vec();
+        let ev = t.apply(&RawEvent::Open {
+            hdr: hdr(EventKind::Open, 5, "cat"),
+            body: OpenBody {
+                ret: 3,
+                syscall: syscall::OPENAT,
+                dirfd: -100,
+                path_len: path.len() as u16,
+                ..Default::default()
+            },
+            path,
+        });
+        assert_eq!(ev.ts, 1_010);
+        let fd = ev.fd.unwrap();
+        assert_eq!((fd.fd_type, fd.num), (FdType::File, 3));
+        assert_eq!(ev.open.unwrap().path, "/etc/../etc/shadow");
+        let ev = t.apply(&RawEvent::Connect {
+            hdr: hdr(EventKind::Connect, 5, "cat"),
+            body: ConnectBody {
+                ret: -111,
+                fd: 4,
+                family: AF_INET,
+                dport: 8080,
+                sport: 0,
+                protocol: 6,
+                daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                ..Default::default()
+            },
+            unix_path: Vec::new(),
+        });
+        let fd = ev.fd.unwrap();
+        assert_eq!(fd.name, "0.0.0.0:0->127.0.0.1:8080");
+        assert_eq!(fd.l4proto.as_deref(), Some("tcp"));
+        assert_eq!(fd.rport, Some(8080));
+        // A dual-stack socket's IPv4 peer is reported as IPv4, as Falco does.
+        let mapped = |a: [u8; 4]| {
+            let mut v = [0u8; 16];
+            v[10] = 0xff;
+            v[11] = 0xff;
+            v[12..].copy_from_slice(&a);
+            v
+        };
+        let ev = t.apply(&RawEvent::Connect {
+            hdr: hdr(EventKind::Connect, 5, "java"),
+            body: ConnectBody {
+                ret: 0,
+                fd: 5,
+                family: AF_INET6,
+                dport: 5432,
+                sport: 40000,
+                protocol: 6,
+                daddr: mapped([10, 0, 3, 7]),
+                saddr: mapped([10, 0, 3, 2]),
+                ..Default::default()
+            },
+            unix_path: Vec::new(),
+        });
+        let fd = ev.fd.unwrap();
+        assert_eq!(fd.fd_type, FdType::Ipv4);
+        assert_eq!(fd.name, "10.0.3.2:40000->10.0.3.7:5432");
+        assert_eq!(fd.rip, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 7))));
+        assert_eq!(unix_name(b"\0hidden\0\0"), "@hidden");
+        assert_eq!(unix_name(b"/run/x.sock\0junk"), "/run/x.sock");
+    }
+
+    #[test]
+    fn relative_paths_use_the_last_known_cwd_when_proc_is_gone() {
+        let mut t = ProcTable::new(Clock::fixed(0), Users::default());
+        t.proc_root = Some(PathBuf::from("/nonexistent-proc"));
+        t.insert(ProcEntry {
+            pid: 100,
+            comm: "bash".into(),
+            cwd: Some("/srv/app".into()),
+            ..Default::default()
+        });
+        t.apply(&fork(100, "bash", 200));
+        let ev = t.apply(&exec(200, 100, "true", "./bin/../true", "true"));
+        assert_eq!(ev.proc.exepath, "/srv/app/true");
+        assert_eq!(ev.exec.unwrap().filename, "./bin/../true");
+    }
+
+    #[test]
+    fn normalize_paths() {
+        assert_eq!(normalize("/a/./b/../c//d"), "/a/c/d");
+        assert_eq!(normalize("/../x"), "/x");
+        assert_eq!(split_args(b"a\0b c\0\0"), ["a", "b c", ""]);
+        assert!(split_args(b"").is_empty());
+    }
+}
