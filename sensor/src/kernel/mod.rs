@@ -90,7 +90,7 @@ pub const PROBES: &[Probe] = &[
 ];
 
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub enum AttachError {
     #[error("this mamori was built without its eBPF object (AYA_BUILD_SKIP); rebuild without it")]
     NoObject,
     #[error("ring buffer size {0} must be a power of two and at least 4096 bytes")]
@@ -202,12 +202,12 @@ fn ensure_tracefs() {
 
 impl Sensor {
     /// Resolve offsets, load the object, attach every probe.
-    pub fn load(opts: &Options) -> Result<Sensor, LoadError> {
+    pub fn load(opts: &Options) -> Result<Sensor, AttachError> {
         if EBPF_OBJECT.is_empty() {
-            return Err(LoadError::NoObject);
+            return Err(AttachError::NoObject);
         }
         if opts.ring_bytes < 4096 || !opts.ring_bytes.is_power_of_two() {
-            return Err(LoadError::RingSize(opts.ring_bytes));
+            return Err(AttachError::RingSize(opts.ring_bytes));
         }
         raise_memlock();
         ensure_tracefs();
@@ -230,8 +230,8 @@ impl Sensor {
             .override_global("MAMORI_OFFSETS", &offsets, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .load(EBPF_OBJECT)
-            .map_err(|e| LoadError::Load(Box::new(e)))?;
-        let kernel_btf = AyaBtf::from_sys_fs().map_err(|e| LoadError::AyaBtf(Box::new(e)))?;
+            .map_err(|e| AttachError::Load(Box::new(e)))?;
+        let kernel_btf = AyaBtf::from_sys_fs().map_err(|e| AttachError::AyaBtf(Box::new(e)))?;
         let mut attached = Vec::new();
         let mut skipped = Vec::new();
         for probe in PROBES {
@@ -250,15 +250,15 @@ impl Sensor {
         }
         let ring = ebpf
             .take_map("EVENTS")
-            .ok_or(LoadError::MissingMap("EVENTS"))?;
+            .ok_or(AttachError::MissingMap("EVENTS"))?;
         let aya::maps::Map::RingBuf(ring) = ring else {
-            return Err(LoadError::MissingMap("EVENTS"));
+            return Err(AttachError::MissingMap("EVENTS"));
         };
         let ring = crate::kernel::ring::BatchRing::new(ring, opts.ring_bytes as usize)?;
         let drops = ebpf
             .take_map("DROPS")
-            .ok_or(LoadError::MissingMap("DROPS"))?;
-        let drops = PerCpuArray::try_from(drops).map_err(|e| LoadError::Map {
+            .ok_or(AttachError::MissingMap("DROPS"))?;
+        let drops = PerCpuArray::try_from(drops).map_err(|e| AttachError::Map {
             name: "DROPS",
             source: Box::new(e),
         })?;
@@ -339,7 +339,7 @@ fn possible_cpus() -> usize {
 }
 
 /// The offsets without which events would be wrong rather than incomplete.
-fn check_offsets(o: &KernelOffsets) -> Result<(), LoadError> {
+fn check_offsets(o: &KernelOffsets) -> Result<(), AttachError> {
     for (name, v) in [
         ("task_struct.pid", o.task_pid),
         ("task_struct.tgid", o.task_tgid),
@@ -349,7 +349,7 @@ fn check_offsets(o: &KernelOffsets) -> Result<(), LoadError> {
         ("mm_struct.arg_end", o.mm_arg_end),
     ] {
         if v == NO_OFFSET {
-            return Err(LoadError::MissingOffset(name));
+            return Err(AttachError::MissingOffset(name));
         }
     }
     Ok(())
@@ -362,7 +362,7 @@ fn attach_or_fallback(
     probe: &Probe,
     btf: &AyaBtf,
     skipped: &mut Vec<(&'static str, String)>,
-) -> Result<&'static str, LoadError> {
+) -> Result<&'static str, AttachError> {
     match (
         attach(ebpf, probe.program, probe.attach, btf),
         probe.fallback,
@@ -392,15 +392,15 @@ fn attach(
     program: &'static str,
     at: Attach,
     btf: &AyaBtf,
-) -> Result<(), LoadError> {
+) -> Result<(), AttachError> {
     let err = |what: &'static str| {
-        move |e: aya::programs::ProgramError| LoadError::Program {
+        move |e: aya::programs::ProgramError| AttachError::Program {
             program,
             what,
             source: Box::new(e),
         }
     };
-    let prog = ebpf.program_mut(program).ok_or(LoadError::Program {
+    let prog = ebpf.program_mut(program).ok_or(AttachError::Program {
         program,
         what: "lookup",
         source: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
