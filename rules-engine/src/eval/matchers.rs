@@ -23,6 +23,7 @@ impl Fnv {
 }
 
 impl Hasher for Fnv {
+    #[inline]
     fn finish(&self) -> u64 {
         self.0
     }
@@ -41,9 +42,11 @@ impl Hasher for Fnv {
             self.add(u64::from_le_bytes(w));
         }
     }
+    #[inline]
     fn write_u8(&mut self, i: u8) {
         self.add(i as u64);
     }
+    #[inline]
     fn write_usize(&mut self, i: usize) {
         self.add(i as u64);
     }
@@ -62,6 +65,7 @@ pub struct StrSet {
 }
 
 impl StrSet {
+    #[inline]
     fn len_bit(n: usize) -> u64 {
         1u64 << n.min(63)
     }
@@ -103,7 +107,6 @@ impl IpNet {
         Some(IpNet { addr, prefix })
     }
 
-    #[inline]
     pub fn contains(&self, ip: &IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
@@ -144,7 +147,6 @@ impl PathPrefixes {
         }
     }
 
-    #[inline]
     pub fn matches(&self, path: &str) -> bool {
         if self.root && path.starts_with('/') {
             return true;
@@ -233,7 +235,6 @@ impl Glob {
 
     /// Iterative matcher with single-star backtracking: O(len(s) * len(pattern)).
     /// ASCII input (nearly every path) is matched in place, without allocating.
-    #[inline]
     pub fn matches(&self, s: &str) -> bool {
         if s.is_ascii() {
             let b = s.as_bytes();
@@ -277,6 +278,7 @@ impl Glob {
     }
 }
 
+#[inline]
 fn fold(c: char, icase: bool) -> char {
     if icase {
         c.to_ascii_lowercase()
@@ -285,7 +287,6 @@ fn fold(c: char, icase: bool) -> char {
     }
 }
 
-#[inline]
 pub(super) fn contains_icase(hay: &str, needle_lower: &str) -> bool {
     let h = hay.as_bytes();
     let n = needle_lower.as_bytes();
@@ -298,7 +299,6 @@ pub(super) fn contains_icase(hay: &str, needle_lower: &str) -> bool {
     (0..=h.len() - n.len()).any(|i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
-#[inline]
 pub(super) fn memmem(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -343,7 +343,6 @@ impl SuffixSet {
         }
     }
 
-    #[inline]
     pub fn matches(&self, s: &str) -> bool {
         let last = s.rfind('/').map_or(s, |i| &s[i + 1..]);
         let by_last = s.contains('/')

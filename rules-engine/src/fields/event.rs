@@ -169,6 +169,7 @@ pub(super) fn extract<'a>(field: &Field, ev: &'a Event) -> Value<'a> {
     }
 }
 
+#[inline]
 fn sys_arg(ev: &Event, a: SysArg, raw: bool) -> Value<'_> {
     let open = ev.open.as_ref();
     let num = |n: i64| {

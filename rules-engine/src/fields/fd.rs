@@ -89,6 +89,7 @@ pub(super) fn extract<'a>(field: &Field, ev: &'a Event) -> Value<'a> {
 
 /// Address fields of a socket. For a connect, the local side is the client
 /// and the remote side the server.
+#[inline]
 fn net_field(id: FieldId, fd: Option<&crate::event::Fd>) -> Value<'static> {
     use FieldId as F;
     let Some(f) = fd.filter(|f| matches!(f.fd_type, FdType::Ipv4 | FdType::Ipv6)) else {

@@ -360,14 +360,17 @@ pub struct Field {
 
 // Value constructors the class modules share.
 
+#[inline]
 fn s(v: &str) -> Value<'_> {
     Value::Str(Cow::Borrowed(v))
 }
 
+#[inline]
 fn owned(v: String) -> Value<'static> {
     Value::Str(Cow::Owned(v))
 }
 
+#[inline]
 fn opt_str(v: Option<&str>) -> Value<'_> {
     v.map(s).unwrap_or(Value::Missing)
 }

@@ -21,30 +21,35 @@ pub(super) enum Anc<'a> {
 }
 
 impl<'a> Anc<'a> {
+    #[inline]
     fn name(&self) -> &'a str {
         match self {
             Anc::Me(p) => &p.name,
             Anc::Up(a) => &a.name,
         }
     }
+    #[inline]
     fn pid(&self) -> u32 {
         match self {
             Anc::Me(p) => p.pid,
             Anc::Up(a) => a.pid,
         }
     }
+    #[inline]
     fn exepath(&self) -> &'a str {
         match self {
             Anc::Me(p) => &p.exepath,
             Anc::Up(a) => &a.exepath,
         }
     }
+    #[inline]
     fn argv(&self) -> &'a [String] {
         match self {
             Anc::Me(p) => &p.argv,
             Anc::Up(a) => &a.argv,
         }
     }
+    #[inline]
     fn exe(&self) -> &'a str {
         self.argv()
             .first()
@@ -53,6 +58,7 @@ impl<'a> Anc<'a> {
     }
 }
 
+#[inline]
 pub(super) fn ancestor_value<'a>(a: &Anc<'a>, id: FieldId) -> Value<'a> {
     match id {
         FieldId::ProcAName | FieldId::ProcPName => s(a.name()),
