@@ -108,106 +108,15 @@ impl OutputFormat {
                 i += 1;
                 continue;
             }
-            let (name_start, name_end, after) = if b.get(i) == Some(&b'(') {
-                match fmt[i..].find(')') {
-                    Some(close) => (i + 1, i + close, i + close + 1),
-                    None => {
-                        lit.push('%');
-                        continue;
-                    }
-                }
-            } else {
-                let mut j = i;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'.')
-                {
-                    j += 1;
-                }
-                if j < b.len() && b[j] == b'[' {
-                    if let Some(close) = fmt[j..].find(']') {
-                        j += close + 1;
-                    }
-                }
-                // Trailing dots are punctuation, not part of the field.
-                let mut end = j;
-                while end > i && b[end - 1] == b'.' {
-                    end -= 1;
-                }
-                (i, end, end)
-            };
-            let token = fmt[name_start..name_end].trim();
-            if token.is_empty() || !token.as_bytes()[0].is_ascii_alphabetic() {
+            let Some(tok) = field_token(fmt, i) else {
                 lit.push('%');
                 continue;
-            }
-            let (name, arg) = match token.find('[') {
-                Some(k) if token.ends_with(']') => {
-                    (&token[..k], Some(&token[k + 1..token.len() - 1]))
-                }
-                _ => (token, None),
             };
             if !lit.is_empty() {
                 segs.push(Seg::Lit(std::mem::take(&mut lit)));
             }
-            if name.starts_with("threshold.") || name.starts_with("seq.") {
-                match state_seg(name, arg, state) {
-                    Ok(what) => segs.push(Seg::State {
-                        key: token.to_string(),
-                        what,
-                    }),
-                    Err(message) => {
-                        issues.push(OutputIssue {
-                            offset: start,
-                            field: token.to_string(),
-                            message,
-                            unsupported: false,
-                        });
-                        segs.push(Seg::Field {
-                            key: token.to_string(),
-                            operand: None,
-                        });
-                    }
-                }
-                i = after;
-                continue;
-            }
-            let operand = match fields::resolve(name, arg) {
-                Ok(field) => Some(Operand {
-                    field,
-                    transforms: Vec::new(),
-                }),
-                Err(ResolveError::Unsupported) => {
-                    issues.push(OutputIssue {
-                        offset: start,
-                        field: token.to_string(),
-                        message: format!("output field '{token}' is a Falco field mamori does not provide; it renders as <NA>"),
-                        unsupported: true,
-                    });
-                    None
-                }
-                Err(ResolveError::Unknown) => {
-                    issues.push(OutputIssue {
-                        offset: start,
-                        field: token.to_string(),
-                        message: format!("unknown output field '{token}'"),
-                        unsupported: false,
-                    });
-                    None
-                }
-                Err(ResolveError::BadArg(m)) => {
-                    issues.push(OutputIssue {
-                        offset: start,
-                        field: token.to_string(),
-                        message: m,
-                        unsupported: false,
-                    });
-                    None
-                }
-            };
-            segs.push(Seg::Field {
-                key: token.to_string(),
-                operand,
-            });
-            i = after;
+            segs.push(field_seg(&tok, start, state, &mut issues));
+            i = tok.after;
         }
         if !lit.is_empty() {
             segs.push(Seg::Lit(lit));
@@ -284,6 +193,113 @@ impl OutputFormat {
                 }
             }
         }
+    }
+}
+
+/// A field token of an output string: `%name`, `%name[arg]` or `%(name)`.
+struct FieldToken<'a> {
+    /// The whole token (`name[arg]`), the key of its value in alert fields.
+    token: &'a str,
+    name: &'a str,
+    arg: Option<&'a str>,
+    /// Byte offset just past the token.
+    after: usize,
+}
+
+/// The field token after a `%` (`i` is the byte after it), or `None` when
+/// that `%` is literal text.
+fn field_token(fmt: &str, i: usize) -> Option<FieldToken<'_>> {
+    let b = fmt.as_bytes();
+    let (name_start, name_end, after) = if b.get(i) == Some(&b'(') {
+        let close = fmt[i..].find(')')?;
+        (i + 1, i + close, i + close + 1)
+    } else {
+        let mut j = i;
+        while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'.') {
+            j += 1;
+        }
+        if j < b.len() && b[j] == b'[' {
+            if let Some(close) = fmt[j..].find(']') {
+                j += close + 1;
+            }
+        }
+        // Trailing dots are punctuation, not part of the field.
+        let mut end = j;
+        while end > i && b[end - 1] == b'.' {
+            end -= 1;
+        }
+        (i, end, end)
+    };
+    let token = fmt[name_start..name_end].trim();
+    if token.is_empty() || !token.as_bytes()[0].is_ascii_alphabetic() {
+        return None;
+    }
+    let (name, arg) = match token.find('[') {
+        Some(k) if token.ends_with(']') => (&token[..k], Some(&token[k + 1..token.len() - 1])),
+        _ => (token, None),
+    };
+    Some(FieldToken {
+        token,
+        name,
+        arg,
+        after,
+    })
+}
+
+/// The segment a field token compiles to: a stateful value, or an event
+/// field (`None` when it cannot be read: it renders `<NA>`). Problems go to
+/// `issues`, at the `%`'s offset `start`.
+fn field_seg(
+    tok: &FieldToken<'_>,
+    start: usize,
+    state: &StateFields,
+    issues: &mut Vec<OutputIssue>,
+) -> Seg {
+    let token = tok.token;
+    let mut issue = |message: String, unsupported: bool| {
+        issues.push(OutputIssue {
+            offset: start,
+            field: token.to_string(),
+            message,
+            unsupported,
+        })
+    };
+    if tok.name.starts_with("threshold.") || tok.name.starts_with("seq.") {
+        match state_seg(tok.name, tok.arg, state) {
+            Ok(what) => {
+                return Seg::State {
+                    key: token.to_string(),
+                    what,
+                }
+            }
+            Err(message) => issue(message, false),
+        }
+        return Seg::Field {
+            key: token.to_string(),
+            operand: None,
+        };
+    }
+    let operand = match fields::resolve(tok.name, tok.arg) {
+        Ok(field) => Some(Operand {
+            field,
+            transforms: Vec::new(),
+        }),
+        Err(ResolveError::Unsupported) => {
+            issue(format!("output field '{token}' is a Falco field mamori does not provide; it renders as <NA>"), true);
+            None
+        }
+        Err(ResolveError::Unknown) => {
+            issue(format!("unknown output field '{token}'"), false);
+            None
+        }
+        Err(ResolveError::BadArg(m)) => {
+            issue(m, false);
+            None
+        }
+    };
+    Seg::Field {
+        key: token.to_string(),
+        operand,
     }
 }
 
