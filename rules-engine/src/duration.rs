@@ -46,6 +46,13 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     from_secs_f64(secs).ok_or_else(|| DurationError::Range(s.to_string()))
 }
 
+/// A duration in ns, as rule windows and `rules test` timestamps take it;
+/// `None` when it does not parse or is shorter than 1 ns.
+pub fn parse_ns(s: &str) -> Option<u64> {
+    let ns = parse(s).ok()?.as_nanos();
+    u64::try_from(ns).ok().filter(|&ns| ns >= 1)
+}
+
 /// Seconds as a duration, `None` when negative, not finite or past [`MAX`].
 pub fn from_secs_f64(secs: f64) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0 && secs <= MAX.as_secs_f64())

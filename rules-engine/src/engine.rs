@@ -5,8 +5,8 @@ use crate::{collector, compiler, eval, output, yaml};
 
 use std::sync::Arc;
 
-pub use crate::compiler::{RuleSummary, Status};
-pub use crate::diag::{Code, Diagnostic, LoadReport, Severity};
+use crate::compiler::{RuleSummary, Status};
+use crate::diag::LoadReport;
 
 use crate::alert::{Alert, Priority};
 use crate::event::{Event, EvtType};

@@ -83,6 +83,7 @@ pub struct OutputIssue {
 impl OutputFormat {
     /// Compile; unsupported Falco fields are reported but still compile
     /// (to `<NA>`), unknown names make the whole format fail.
+    #[cfg(test)]
     pub fn compile(fmt: &str) -> (OutputFormat, Vec<OutputIssue>) {
         OutputFormat::compile_with(fmt, &StateFields::None)
     }
@@ -153,6 +154,7 @@ impl OutputFormat {
     }
 
     /// Render into `out`; when `fields` is given, also record each field's value.
+    #[cfg(test)]
     pub fn render(
         &self,
         ev: &Event,

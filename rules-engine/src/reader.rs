@@ -103,7 +103,7 @@ pub struct MacroInfo {
 /// An exception value: a scalar or a (nested) list of scalars.
 #[derive(Debug, Clone)]
 pub enum ExValue {
-    Scalar(String, Mark),
+    Scalar(String),
     List(Vec<ExValue>, Mark),
 }
 
@@ -496,7 +496,7 @@ fn read_ex_value(cx: &ItemCx, node: &Node, depth: u32) -> R<ExValue> {
         ));
     }
     match &node.kind {
-        NodeKind::Scalar(s, _) => Ok(ExValue::Scalar(s.clone(), node.mark)),
+        NodeKind::Scalar(s, _) => Ok(ExValue::Scalar(s.clone())),
         NodeKind::Seq(items) => Ok(ExValue::List(
             items
                 .iter()

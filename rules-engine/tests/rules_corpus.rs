@@ -253,8 +253,8 @@ fn name_index_matches_unindexed_evaluation() {
 /// explicit table, in a pod from KUBERNETES_SERVICE_HOST).
 #[test]
 fn contact_k8s_api_server_from_container_fires() {
-    use mamori_rules::compiler::HostNames;
     use mamori_rules::event::{Container, Event, EvtType, Fd, FdType, Process};
+    use mamori_rules::HostNames;
     let mut names = HostNames::default();
     names.add_kubernetes_api("198.51.100.1".parse().unwrap());
     let opts = LoadOptions {

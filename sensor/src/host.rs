@@ -2,7 +2,7 @@
 //! cannot disagree: its name (alerts' `hostname`, the pod watch's node) and
 //! the host names rules may compare addresses with (`fd.sip.name`).
 
-use mamori_rules::compiler::HostNames;
+use mamori_rules::HostNames;
 
 /// The node's name: `NODE_NAME` (the Helm chart sets it from the downward
 /// API), else the kernel's host name, else `/etc/hostname`. On EKS the host

@@ -74,7 +74,7 @@ impl Compiler<'_> {
         let mut vals = Vec::new();
         for v in &ex.values {
             match v {
-                ExValue::Scalar(s, _) => vals.push(value(s)),
+                ExValue::Scalar(s) => vals.push(value(s)),
                 ExValue::List(_, m) => {
                     return Err(self.ex_err(ex, rcx, *m, "expected values to be a list of strings"))
                 }
@@ -147,16 +147,16 @@ impl Compiler<'_> {
                         items
                             .iter()
                             .filter_map(|i| match i {
-                                ExValue::Scalar(s, _) => Some(value(s)),
+                                ExValue::Scalar(s) => Some(value(s)),
                                 _ => None,
                             })
                             .collect(),
                         Span::default(),
                     ),
-                    ExValue::Scalar(s, _) if op.is_list_op() => {
+                    ExValue::Scalar(s) if op.is_list_op() => {
                         AstRhs::List(vec![value(s)], Span::default())
                     }
-                    ExValue::Scalar(s, _) => AstRhs::Value(Value {
+                    ExValue::Scalar(s) => AstRhs::Value(Value {
                         quoted: true,
                         ..value(s)
                     }),

@@ -44,14 +44,6 @@ pub struct SequenceInfo {
 pub struct StepInfo {
     pub name: String,
     pub cond: CondText,
-    pub mark: Mark,
-}
-
-/// A duration ([`crate::duration`]'s grammar) in ns; `None` when it does
-/// not parse or is shorter than 1 ns.
-pub fn parse_duration(s: &str) -> Option<u64> {
-    let ns = crate::duration::parse(s).ok()?.as_nanos();
-    u64::try_from(ns).ok().filter(|&ns| ns >= 1)
 }
 
 /// Read a rule's `threshold:` or `sequence:` block (at most one of them).
@@ -193,7 +185,7 @@ impl Block<'_> {
             ));
         };
         let v = cx.string(n, "within")?;
-        match parse_duration(v) {
+        match crate::duration::parse_ns(v) {
             Some(ns) if ns <= MAX_WINDOW_NS => Ok(ns),
             _ => Err(cx.err(
                 Code::ErrValidate,
@@ -250,7 +242,6 @@ fn read_steps(cx: &ItemCx, node: &Node, file: &Arc<SourceFile>) -> R<Vec<StepInf
         steps.push(StepInfo {
             name,
             cond: CondText::from_scalar(file, c, cx.string(c, "condition")?),
-            mark: st.mark,
         });
     }
     Ok(steps)

@@ -109,7 +109,7 @@ fn unknown_and_unsupported_fields() {
 
 #[test]
 fn host_names_come_from_hosts_files_not_dns() {
-    use mamori_rules::compiler::HostNames;
+    use mamori_rules::HostNames;
     let mut names = HostNames::default();
     names.add_hosts_file(
         "# comment\n198.51.100.9  metadata.internal md  # trailing\n::1 localhost6\nbogus line\n",

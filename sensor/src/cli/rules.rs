@@ -152,7 +152,7 @@ fn event_from_json(mut v: serde_json::Value) -> anyhow::Result<Event> {
             let ns = if text.trim() == "0" {
                 Some(0)
             } else {
-                mamori_rules::stateful::read::parse_duration(text)
+                mamori_rules::duration::parse_ns(text)
             };
             *ts = serde_json::json!(ns.with_context(|| format!(
                 "ts '{text}' is neither nanoseconds nor a duration like 2s or 150ms"
@@ -332,7 +332,7 @@ fn expand_events(events: &[serde_json::Value]) -> Result<Vec<serde_json::Value>,
                 o.entry("ts").or_insert(0.into());
             }
             if let Some(serde_json::Value::String(t)) = o.get("ts") {
-                let ns = mamori_rules::stateful::read::parse_duration(t)
+                let ns = mamori_rules::duration::parse_ns(t)
                     .ok_or_else(|| at(format!("bad ts '{t}'")))?;
                 o.insert("ts".into(), ns.into());
             }
@@ -342,7 +342,7 @@ fn expand_events(events: &[serde_json::Value]) -> Result<Vec<serde_json::Value>,
             for (path, step) in &vary {
                 let step = match step {
                     serde_json::Value::String(d) if path == "ts" => {
-                        mamori_rules::stateful::read::parse_duration(d)
+                        mamori_rules::duration::parse_ns(d)
                             .map(|ns| ns as i128)
                             .ok_or_else(|| at(format!("bad ts step '{d}'")))?
                     }

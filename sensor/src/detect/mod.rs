@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use mamori_rules::{
     alert::{Alert, Priority},
     event::Event,
-    stateful::machine::StateStats,
-    Engine,
+    Engine, StateStats,
 };
 
 /// Rules plus internal alerts, for one node.
