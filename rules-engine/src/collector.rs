@@ -23,7 +23,7 @@ use crate::yaml::{Mark, Node, NodeKind, SourceFile};
 
 /// Everything collected from all files, in definition order.
 #[derive(Debug, Default)]
-pub struct Collection {
+pub(crate) struct Collection {
     pub lists: Vec<ListInfo>,
     pub macros: Vec<MacroInfo>,
     pub rules: Vec<RuleInfo>,
@@ -38,7 +38,7 @@ impl Collection {
     }
 
     /// Read one file's text and collect its items.
-    pub fn add_file(&mut self, file: &Arc<SourceFile>) {
+    pub(crate) fn add_file(&mut self, file: &Arc<SourceFile>) {
         let docs = match crate::yaml::parse(&file.text) {
             Ok(d) => d,
             Err(e) => {

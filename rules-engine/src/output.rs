@@ -43,7 +43,7 @@ enum StateSeg {
 /// `threshold.*` for threshold rules, `seq.*` (with the step names) for
 /// sequences.
 #[derive(Debug, Clone, Default)]
-pub enum StateFields {
+pub(crate) enum StateFields {
     #[default]
     None,
     Threshold,
@@ -54,7 +54,7 @@ pub enum StateFields {
 const MAX_LISTED_VALUES: usize = 32;
 
 /// `10s`, `250ms`, `2.500s`: a window or elapsed time for people.
-pub fn format_duration(ns: u64) -> String {
+pub(crate) fn format_duration(ns: u64) -> String {
     if ns.is_multiple_of(1_000_000_000) {
         format!("{}s", ns / 1_000_000_000)
     } else if ns < 1_000_000_000 {
@@ -66,13 +66,13 @@ pub fn format_duration(ns: u64) -> String {
 
 /// A compiled output format.
 #[derive(Debug, Default)]
-pub struct OutputFormat {
+pub(crate) struct OutputFormat {
     segs: Vec<Seg>,
 }
 
 /// A problem in an output string, at a byte offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputIssue {
+pub(crate) struct OutputIssue {
     pub offset: usize,
     pub field: String,
     pub message: String,
@@ -84,12 +84,12 @@ impl OutputFormat {
     /// Compile; unsupported Falco fields are reported but still compile
     /// (to `<NA>`), unknown names make the whole format fail.
     #[cfg(test)]
-    pub fn compile(fmt: &str) -> (OutputFormat, Vec<OutputIssue>) {
+    pub(crate) fn compile(fmt: &str) -> (OutputFormat, Vec<OutputIssue>) {
         OutputFormat::compile_with(fmt, &StateFields::None)
     }
 
     /// Compile an output that may also name the stateful fields `state` allows.
-    pub fn compile_with(fmt: &str, state: &StateFields) -> (OutputFormat, Vec<OutputIssue>) {
+    pub(crate) fn compile_with(fmt: &str, state: &StateFields) -> (OutputFormat, Vec<OutputIssue>) {
         let mut segs = Vec::new();
         let mut issues = Vec::new();
         let mut lit = String::new();
@@ -140,7 +140,7 @@ impl OutputFormat {
 
     /// What a sequence keeps of step `step`'s event: the values of the
     /// fields the output names for it (`%seq.<step>.<field>`), in order.
-    pub fn capture_step(&self, step: usize, cx: &EvalCtx<'_>) -> Vec<Value<'static>> {
+    pub(crate) fn capture_step(&self, step: usize, cx: &EvalCtx<'_>) -> Vec<Value<'static>> {
         self.segs
             .iter()
             .filter_map(|seg| match seg {
@@ -155,7 +155,7 @@ impl OutputFormat {
 
     /// Render into `out`; when `fields` is given, also record each field's value.
     #[cfg(test)]
-    pub fn render(
+    pub(crate) fn render(
         &self,
         ev: &Event,
         out: &mut String,
@@ -165,7 +165,7 @@ impl OutputFormat {
     }
 
     /// [`OutputFormat::render`] for a stateful rule's firing.
-    pub fn render_with(
+    pub(crate) fn render_with(
         &self,
         ev: &Event,
         state: Option<&StateView>,

@@ -17,7 +17,7 @@ use crate::yaml::{Mark, Node, NodeKind, ScalarSource, SourceFile, Style};
 
 /// Condition text assembled from one or more YAML scalars.
 #[derive(Debug, Clone)]
-pub struct CondText {
+pub(crate) struct CondText {
     pub text: String,
     pieces: Vec<(usize, usize, ScalarSource)>,
     fallback: (Arc<SourceFile>, Mark),
@@ -46,7 +46,7 @@ impl CondText {
 
     /// A condition with no text of its own (generated from exceptions): every
     /// offset maps to `mark`.
-    pub fn synthetic(file: &Arc<SourceFile>, mark: Mark) -> CondText {
+    pub(crate) fn synthetic(file: &Arc<SourceFile>, mark: Mark) -> CondText {
         CondText {
             text: String::new(),
             pieces: Vec::new(),
@@ -64,7 +64,7 @@ impl CondText {
     }
 
     /// File and position of a byte offset of `text`.
-    pub fn position(&self, offset: usize) -> (&str, Mark) {
+    pub(crate) fn position(&self, offset: usize) -> (&str, Mark) {
         for (off, len, src) in &self.pieces {
             if offset >= *off && offset <= off + len {
                 let value = &self.text[*off..off + len];
@@ -77,13 +77,13 @@ impl CondText {
 
 /// Where an item was defined.
 #[derive(Debug, Clone)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub file: Arc<SourceFile>,
     pub mark: Mark,
 }
 
 #[derive(Debug, Clone)]
-pub struct ListInfo {
+pub(crate) struct ListInfo {
     pub name: String,
     pub items: Vec<String>,
     pub ctx: Ctx,
@@ -92,7 +92,7 @@ pub struct ListInfo {
 }
 
 #[derive(Debug, Clone)]
-pub struct MacroInfo {
+pub(crate) struct MacroInfo {
     pub name: String,
     pub cond: CondText,
     pub ctx: Ctx,
@@ -102,13 +102,13 @@ pub struct MacroInfo {
 
 /// An exception value: a scalar or a (nested) list of scalars.
 #[derive(Debug, Clone)]
-pub enum ExValue {
+pub(crate) enum ExValue {
     Scalar(String),
     List(Vec<ExValue>, Mark),
 }
 
 #[derive(Debug, Clone)]
-pub struct ExceptionInfo {
+pub(crate) struct ExceptionInfo {
     pub name: String,
     /// `Ok(single field)` or `Err(list of fields)`.
     pub fields: Option<ExFields>,
@@ -118,13 +118,13 @@ pub struct ExceptionInfo {
 }
 
 #[derive(Debug, Clone)]
-pub enum ExFields {
+pub(crate) enum ExFields {
     One(String, Mark),
     Many(Vec<(String, Mark)>),
 }
 
 #[derive(Debug, Clone)]
-pub struct RuleInfo {
+pub(crate) struct RuleInfo {
     pub name: String,
     pub desc: String,
     pub cond: CondText,

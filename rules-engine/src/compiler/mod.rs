@@ -32,7 +32,7 @@ use crate::yaml::Mark;
 
 /// Load-time options that change compilation.
 #[derive(Debug, Clone, Default)]
-pub struct CompileOptions {
+pub(crate) struct CompileOptions {
     /// Treat Falco fields mamori lacks as errors instead of loading the rule inactive.
     pub strict_fields: bool,
     /// Host names `fd.sip.name` & co. compare against, resolved at load.
@@ -115,7 +115,7 @@ pub struct RuleSummary {
     pub stateful: Option<&'static str>,
 }
 
-pub struct CompiledRule {
+pub(crate) struct CompiledRule {
     pub summary: RuleSummary,
     pub node: Option<Node>,
     pub output: OutputFormat,
@@ -125,7 +125,7 @@ pub struct CompiledRule {
     pub state: Option<Spec>,
 }
 
-pub struct Compiled {
+pub(crate) struct Compiled {
     pub rules: Vec<CompiledRule>,
     pub diags: Vec<Diagnostic>,
 }
@@ -440,7 +440,7 @@ pub(crate) fn rule_fail(
 }
 
 /// Compile a collection.
-pub fn compile(col: &Collection, opts: CompileOptions) -> Compiled {
+pub(crate) fn compile(col: &Collection, opts: CompileOptions) -> Compiled {
     let mut c = Compiler::new(col, opts);
     let mut rules = Vec::with_capacity(col.rules.len());
     for r in &col.rules {

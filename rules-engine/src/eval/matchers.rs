@@ -13,7 +13,7 @@ use std::net::IpAddr;
 /// is several times faster than SipHash for them, and the sets are built from
 /// operator-controlled rule files, so flooding resistance is not needed.
 #[derive(Default, Clone, Copy)]
-pub struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Fnv {
     #[inline]
@@ -52,13 +52,13 @@ impl Hasher for Fnv {
     }
 }
 
-pub type FastSet<T> = HashSet<T, BuildHasherDefault<Fnv>>;
+pub(crate) type FastSet<T> = HashSet<T, BuildHasherDefault<Fnv>>;
 
 /// A string set for `in`/`intersects`, with a length filter in front of the
 /// hash lookup: most probes (a process name against a list of 40 others) are
 /// rejected by their length alone.
 #[derive(Debug, Default)]
-pub struct StrSet {
+pub(crate) struct StrSet {
     set: FastSet<String>,
     /// Bit `i` set if a member has length `i` (bit 63: length >= 63).
     lens: u64,
@@ -70,30 +70,30 @@ impl StrSet {
         1u64 << n.min(63)
     }
 
-    pub fn insert(&mut self, s: String) {
+    pub(crate) fn insert(&mut self, s: String) {
         self.lens |= Self::len_bit(s.len());
         self.set.insert(s);
     }
 
     #[inline]
-    pub fn contains(&self, s: &str) -> bool {
+    pub(crate) fn contains(&self, s: &str) -> bool {
         self.lens & Self::len_bit(s.len()) != 0 && self.set.contains(s)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &String> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &String> {
         self.set.iter()
     }
 }
 
 /// An IPv4/IPv6 network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
+pub(crate) struct IpNet {
     pub addr: IpAddr,
     pub prefix: u8,
 }
 
 impl IpNet {
-    pub fn parse(s: &str) -> Option<IpNet> {
+    pub(crate) fn parse(s: &str) -> Option<IpNet> {
         let (a, p) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
@@ -107,7 +107,7 @@ impl IpNet {
         Some(IpNet { addr, prefix })
     }
 
-    pub fn contains(&self, ip: &IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: &IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 let mask = if self.prefix == 0 {
@@ -132,13 +132,13 @@ impl IpNet {
 
 /// `pmatch` set: a path matches if it equals an entry or lies below it.
 #[derive(Debug, Default)]
-pub struct PathPrefixes {
+pub(crate) struct PathPrefixes {
     set: FastSet<String>,
     root: bool,
 }
 
 impl PathPrefixes {
-    pub fn insert(&mut self, p: &str) {
+    pub(crate) fn insert(&mut self, p: &str) {
         let t = p.trim_end_matches('/');
         if t.is_empty() && p.starts_with('/') {
             self.root = true;
@@ -147,7 +147,7 @@ impl PathPrefixes {
         }
     }
 
-    pub fn matches(&self, path: &str) -> bool {
+    pub(crate) fn matches(&self, path: &str) -> bool {
         if self.root && path.starts_with('/') {
             return true;
         }
@@ -167,7 +167,7 @@ impl PathPrefixes {
 /// A compiled shell glob (`*`, `?`, `[...]`, `\` escape); `*` also matches `/`
 /// (fnmatch without FNM_PATHNAME, as Falco uses it).
 #[derive(Debug, Clone)]
-pub struct Glob {
+pub(crate) struct Glob {
     toks: Vec<GlobTok>,
     icase: bool,
 }
@@ -181,7 +181,7 @@ enum GlobTok {
 }
 
 impl Glob {
-    pub fn new(pat: &str, icase: bool) -> Glob {
+    pub(crate) fn new(pat: &str, icase: bool) -> Glob {
         let mut toks = Vec::new();
         let chars: Vec<char> = pat.chars().collect();
         let mut i = 0;
@@ -235,7 +235,7 @@ impl Glob {
 
     /// Iterative matcher with single-star backtracking: O(len(s) * len(pattern)).
     /// ASCII input (nearly every path) is matched in place, without allocating.
-    pub fn matches(&self, s: &str) -> bool {
+    pub(crate) fn matches(&self, s: &str) -> bool {
         if s.is_ascii() {
             let b = s.as_bytes();
             self.match_with(b.len(), |i| fold(b[i] as char, self.icase))
@@ -309,14 +309,14 @@ pub(super) fn memmem(hay: &[u8], needle: &[u8]) -> bool {
 /// the pattern's literals (`s3api `, `/dev/`), so most values are rejected
 /// without running the anchored automaton over them.
 #[derive(Debug)]
-pub struct MatchRegex {
+pub(crate) struct MatchRegex {
     pub whole: regex::Regex,
     pub somewhere: regex::Regex,
 }
 
 impl MatchRegex {
     #[inline]
-    pub fn is_match(&self, s: &str) -> bool {
+    pub(crate) fn is_match(&self, s: &str) -> bool {
         self.somewhere.is_match(s) && self.whole.is_match(s)
     }
 }
@@ -326,13 +326,13 @@ impl MatchRegex {
 /// are found by one hash lookup of the value's last component; the others
 /// are compared one by one.
 #[derive(Debug, Default)]
-pub struct SuffixSet {
+pub(crate) struct SuffixSet {
     by_last: std::collections::HashMap<String, Vec<String>, BuildHasherDefault<Fnv>>,
     other: Vec<String>,
 }
 
 impl SuffixSet {
-    pub fn insert(&mut self, suffix: &str) {
+    pub(crate) fn insert(&mut self, suffix: &str) {
         match suffix.rfind('/') {
             Some(i) => self
                 .by_last
@@ -343,7 +343,7 @@ impl SuffixSet {
         }
     }
 
-    pub fn matches(&self, s: &str) -> bool {
+    pub(crate) fn matches(&self, s: &str) -> bool {
         let last = s.rfind('/').map_or(s, |i| &s[i + 1..]);
         let by_last = s.contains('/')
             && self

@@ -25,20 +25,20 @@ use crate::parser::{Op, Transformer};
 mod matchers;
 mod optimise;
 
-pub use matchers::{FastSet, Fnv, Glob, IpNet, MatchRegex, PathPrefixes, StrSet, SuffixSet};
-pub use optimise::{order_by_cost, required_names, simplify, specialize, type_sets};
+pub(crate) use matchers::{FastSet, Fnv, Glob, IpNet, MatchRegex, PathPrefixes, StrSet, SuffixSet};
+pub(crate) use optimise::{order_by_cost, required_names, simplify, specialize, type_sets};
 
 use matchers::{contains_icase, memmem};
 
 /// Bit for an event type in a mask.
-pub fn type_bit(t: EvtType) -> u16 {
+pub(crate) fn type_bit(t: EvtType) -> u16 {
     1 << (t as u16)
 }
 
-pub const ALL_TYPES: u16 = (1 << EvtType::ALL.len()) - 1;
+pub(crate) const ALL_TYPES: u16 = (1 << EvtType::ALL.len()) - 1;
 
 #[derive(Debug)]
-pub enum Node {
+pub(crate) enum Node {
     Const(bool),
     And(Box<[Node]>),
     Or(Box<[Node]>),
@@ -51,14 +51,14 @@ pub enum Node {
 }
 
 #[derive(Debug)]
-pub struct Operand {
+pub(crate) struct Operand {
     pub field: Field,
     /// Applied innermost first.
     pub transforms: Vec<Transformer>,
 }
 
 #[derive(Debug)]
-pub struct CheckNode {
+pub(crate) struct CheckNode {
     pub lhs: Operand,
     pub op: Op,
     pub rhs: Rhs,
@@ -67,7 +67,7 @@ pub struct CheckNode {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum Fast {
+pub(crate) enum Fast {
     None,
     Str(StrGetter),
     Int(IntGetter),
@@ -81,11 +81,11 @@ pub enum Fast {
 
 impl CheckNode {
     /// Evaluate against one event (used to fold constant checks at load).
-    pub fn eval_on(&self, ev: &crate::event::Event) -> bool {
+    pub(crate) fn eval_on(&self, ev: &crate::event::Event) -> bool {
         self.eval(&EvalCtx::new(ev))
     }
 
-    pub fn new(lhs: Operand, op: Op, rhs: Rhs) -> CheckNode {
+    pub(crate) fn new(lhs: Operand, op: Op, rhs: Rhs) -> CheckNode {
         let plain =
             lhs.transforms.is_empty() && op != Op::Exists && !matches!(rhs, Rhs::Operand(_));
         let memoized = matches!(
@@ -110,7 +110,7 @@ impl CheckNode {
 }
 
 #[derive(Debug)]
-pub enum Rhs {
+pub(crate) enum Rhs {
     None,
     Str(String),
     /// `contains` needle with a precompiled substring searcher.
@@ -188,7 +188,7 @@ fn apply_transform<'a>(t: Transformer, v: Value<'a>) -> Value<'a> {
 }
 
 impl Operand {
-    pub fn get<'c>(&self, cx: &'c EvalCtx<'_>) -> Value<'c> {
+    pub(crate) fn get<'c>(&self, cx: &'c EvalCtx<'_>) -> Value<'c> {
         let mut v = self.field.extract_in(cx);
         for t in &self.transforms {
             v = apply_transform(*t, v);
@@ -198,7 +198,7 @@ impl Operand {
 }
 
 impl Node {
-    pub fn eval(&self, cx: &EvalCtx<'_>) -> bool {
+    pub(crate) fn eval(&self, cx: &EvalCtx<'_>) -> bool {
         match self {
             Node::Const(b) => *b,
             Node::And(v) => v.iter().all(|n| n.eval(cx)),

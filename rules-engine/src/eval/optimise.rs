@@ -11,7 +11,7 @@ use crate::parser::Op;
 
 /// Fold constants: `and` with a false operand is false, true operands drop
 /// out; `or` dually; `not` of a constant is a constant.
-pub fn simplify(n: Node) -> Node {
+pub(crate) fn simplify(n: Node) -> Node {
     match n {
         Node::Not(inner) => match simplify(*inner) {
             Node::Const(b) => Node::Const(!b),
@@ -114,7 +114,7 @@ fn merge_suffixes(nodes: Vec<Node>) -> Vec<Node> {
 
 /// Decide `evt.type` checks for a rule indexed under `mask`: a check that
 /// every indexed type passes is true, one that none passes is false.
-pub fn specialize(n: Node, mask: u16) -> Node {
+pub(crate) fn specialize(n: Node, mask: u16) -> Node {
     let n = match n {
         Node::EvtType(m) if m & mask == mask => Node::Const(true),
         Node::EvtType(m) if m & mask == 0 => Node::Const(false),
@@ -176,7 +176,7 @@ fn cost(n: &Node) -> u32 {
 /// for a given event: `proc.name in (...)`, `fd.name startswith ...`), then
 /// negated ones (the `and not exception` tail, usually true), cheapest first
 /// within each group; `or` runs cheapest first.
-pub fn order_by_cost(n: &mut Node) {
+pub(crate) fn order_by_cost(n: &mut Node) {
     match n {
         Node::And(v) => {
             for c in v.iter_mut() {
@@ -206,7 +206,7 @@ pub fn order_by_cost(n: &mut Node) {
 /// `proc.name = x` / `proc.name in (...)` (directly, in an `and`, or in every
 /// branch of an `or`). The engine indexes such rules by name, so an event
 /// only meets the rules that can match its process.
-pub fn required_names(n: &Node) -> Option<Vec<String>> {
+pub(crate) fn required_names(n: &Node) -> Option<Vec<String>> {
     match n {
         Node::Check(c) if c.lhs.field.id() == FieldId::ProcName && c.lhs.transforms.is_empty() => {
             match (c.op, &c.rhs) {
@@ -229,7 +229,7 @@ pub fn required_names(n: &Node) -> Option<Vec<String>> {
 
 /// For which event types a node may be true / may be false; a rule is
 /// indexed under its `may_true` set.
-pub fn type_sets(n: &Node) -> (u16, u16) {
+pub(crate) fn type_sets(n: &Node) -> (u16, u16) {
     match n {
         Node::Const(true) => (ALL_TYPES, 0),
         Node::Const(false) => (0, ALL_TYPES),

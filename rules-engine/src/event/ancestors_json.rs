@@ -22,7 +22,7 @@ thread_local! {
     static CACHE: RefCell<(Cache, usize)> = const { RefCell::new((Vec::new(), 0)) };
 }
 
-pub fn serialize<S: Serializer>(a: &Arc<Vec<Ancestor>>, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn serialize<S: Serializer>(a: &Arc<Vec<Ancestor>>, s: S) -> Result<S::Ok, S::Error> {
     // `RawValue` is only meaningful to serde_json's own serializers.
     if std::any::type_name::<S>().contains("serde_json::") {
         return CACHE.with(|c| {

@@ -19,7 +19,7 @@ use crate::fields::{EvalCtx, Value};
 
 /// What a firing stateful rule adds to its alert (`%threshold.*`, `%seq.*`).
 #[derive(Debug, Clone, Default)]
-pub struct StateView {
+pub(crate) struct StateView {
     /// Threshold: events or distinct values counted in the window.
     pub count: usize,
     /// Threshold with `distinct`: the values, in natural order.
@@ -88,7 +88,7 @@ struct Inner {
 /// hashes (random per process, so they cannot be steered into collisions),
 /// which keeps the per-event path free of allocation.
 #[derive(Debug)]
-pub struct Machine {
+pub(crate) struct Machine {
     pub spec: Spec,
     hasher: std::collections::hash_map::RandomState,
     inner: Mutex<Inner>,
@@ -150,7 +150,7 @@ fn cache<V>(n: usize) -> LruCache<u64, V> {
 }
 
 impl Machine {
-    pub fn new(rule: &str, spec: Spec) -> Machine {
+    pub(crate) fn new(rule: &str, spec: Spec) -> Machine {
         let max = spec.max_keys();
         let keys = match &spec {
             Spec::Threshold(_) => Keys::Threshold(cache(max)),
@@ -196,7 +196,7 @@ impl Machine {
         h.finish()
     }
 
-    pub fn stats(&self) -> StateStats {
+    pub(crate) fn stats(&self) -> StateStats {
         let g = self.lock();
         let mut s = g.stats.clone();
         s.keys = match &g.keys {
@@ -207,7 +207,7 @@ impl Machine {
     }
 
     /// Forget all state and counters (between `rules test` cases).
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         let mut g = self.lock();
         match &mut g.keys {
             Keys::Threshold(c) => c.clear(),
@@ -225,7 +225,7 @@ impl Machine {
     /// Feed one event whose type the rule is indexed for; `cond` is the
     /// rule's compiled condition; `capture(step, cx)` takes what the output
     /// needs from a sequence step's event. Returns the view when it fires.
-    pub fn observe(
+    pub(crate) fn observe(
         &self,
         cond: &Node,
         cx: &EvalCtx<'_>,

@@ -39,9 +39,9 @@
 //! the compiler) and [`machine`] (the per-rule state the engine feeds).
 //! Semantics for rule authors are in `rules/README.md`.
 
-pub mod compile;
-pub mod machine;
-pub mod read;
+pub(crate) mod compile;
+pub(crate) mod machine;
+pub(crate) mod read;
 
 #[cfg(test)]
 mod tests;
@@ -49,17 +49,17 @@ mod tests;
 use crate::eval::{Node, Operand};
 
 /// Default cap on the keys a stateful rule tracks.
-pub const DEFAULT_MAX_KEYS: usize = 10_000;
+pub(crate) const DEFAULT_MAX_KEYS: usize = 10_000;
 /// Largest `count` of a threshold (state per key grows up to it).
-pub const MAX_THRESHOLD_COUNT: u32 = 10_000;
+pub(crate) const MAX_THRESHOLD_COUNT: u32 = 10_000;
 /// Longest window of a stateful rule.
-pub const MAX_WINDOW_NS: u64 = 3_600 * 1_000_000_000;
+pub(crate) const MAX_WINDOW_NS: u64 = 3_600 * 1_000_000_000;
 /// Most earlier steps a sequence may have.
-pub const MAX_STEPS: usize = 8;
+pub(crate) const MAX_STEPS: usize = 8;
 
 /// A compiled `threshold:` block.
 #[derive(Debug)]
-pub struct ThresholdSpec {
+pub(crate) struct ThresholdSpec {
     pub by: Vec<Operand>,
     pub distinct: Vec<Operand>,
     pub count: u32,
@@ -70,7 +70,7 @@ pub struct ThresholdSpec {
 /// A compiled `sequence:` block; `steps` are the earlier steps, the rule's
 /// condition is the last.
 #[derive(Debug)]
-pub struct SequenceSpec {
+pub(crate) struct SequenceSpec {
     pub by: Vec<Operand>,
     pub tree: bool,
     pub within_ns: u64,
@@ -79,13 +79,13 @@ pub struct SequenceSpec {
 }
 
 #[derive(Debug)]
-pub enum Spec {
+pub(crate) enum Spec {
     Threshold(ThresholdSpec),
     Sequence(SequenceSpec),
 }
 
 impl Spec {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Spec::Threshold(_) => "threshold",
             Spec::Sequence(_) => "sequence",

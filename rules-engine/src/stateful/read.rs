@@ -12,14 +12,14 @@ use crate::yaml::{Mark, Node, NodeKind, SourceFile};
 /// A rule's `threshold:` or `sequence:` block, as read (semantics in
 /// `rules/README.md`, evaluation in [`super::machine`]).
 #[derive(Debug, Clone)]
-pub enum StatefulInfo {
+pub(crate) enum StatefulInfo {
     Threshold(ThresholdInfo),
     Sequence(SequenceInfo),
 }
 
 /// `threshold: {by, distinct, count, within, max_keys}`.
 #[derive(Debug, Clone)]
-pub struct ThresholdInfo {
+pub(crate) struct ThresholdInfo {
     pub by: Vec<(String, Mark)>,
     pub distinct: Vec<(String, Mark)>,
     pub count: u32,
@@ -31,7 +31,7 @@ pub struct ThresholdInfo {
 /// `sequence: {by, tree, within, steps, max_keys}`; the rule's own
 /// condition is the last step.
 #[derive(Debug, Clone)]
-pub struct SequenceInfo {
+pub(crate) struct SequenceInfo {
     pub by: Vec<(String, Mark)>,
     pub tree: bool,
     pub within_ns: u64,
@@ -41,7 +41,7 @@ pub struct SequenceInfo {
 }
 
 #[derive(Debug, Clone)]
-pub struct StepInfo {
+pub(crate) struct StepInfo {
     pub name: String,
     pub cond: CondText,
 }
