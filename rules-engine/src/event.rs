@@ -139,7 +139,7 @@ pub struct Process {
     /// `proc.exepath`: path of the executable as exec'd.
     #[serde(default)]
     pub exepath: String,
-    /// Full argv including argv[0] (`proc.exe` is argv[0], `proc.args` the rest).
+    /// Full argv including `argv[0]` (`proc.exe` is `argv[0]`, `proc.args` the rest).
     #[serde(default)]
     pub argv: Vec<String>,
     /// True if argv was cut at the kernel copy limit.
@@ -216,7 +216,7 @@ impl Event {
 }
 
 impl Process {
-    /// `proc.exe`: argv[0] (falls back to the exe path).
+    /// `proc.exe`: `argv[0]` (falls back to the exe path).
     pub fn exe(&self) -> &str {
         self.argv
             .first()
@@ -224,7 +224,7 @@ impl Process {
             .unwrap_or(&self.exepath)
     }
 
-    /// `proc.args`: argv without argv[0], joined with spaces.
+    /// `proc.args`: argv without `argv[0]`, joined with spaces.
     pub fn args(&self) -> String {
         self.argv.get(1..).map(|a| a.join(" ")).unwrap_or_default()
     }

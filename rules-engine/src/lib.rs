@@ -5,17 +5,17 @@
 //! Stages (each its own module, each handing the next a value):
 //!
 //! 1. [`yaml`] — YAML text → node tree with `line:col` on every node;
-//! 2. [`reader`] — YAML items → typed infos (keys checked, positions kept);
-//!    [`collector`] — lists, macros, rules across files (redefinition,
+//! 2. `reader` — YAML items → typed infos (keys checked, positions kept);
+//!    `collector` — lists, macros, rules across files (redefinition,
 //!    `override`/`append`, visibility, file order);
 //! 3. [`parser`] — condition text → AST with byte spans (EBNF in its docs,
 //!    recursion capped);
-//! 4. [`compiler`] — list and macro expansion, exceptions, field binding and
-//!    type checks against [`crate::fields`], event-type derivation, active /
+//! 4. `compiler` — list and macro expansion, exceptions, field binding and
+//!    type checks against the field registry (`fields/`), event-type derivation, active /
 //!    inactive decision with reasons;
-//!    [`stateful`] — mamori's `threshold:` / `sequence:` extension, read,
+//!    `stateful` — mamori's `threshold:` / `sequence:` extension, read,
 //!    compiled and run as a bounded state machine per rule;
-//! 5. [`eval`] — the compiled tree, evaluated per event; [`Engine`] indexes
+//! 5. `eval` — the compiled tree, evaluated per event; [`Engine`] indexes
 //!    rules by event type, and within a type by the process names a rule
 //!    requires, so an event only meets rules that can match it.
 //!
@@ -47,12 +47,12 @@
 //! Load problems are data ([`Diagnostic`] with a code and `file:line:col`),
 //! never panics: a broken rule is reported and skipped, the rest still load.
 
-// The API: the event model, alerts, the field registry, the condition
-// parser (fuzzed on its own), time and duration formats, rule sources.
+// The API: the event model, alerts, the condition parser (fuzzed on its
+// own), time and duration formats, positioned YAML and rule sources; the
+// field registry's table is re-exported below.
 pub mod alert;
 pub mod duration;
 pub mod event;
-pub mod fields;
 pub mod parser;
 pub mod timefmt;
 pub mod yaml;
@@ -63,6 +63,7 @@ mod compiler;
 mod diag;
 mod engine;
 mod eval;
+mod fields;
 mod output;
 mod reader;
 mod stateful;
@@ -70,4 +71,5 @@ mod stateful;
 pub use compiler::{HostNames, RuleSummary, Status};
 pub use diag::{Code, Diagnostic, ItemRef, LoadReport, Severity};
 pub use engine::{Engine, LoadError, LoadOptions, RuleMatching};
+pub use fields::{ArgKind, FieldInfo, FieldType, FIELDS};
 pub use stateful::machine::StateStats;

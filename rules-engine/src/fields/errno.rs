@@ -140,7 +140,7 @@ const NAMES: &[&str] = &[
 ];
 
 /// Errno name for a positive errno (x86_64 numbering).
-pub fn errno_name(e: i64) -> Option<&'static str> {
+pub(crate) fn errno_name(e: i64) -> Option<&'static str> {
     usize::try_from(e)
         .ok()
         .and_then(|i| NAMES.get(i))

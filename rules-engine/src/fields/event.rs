@@ -7,7 +7,7 @@ use crate::event::{Event, EvtType, OpenArgs};
 
 /// Syscall argument names mamori can answer for `evt.arg.*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SysArg {
+pub(crate) enum SysArg {
     Fd,
     Dirfd,
     Name,
@@ -93,7 +93,7 @@ const OPEN_FLAGS: &[(u32, &str)] = &[
 ];
 
 /// Render open flags the way Falco prints `evt.arg.flags`: `O_RDONLY|O_CLOEXEC`.
-pub fn render_open_flags(flags: u32) -> String {
+pub(crate) fn render_open_flags(flags: u32) -> String {
     let mut out = String::from(match flags & 0o3 {
         0 => "O_RDONLY",
         1 => "O_WRONLY",

@@ -35,10 +35,9 @@ mod process;
 mod resolve;
 mod value;
 
-pub use errno::errno_name;
-pub use event::{render_open_flags, SysArg};
-pub use resolve::{resolve, FieldArg, ResolveError, FALCO_ONLY};
-pub use value::Value;
+pub(crate) use errno::errno_name;
+pub(crate) use resolve::{resolve, FieldArg, ResolveError};
+pub(crate) use value::Value;
 
 use process::{ancestor_value, cmdline, Anc};
 
@@ -353,7 +352,7 @@ pub static FIELDS: &[FieldInfo] = &[
 
 /// A field bound to its argument, ready to extract.
 #[derive(Debug, Clone, Copy)]
-pub struct Field {
+pub(crate) struct Field {
     pub info: &'static FieldInfo,
     pub arg: FieldArg,
 }
@@ -376,14 +375,14 @@ fn opt_str(v: Option<&str>) -> Value<'_> {
 }
 
 /// Fast accessor of a plain string field.
-pub type StrGetter = for<'c> fn(&'c EvalCtx<'_>) -> Option<&'c str>;
+pub(crate) type StrGetter = for<'c> fn(&'c EvalCtx<'_>) -> Option<&'c str>;
 /// Fast accessor of a plain integer field.
-pub type IntGetter = fn(&Event) -> Option<i64>;
+pub(crate) type IntGetter = fn(&Event) -> Option<i64>;
 
 /// Per-event memo of the composed string fields, so a rule set that reads
 /// `proc.args` twenty times (Falco's credential-search macros do) builds it
 /// once per event, and not at all for events no rule asks it of.
-pub struct EvalCtx<'e> {
+pub(crate) struct EvalCtx<'e> {
     pub ev: &'e Event,
     args: std::cell::OnceCell<String>,
     cmdline: std::cell::OnceCell<String>,
@@ -391,7 +390,7 @@ pub struct EvalCtx<'e> {
 }
 
 impl<'e> EvalCtx<'e> {
-    pub fn new(ev: &'e Event) -> Self {
+    pub(crate) fn new(ev: &'e Event) -> Self {
         EvalCtx {
             ev,
             args: std::cell::OnceCell::new(),
@@ -402,21 +401,17 @@ impl<'e> EvalCtx<'e> {
 }
 
 impl Field {
-    pub fn name(&self) -> &'static str {
-        self.info.name
-    }
-
-    pub fn ty(&self) -> FieldType {
+    pub(crate) fn ty(&self) -> FieldType {
         self.info.ty
     }
 
-    pub fn id(&self) -> FieldId {
+    pub(crate) fn id(&self) -> FieldId {
         self.info.id
     }
 
     /// A direct accessor for plain string fields (no transformer, no list):
     /// the evaluator's fast path, skipping [`Value`] construction.
-    pub fn str_getter(&self) -> Option<StrGetter> {
+    pub(crate) fn str_getter(&self) -> Option<StrGetter> {
         use FieldId as F;
         let g: StrGetter = match (self.info.id, self.arg) {
             (F::ProcName, _) => |cx| Some(&cx.ev.proc.name),
@@ -443,7 +438,7 @@ impl Field {
 
     /// For either-end fields (`fd.ip`, `fd.net`, `fd.port`): the client-side
     /// and server-side fields they combine.
-    pub fn either_ends(&self) -> Option<(Field, Field)> {
+    pub(crate) fn either_ends(&self) -> Option<(Field, Field)> {
         let (a, b) = match self.info.id {
             FieldId::FdIp => ("fd.cip", "fd.sip"),
             FieldId::FdNet => ("fd.cnet", "fd.snet"),
@@ -454,7 +449,7 @@ impl Field {
     }
 
     /// A direct accessor for plain integer fields (the fast path).
-    pub fn int_getter(&self) -> Option<IntGetter> {
+    pub(crate) fn int_getter(&self) -> Option<IntGetter> {
         use FieldId as F;
         let g: IntGetter = match self.info.id {
             F::ProcPid => |ev| Some(ev.proc.pid as i64),
@@ -473,7 +468,11 @@ impl Field {
     /// For "any ancestor" fields (`proc.aname` without index): call `f` on
     /// each ancestor's value, parent first, until it returns true. Returns
     /// `None` for other fields. Avoids building a list per check.
-    pub fn any_ancestor(&self, ev: &Event, mut f: impl FnMut(Value<'_>) -> bool) -> Option<bool> {
+    pub(crate) fn any_ancestor(
+        &self,
+        ev: &Event,
+        mut f: impl FnMut(Value<'_>) -> bool,
+    ) -> Option<bool> {
         if self.arg != FieldArg::AnyAncestor {
             return None;
         }
@@ -486,7 +485,7 @@ impl Field {
     }
 
     /// Read the field through a per-event memo (see [`EvalCtx`]).
-    pub fn extract_in<'c>(&self, cx: &'c EvalCtx<'_>) -> Value<'c> {
+    pub(crate) fn extract_in<'c>(&self, cx: &'c EvalCtx<'_>) -> Value<'c> {
         let p = &cx.ev.proc;
         match self.info.id {
             FieldId::ProcArgs => s(cx.args.get_or_init(|| p.args())),
@@ -500,7 +499,7 @@ impl Field {
         }
     }
 
-    pub fn extract<'a>(&self, ev: &'a Event) -> Value<'a> {
+    pub(crate) fn extract<'a>(&self, ev: &'a Event) -> Value<'a> {
         match self.info.id.class() {
             Class::Event => event::extract(self, ev),
             Class::Process => process::extract(self, ev),

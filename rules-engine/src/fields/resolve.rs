@@ -9,7 +9,7 @@ use super::{ArgKind, Field, FIELDS};
 /// Falco field names mamori does not provide. A rule using one loads as
 /// inactive with that reason (a name in neither table is a typo: an error).
 /// Entries ending in `.` or `_` are prefixes covering a family.
-pub static FALCO_ONLY: &[&str] = &[
+pub(crate) static FALCO_ONLY: &[&str] = &[
     "evt.time.s",
     "evt.datetime",
     "evt.datetime.s",
@@ -160,7 +160,7 @@ pub static FALCO_ONLY: &[&str] = &[
 
 /// A resolved field argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldArg {
+pub(crate) enum FieldArg {
     None,
     /// `proc.aname[n]`.
     Index(usize),
@@ -192,7 +192,7 @@ fn intern(key: &str) -> &'static str {
 
 /// Why a field name could not be bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     /// Not a field mamori or Falco knows (most likely a typo).
     Unknown,
     /// A Falco field mamori does not provide.
@@ -202,7 +202,7 @@ pub enum ResolveError {
 }
 
 /// Look a field up by name and optional `[arg]`.
-pub fn resolve(name: &str, arg: Option<&str>) -> Result<Field, ResolveError> {
+pub(crate) fn resolve(name: &str, arg: Option<&str>) -> Result<Field, ResolveError> {
     // `evt.arg.flags` / `evt.rawarg.flags` carry their argument in the name.
     for (prefix, base) in [
         ("evt.arg.", "evt.arg"),

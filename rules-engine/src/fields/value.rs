@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 /// An extracted value.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value<'a> {
+pub(crate) enum Value<'a> {
     /// The field has no value for this event (`<NA>`).
     Missing,
     Str(Cow<'a, str>),
@@ -20,7 +20,7 @@ pub enum Value<'a> {
 
 impl Value<'_> {
     /// Append the Falco text rendering (`<NA>` when missing).
-    pub fn render(&self, out: &mut String) {
+    pub(crate) fn render(&self, out: &mut String) {
         match self {
             Value::Missing => out.push_str("<NA>"),
             Value::Str(s) => out.push_str(s),
@@ -46,7 +46,7 @@ impl Value<'_> {
     }
 
     /// Detach from the event it was read from.
-    pub fn into_owned(self) -> Value<'static> {
+    pub(crate) fn into_owned(self) -> Value<'static> {
         match self {
             Value::Missing => Value::Missing,
             Value::Str(s) => Value::Str(Cow::Owned(s.into_owned())),
@@ -57,7 +57,7 @@ impl Value<'_> {
         }
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         match self {
             Value::Missing => serde_json::Value::Null,
             Value::Str(s) => serde_json::Value::String(s.to_string()),

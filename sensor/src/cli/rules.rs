@@ -16,8 +16,8 @@ use serde::Deserialize;
 use crate::detect::rule_files;
 use mamori_rules::alert::Alert;
 use mamori_rules::event::Event;
-use mamori_rules::fields::FIELDS;
 use mamori_rules::{yaml, Engine, LoadReport, RuleMatching, Status};
+use mamori_rules::{ArgKind, FIELDS};
 
 /// The shipped rules directory: `rules/` of the workspace when run from a
 /// checkout, else `./rules`.
@@ -121,10 +121,10 @@ pub fn fields(json: bool) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     for f in FIELDS {
         let name = match f.arg {
-            mamori_rules::fields::ArgKind::None => f.name.to_string(),
-            mamori_rules::fields::ArgKind::Ancestor => format!("{}[N]", f.name),
-            mamori_rules::fields::ArgKind::SyscallArg => format!("{}.NAME / {}[N]", f.name, f.name),
-            mamori_rules::fields::ArgKind::Key => format!("{}[KEY]", f.name),
+            ArgKind::None => f.name.to_string(),
+            ArgKind::Ancestor => format!("{}[N]", f.name),
+            ArgKind::SyscallArg => format!("{}.NAME / {}[N]", f.name, f.name),
+            ArgKind::Key => format!("{}[KEY]", f.name),
         };
         writeln!(out, "{name:<32} {:<8} {}", f.ty.as_str(), f.desc)?;
     }
