@@ -145,3 +145,67 @@ fn run_prints_alerts_for_live_events_and_not_for_benign_twins() {
     assert_eq!(in_file, alerts);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Path tricks (issue 13): `.`, `..` and repeated slashes in an absolute
+/// path do not hide a shadow-file read from the shipped rule; `fd.name` is
+/// the canonical path.
+#[test]
+fn shadow_read_through_dot_and_slash_tricks_is_caught() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mamori"));
+    cmd.args(["run", "--rules", shipped]);
+    let (child, _log, _stderr) = common::spawn_until_attached(cmd);
+    let tricks = [
+        "/etc/./shadow",
+        "//etc///shadow",
+        "/tmp/../etc/shadow",
+        "/etc/shadow/.",
+    ];
+    for t in tricks {
+        let st = Command::new("cat")
+            .arg(t)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        // `/etc/shadow/.` fails (ENOTDIR): not a read, it must not fire.
+        assert_eq!(st.success(), t != "/etc/shadow/.", "cat {t}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: sending SIGINT to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mamori run exited with {}",
+        out.status
+    );
+    let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let mut cmdlines: Vec<&str> = alerts
+        .iter()
+        .filter(|a| a["rule"] == "Shadow File Read by Untrusted Process")
+        .inspect(|a| assert_eq!(a["output_fields"]["fd.name"], "/etc/shadow", "{a}"))
+        .filter_map(|a| {
+            a["output"]
+                .as_str()?
+                .split(" cmd=")
+                .nth(1)?
+                .split(" exe=")
+                .next()
+        })
+        .filter(|c| c.starts_with("cat "))
+        .collect();
+    cmdlines.sort();
+    assert_eq!(
+        cmdlines,
+        [
+            "cat //etc///shadow",
+            "cat /etc/./shadow",
+            "cat /tmp/../etc/shadow"
+        ],
+        "one alert per successful trick: {alerts:#?}"
+    );
+}

@@ -179,8 +179,13 @@ impl ProcTable {
     /// Make an open's path absolute the way Falco shows `fd.name`: relative to
     /// the cwd (AT_FDCWD) or to the directory fd, read from /proc at the time.
     fn resolve_path(&mut self, pid: u32, dirfd: i32, path: &str) -> String {
-        if path.starts_with('/') || path.is_empty() {
-            return path.to_string();
+        if path.is_empty() {
+            return String::new();
+        }
+        if path.starts_with('/') {
+            // `/etc/./shadow`, `//etc///shadow` and `/tmp/../etc/shadow` are
+            // `/etc/shadow` to a rule (`fd.nameraw` keeps the text).
+            return normalize(path);
         }
         let live = |rel: String| {
             self.proc_root
@@ -450,6 +455,7 @@ mod tests {
         assert_eq!(ev.ts, 1_010);
         let fd = ev.fd.unwrap();
         assert_eq!((fd.fd_type, fd.num), (FdType::File, 3));
+        assert_eq!(fd.name, "/etc/shadow", "an absolute path is normalised too");
         assert_eq!(ev.open.unwrap().path, "/etc/../etc/shadow");
         let ev = t.apply(&RawEvent::Connect {
             hdr: hdr(EventKind::Connect, 5, "cat"),
@@ -520,6 +526,9 @@ mod tests {
     fn normalize_paths() {
         assert_eq!(normalize("/a/./b/../c//d"), "/a/c/d");
         assert_eq!(normalize("/../x"), "/x");
+        assert_eq!(normalize("//etc///shadow"), "/etc/shadow");
+        assert_eq!(normalize("/etc/shadow/"), "/etc/shadow");
+        assert_eq!(normalize("/"), "/");
         assert_eq!(split_args(b"a\0b c\0\0"), ["a", "b c", ""]);
         assert!(split_args(b"").is_empty());
     }
