@@ -1,8 +1,10 @@
 //! End-to-end: `mamori run` under an open flood (root only). Two threads
 //! loop `openat`+`close` as fast as they can for a bounded time while the
-//! shipped rules and a test rule are loaded; meanwhile `/healthz` must answer
-//! `200` every time it is asked, SIGTERM must end the process within the
-//! grace period, and any kernel loss must have raised the drop alert.
+//! shipped rules and test rules are loaded, and an exec, a connect and a
+//! fork storm are planted. No exec, fork, exit or connect event may be lost
+//! (the kernel sheds opens first), the planted exec and connect must alert,
+//! `/healthz` must answer `200` every time it is asked, SIGTERM must end the
+//! process within the grace period, and any loss must raise the drop alert.
 //!
 //! Run: `cargo test -p sensor --features e2e --test flood -- --test-threads=1`
 
@@ -20,13 +22,29 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The test rules; `PORT` is the planted connect's port.
 const RULES: &str = r#"
 - rule: E2E flood secret read
   desc: a process read the test's secret file
   condition: evt.type in (open, openat, openat2) and fd.name endswith "mamori-flood-secret.txt" and proc.name=cat
   output: secret read (file=%fd.name proc=%proc.name)
   priority: WARNING
+
+- rule: E2E flood tool exec
+  desc: the planted tool ran
+  condition: evt.type = execve and proc.args contains "mamori-flood-marker"
+  output: tool ran (cmd=%proc.cmdline)
+  priority: WARNING
+
+- rule: E2E flood connect
+  desc: the planted connect
+  condition: evt.type = connect and fd.rip = 127.0.0.1 and fd.rport = PORT
+  output: connect (%fd.name)
+  priority: WARNING
 "#;
+
+/// Forks (each `true`: fork, exec, exit) planted during the flood.
+const FORK_STORM: usize = 200;
 
 /// How long the flood lasts.
 const FLOOD_FOR: Duration = Duration::from_secs(12);
@@ -78,12 +96,32 @@ fn flood(
         .collect()
 }
 
+/// The planted behaviour: a sensitive read, a tool exec, a connect and a
+/// fork storm, all during the flood.
+fn plant(secret: &std::path::Path, tool: &std::path::Path, port: u16) {
+    let st = Command::new("cat").arg(secret).output().unwrap();
+    assert!(st.status.success());
+    let st = Command::new(tool)
+        .arg("mamori-flood-marker")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    for _ in 0..FORK_STORM {
+        assert!(Command::new("/bin/true").status().unwrap().success());
+    }
+}
+
 #[test]
 fn health_answers_and_sigterm_is_honoured_during_an_open_flood() {
     let dir = std::env::temp_dir().join(format!("mamori-flood-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
     let rules = dir.join("rules.yaml");
-    std::fs::write(&rules, RULES).unwrap();
+    std::fs::write(&rules, RULES.replace("PORT", &port.to_string())).unwrap();
+    let tool = dir.join("mamori-flood-tool");
+    std::fs::copy("/bin/true", &tool).unwrap();
     let secret = dir.join("mamori-flood-secret.txt");
     std::fs::write(&secret, "s3cret").unwrap();
     let alert_file = dir.join("alerts.jsonl");
@@ -117,8 +155,7 @@ fn health_answers_and_sigterm_is_honoured_during_an_open_flood() {
         let asked = Instant::now();
         answers.push((start.elapsed(), health(&addr), asked.elapsed()));
         if !planted && start.elapsed() > Duration::from_secs(3) {
-            let st = Command::new("cat").arg(&secret).output().unwrap();
-            assert!(st.status.success());
+            plant(&secret, &tool, port);
             planted = true;
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -179,10 +216,39 @@ fn health_answers_and_sigterm_is_honoured_during_an_open_flood() {
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("cannot read the loss count: {summary}"));
-    let drop_alerts = alerts
+    let drops: Vec<&serde_json::Value> = alerts
         .iter()
         .filter(|a| a["rule"] == "mamori internal: kernel event drop")
-        .count();
+        .collect();
+    let drop_alerts = drops.len();
+    for kind in ["exec", "fork", "exit", "connect"] {
+        let lost: u64 = drops
+            .iter()
+            .map(|a| {
+                a["output_fields"][format!("n_drops_{kind}")]
+                    .as_u64()
+                    .unwrap_or(0)
+            })
+            .sum();
+        assert_eq!(
+            lost, 0,
+            "{kind} events lost during an open flood: {summary}"
+        );
+    }
+    let shed: u64 = drops
+        .iter()
+        .map(|a| {
+            a["output_fields"]["n_drops_open_shed"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    for rule in ["E2E flood tool exec", "E2E flood connect"] {
+        assert!(
+            alerts.iter().any(|a| a["rule"] == rule),
+            "the planted {rule:?} did not alert; {summary}"
+        );
+    }
     if lost > 0 {
         assert!(drop_alerts > 0, "{lost} lost but no drop alert: {summary}");
     } else {
@@ -193,6 +259,6 @@ fn health_answers_and_sigterm_is_honoured_during_an_open_flood() {
             "no loss, yet the planted read did not alert: {alerts:?}"
         );
     }
-    eprintln!("flood: {summary}; {drop_alerts} drop alerts");
+    eprintln!("flood: {summary}; {drop_alerts} drop alerts, {shed} opens shed");
     std::fs::remove_dir_all(&dir).ok();
 }

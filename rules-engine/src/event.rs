@@ -462,6 +462,15 @@ pub struct Drops {
     /// Records the decoder rejected (truncated or malformed).
     #[serde(default)]
     pub invalid: u64,
+    /// Of the lost opens (`open`), how many the kernel shed on purpose: the
+    /// ring was filling, and its rest is kept for exec, fork, exit and
+    /// connect events. Not added again in [`Drops::total`].
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub shed: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Drops {
@@ -489,6 +498,7 @@ impl Drops {
         self.open += other.open;
         self.connect += other.connect;
         self.invalid += other.invalid;
+        self.shed += other.shed;
     }
 }
 
@@ -500,7 +510,15 @@ impl std::fmt::Display for Drops {
             let sep = if i == 0 { "" } else { " " };
             write!(f, "{sep}{k}={n}")?;
         }
-        f.write_str(")")
+        f.write_str(")")?;
+        if self.shed > 0 {
+            write!(
+                f,
+                "; {} of the opens shed to keep room for exec, fork, exit and connect events",
+                self.shed
+            )?;
+        }
+        Ok(())
     }
 }
 

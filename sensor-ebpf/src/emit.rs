@@ -3,14 +3,19 @@
 
 use crate::current::Current;
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_ktime_get_boot_ns, generated as gen},
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
 use mamori_common::{
     config_flags, EventKind, Header, KernelOffsets, SensorConfig, KIND_SLOTS, SCRATCH_SIZE,
+    SHED_SLOT,
 };
+
+/// Open-event bytes a CPU submits between two looks at the ring's fill (it
+/// also looks once per scheduler tick, so shedding stops when a flood does).
+const SHED_CHECK_BYTES: u64 = 16 * 1024;
 
 /// Runtime knobs, set by the loader (`EbpfLoader::set_global`).
 #[unsafe(no_mangle)]
@@ -37,6 +42,12 @@ pub struct Scratch {
     pub clock_ns: u64,
     /// Bytes submitted on this CPU since it last woke the reader.
     pub unwoken_bytes: u64,
+    /// Open-event bytes since this CPU last looked at the ring's fill.
+    pub shed_bytes: u64,
+    /// `jiffies` of that look.
+    pub shed_jiffies: u64,
+    /// Non-zero: the ring was over `shed_above` at that look.
+    pub shedding: u64,
 }
 
 /// One buffer per CPU to assemble an event in (the BPF stack is 512 bytes).
@@ -171,6 +182,10 @@ pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
     unsafe { (*h).size = len as u32 };
     let mut flags = BPF_RB_NO_WAKEUP;
     if let Some(s) = SCRATCH.get_ptr_mut(0) {
+        if matches!(kind, EventKind::Open) && shedding(s, len as u64) {
+            count(SHED_SLOT);
+            return;
+        }
         // SAFETY: this CPU's scratch slot; nothing else runs on this CPU.
         unsafe {
             let n = (*s).unwoken_bytes + len as u64;
@@ -185,14 +200,42 @@ pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
     // SAFETY: `buf` holds at least `len` initialised bytes of this event.
     let data = unsafe { core::slice::from_raw_parts(buf as *const u8, len) };
     if EVENTS.output::<[u8]>(data, flags as u64).is_err() {
-        count_drop(kind);
+        count(kind.index());
     }
 }
 
+/// Whether this CPU sheds open events now: the ring held more than
+/// `shed_above` bytes when it last looked, at most [`SHED_CHECK_BYTES`] of
+/// opens or one scheduler tick ago. A look is a helper call, so it is not
+/// made per event.
 #[inline(always)]
-fn count_drop(kind: EventKind) {
-    if let Some(slot) = DROPS.get_ptr_mut(kind.index()) {
+fn shedding(s: *mut Scratch, len: u64) -> bool {
+    let above = config().shed_above;
+    if above == 0 {
+        return false;
+    }
+    // SAFETY: `s` is this CPU's scratch slot; nothing else runs on this CPU.
+    // `bpf_jiffies64` has no preconditions.
+    unsafe {
+        let j = gen::bpf_jiffies64();
+        let n = (*s).shed_bytes + len;
+        if n >= SHED_CHECK_BYTES || (*s).shed_jiffies != j {
+            (*s).shed_bytes = 0;
+            (*s).shed_jiffies = j;
+            (*s).shedding = (EVENTS.query(BPF_RB_AVAIL_DATA as u64) > above) as u64;
+        } else {
+            (*s).shed_bytes = n;
+        }
+        (*s).shedding != 0
+    }
+}
+
+/// Count a lost event in drop slot `slot` ([`EventKind::index`] or
+/// [`SHED_SLOT`]).
+#[inline(always)]
+fn count(slot: u32) {
+    if let Some(p) = DROPS.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *slot += 1 };
+        unsafe { *p += 1 };
     }
 }

@@ -86,6 +86,11 @@ impl EventKind {
 /// Number of per-kind counter slots in the `DROPS` map.
 pub const KIND_SLOTS: u32 = 8;
 
+/// The slot of the drop counters that counts open events *shed* under load:
+/// not submitted because the ring held more than
+/// [`SensorConfig::shed_above`] bytes (see `sensor-ebpf/src/emit.rs`).
+pub const SHED_SLOT: u32 = KIND_SLOTS - 1;
+
 /// The syscall an event came from (mamori's own numbering, arch-independent).
 pub mod syscall {
     pub const UNKNOWN: u16 = 0;
@@ -329,6 +334,11 @@ pub struct SensorConfig {
     /// [`config_flags`] bits.
     pub flags: u32,
     pub _pad0: u32,
+    /// Open events (the high-volume kind) are shed, not submitted, while
+    /// the ring holds more than this many unread bytes, so the rest of the
+    /// ring stays free for exec, fork, exit and connect events: a flood of
+    /// opens cannot blind the sensor to them. 0 = never shed.
+    pub shed_above: u64,
 }
 
 /// Bits of [`SensorConfig::flags`].
@@ -346,6 +356,7 @@ impl SensorConfig {
         wakeup_bytes: 64 * 1024,
         flags: 0,
         _pad0: 0,
+        shed_above: 0,
     };
 }
 
@@ -378,7 +389,7 @@ const _: () = {
     assert!(core::mem::size_of::<ForkBody>() == 24);
     assert!(core::mem::size_of::<ExitBody>() == 16);
     assert!(core::mem::size_of::<KernelOffsets>() == 144);
-    assert!(core::mem::size_of::<SensorConfig>() == 24);
+    assert!(core::mem::size_of::<SensorConfig>() == 32);
     // The exec path masks lengths with 2 * ARGS_MAX - 1 for the verifier.
     assert!(128 + PATH_MAX + 2 * ARGS_MAX <= SCRATCH_SIZE);
 };

@@ -57,6 +57,7 @@ pub fn drop_alert(ev: &Event, hostname: &str) -> Option<Alert> {
     for (k, n) in d.by_kind() {
         fields.insert(format!("n_drops_{k}"), n.into());
     }
+    fields.insert("n_drops_open_shed".into(), d.shed.into());
     Some(Alert::internal(
         ev.ts,
         "mamori internal: kernel event drop",
@@ -173,6 +174,7 @@ mod tests {
         let ev = drop_event(Drops {
             open: 7,
             connect: 2,
+            shed: 5,
             ..Default::default()
         });
         let a = drop_alert(&ev, "node-1").expect("a drop event makes an alert");
@@ -180,8 +182,9 @@ mod tests {
         assert_eq!(a.priority, Priority::Critical);
         assert_eq!(a.output_fields["n_drops"], 9);
         assert_eq!(a.output_fields["n_drops_open"], 7);
+        assert_eq!(a.output_fields["n_drops_open_shed"], 5);
         assert!(a.output.contains(
-            "Critical mamori internal: kernel event drop. 9 events lost (exec=0 fork=0 exit=0 open=7 connect=2 undecodable=0)"
+            "Critical mamori internal: kernel event drop. 9 events lost (exec=0 fork=0 exit=0 open=7 connect=2 undecodable=0); 5 of the opens shed to keep room for exec, fork, exit and connect events"
         ), "{}", a.output);
         assert_eq!(a.hostname, "node-1");
         let mut quiet = ev.clone();

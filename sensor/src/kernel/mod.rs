@@ -16,7 +16,7 @@ use aya::{
     programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
-use mamori_common::{config_flags, EventKind, KernelOffsets, SensorConfig, NO_OFFSET};
+use mamori_common::{config_flags, EventKind, KernelOffsets, SensorConfig, NO_OFFSET, SHED_SLOT};
 
 use crate::kernel::btf::Btf;
 use mamori_rules::event::Drops;
@@ -122,6 +122,11 @@ pub enum AttachError {
     Ring(#[from] crate::kernel::ring::RingError),
 }
 
+/// By default opens are shed once the ring is three quarters full: the last
+/// quarter (4 MiB of the default 16) holds thousands of exec, fork, exit and
+/// connect events while userspace catches up.
+pub const DEFAULT_SHED_ABOVE: f64 = 0.75;
+
 /// Load-time settings.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -134,6 +139,10 @@ pub struct Options {
     /// Read the clock for every open/connect event instead of once per CPU
     /// per scheduler tick (see `mamori_common::config_flags::PRECISE_TIME`).
     pub precise_time: bool,
+    /// Shed open events while the ring is more than this fraction full, so
+    /// the rest stays free for exec, fork, exit and connect events
+    /// (`SensorConfig::shed_above`); `None`: never shed.
+    pub shed_opens_above: Option<f64>,
 }
 
 impl Default for Options {
@@ -143,6 +152,7 @@ impl Default for Options {
             kinds: EventKind::ALL.to_vec(),
             self_tgid: std::process::id(),
             precise_time: false,
+            shed_opens_above: Some(DEFAULT_SHED_ABOVE),
         }
     }
 }
@@ -154,6 +164,7 @@ pub struct Sensor {
     ring: Option<crate::kernel::ring::BatchRing>,
     drops: PerCpuArray<MapData, u64>,
     last_drops: [u64; EventKind::ALL.len()],
+    last_shed: u64,
     /// Programs attached (name, where).
     pub attached: Vec<&'static str>,
     /// Optional probes that could not attach, with the reason.
@@ -224,6 +235,7 @@ impl Sensor {
                 0
             },
             _pad0: 0,
+            shed_above: shed_above(opts.ring_bytes, opts.shed_opens_above),
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("MAMORI_CONFIG", &config, true)
@@ -267,6 +279,7 @@ impl Sensor {
             ring: Some(ring),
             drops,
             last_drops: [0; EventKind::ALL.len()],
+            last_shed: 0,
             attached,
             skipped,
         })
@@ -279,15 +292,14 @@ impl Sensor {
 
     /// Total kernel-side drops per kind since load.
     pub fn drops_total(&self) -> Drops {
+        let slot = |i: u32| -> u64 { self.drops.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
         let mut d = Drops::default();
         for kind in EventKind::ALL {
-            let n: u64 = self
-                .drops
-                .get(&kind.index(), 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0);
-            set_kind(&mut d, kind, n);
+            set_kind(&mut d, kind, slot(kind.index()));
         }
+        // Shed opens are lost opens too; `shed` says how many were shed.
+        d.shed = slot(SHED_SLOT);
+        d.open += d.shed;
         d
     }
 
@@ -301,7 +313,17 @@ impl Sensor {
             set_kind(&mut delta, kind, now.saturating_sub(self.last_drops[i]));
             self.last_drops[i] = now;
         }
+        delta.shed = total.shed.saturating_sub(self.last_shed);
+        self.last_shed = total.shed;
         delta
+    }
+}
+
+/// The ring fill (bytes) above which opens are shed; 0 = never.
+fn shed_above(ring_bytes: u32, fraction: Option<f64>) -> u64 {
+    match fraction {
+        Some(f) if f > 0.0 && f < 1.0 => (ring_bytes as f64 * f) as u64,
+        _ => 0,
     }
 }
 
@@ -431,6 +453,14 @@ mod tests {
 
     #[test]
     fn wakeups_split_an_eighth_of_the_ring_across_cpus() {
+        assert_eq!(shed_above(16 << 20, Some(DEFAULT_SHED_ABOVE)), 12 << 20);
+        assert_eq!(shed_above(4096, Some(0.75)), 3072);
+        assert_eq!(shed_above(4096, None), 0, "never shed");
+        assert_eq!(
+            shed_above(4096, Some(1.5)),
+            0,
+            "a fraction past 1 never sheds"
+        );
         assert_eq!(wakeup_bytes_per_cpu(16 << 20, 2), 1 << 20);
         assert_eq!(wakeup_bytes_per_cpu(16 << 20, 1), 2 << 20);
         assert_eq!(wakeup_bytes_per_cpu(16 << 20, 0), 2 << 20);
