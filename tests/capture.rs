@@ -182,17 +182,18 @@ fn exec_open_connect_arrive_with_results() {
 /// the fork that made it), and its final execve of `/bin/true --flag`.
 fn assert_execs(events: &[Event], pid: u32) {
     let me = std::process::id();
+    // `proc.exepath` is the file the kernel loaded: `/bin/true` through any
+    // symlink on the way (`/bin` is one on merged-/usr systems).
+    let real = std::fs::canonicalize("/bin/true").unwrap();
+    let real = real.to_str().unwrap();
     // The final exec: same pid, parent is this test, new image.
     // (The child's first exec is this test binary itself; the last is /bin/true.)
     let exec = find(events, "execve /bin/true --flag", |e| {
-        e.evt_type == EvtType::Execve
-            && e.proc.pid == pid
-            && e.res == 0
-            && e.proc.exepath == "/bin/true"
+        e.evt_type == EvtType::Execve && e.proc.pid == pid && e.res == 0 && e.proc.exepath == real
     });
     assert_eq!(exec.proc.ppid, me);
     assert_eq!(exec.proc.name, "true");
-    assert_eq!(exec.proc.exepath, "/bin/true");
+    assert_eq!(exec.proc.exepath, real);
     assert_eq!(exec.proc.argv, ["/bin/true", "--flag"]);
     assert_eq!(exec.exec.as_ref().unwrap().filename, "/bin/true");
     assert_eq!(exec.proc.ancestors.first().map(|a| a.pid), Some(me));

@@ -146,31 +146,44 @@ fn run_prints_alerts_for_live_events_and_not_for_benign_twins() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Path tricks (issue 13): `.`, `..` and repeated slashes in an absolute
-/// path do not hide a shadow-file read from the shipped rule; `fd.name` is
-/// the canonical path.
+/// Path tricks (issue 13): `.`, `..` and repeated slashes, a relative path
+/// after `cd`, a relative path from a deep cwd, and an `openat` whose dirfd
+/// is closed at once by a process that exits at once — none hides a
+/// shadow-file read from the shipped rule; `fd.name` is the canonical path.
 #[test]
-fn shadow_read_through_dot_and_slash_tricks_is_caught() {
+fn shadow_read_through_path_tricks_is_caught() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+    let deep = std::env::temp_dir().join(format!("mamori-deep-{}/a/b/c", std::process::id()));
+    std::fs::create_dir_all(&deep).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mamori"));
     cmd.args(["run", "--rules", shipped]);
     let (child, _log, _stderr) = common::spawn_until_attached(cmd);
+    let ups = "../".repeat(deep.components().count() + 2);
     let tricks = [
-        "/etc/./shadow",
-        "//etc///shadow",
-        "/tmp/../etc/shadow",
-        "/etc/shadow/.",
+        "cat /etc/./shadow".to_string(),
+        "cat //etc///shadow".into(),
+        "cat /tmp/../etc/shadow".into(),
+        "cd /etc && cat shadow".into(),
+        format!("cd {} && cat ./{ups}etc/shadow", deep.display()),
+        "python3 -c 'import os; d = os.open(\"/etc\", os.O_RDONLY | os.O_DIRECTORY); \
+         f = os.open(\"shadow\", os.O_RDONLY, dir_fd=d); os.close(d); os.read(f, 1)'"
+            .into(),
     ];
-    for t in tricks {
-        let st = Command::new("cat")
-            .arg(t)
+    for t in &tricks {
+        let st = Command::new("sh")
+            .args(["-c", t])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .status()
             .unwrap();
-        // `/etc/shadow/.` fails (ENOTDIR): not a read, it must not fire.
-        assert_eq!(st.success(), t != "/etc/shadow/.", "cat {t}");
+        assert!(st.success(), "{t}");
     }
+    // `/etc/shadow/.` fails (ENOTDIR): not a read, it must not fire.
+    let st = Command::new("cat")
+        .arg("/etc/shadow/.")
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!st.success());
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: sending SIGINT to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -184,28 +197,104 @@ fn shadow_read_through_dot_and_slash_tricks_is_caught() {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    let mut cmdlines: Vec<&str> = alerts
+    let shadow: Vec<&serde_json::Value> = alerts
         .iter()
         .filter(|a| a["rule"] == "Shadow File Read by Untrusted Process")
-        .inspect(|a| assert_eq!(a["output_fields"]["fd.name"], "/etc/shadow", "{a}"))
-        .filter_map(|a| {
-            a["output"]
-                .as_str()?
-                .split(" cmd=")
-                .nth(1)?
-                .split(" exe=")
-                .next()
-        })
-        .filter(|c| c.starts_with("cat "))
         .collect();
-    cmdlines.sort();
-    assert_eq!(
-        cmdlines,
-        [
-            "cat //etc///shadow",
-            "cat /etc/./shadow",
-            "cat /tmp/../etc/shadow"
-        ],
-        "one alert per successful trick: {alerts:#?}"
+    for a in &shadow {
+        assert_eq!(a["output_fields"]["fd.name"], "/etc/shadow", "{a}");
+    }
+    let cmdline = |a: &&serde_json::Value| -> String {
+        let o = a["output"].as_str().unwrap_or_default();
+        let c = o.split(" cmd=").nth(1).unwrap_or_default();
+        c.split(" exe=").next().unwrap_or_default().to_string()
+    };
+    let fired: Vec<String> = shadow.iter().map(cmdline).collect();
+    let expect = [
+        "cat /etc/./shadow".to_string(),
+        "cat //etc///shadow".into(),
+        "cat /tmp/../etc/shadow".into(),
+        "cat shadow".into(),
+        format!("cat ./{ups}etc/shadow"),
+    ];
+    for e in &expect {
+        assert!(fired.contains(e), "no alert for `{e}`; fired: {fired:?}");
+    }
+    assert!(
+        fired.iter().any(|c| c.starts_with("python3")),
+        "no alert for the openat with a closed dirfd; fired: {fired:?}"
     );
+    assert_eq!(
+        fired.len(),
+        expect.len() + 1,
+        "one alert per trick: {fired:?}"
+    );
+    std::fs::remove_dir_all(deep.ancestors().nth(3).unwrap()).ok();
+}
+
+/// Exec tricks (issue 13): a tool run through a symlink with an innocent
+/// name (and an argv longer than the capture limit), and a binary run from a
+/// memfd, are caught by the shipped rules from the file the kernel loaded
+/// (`proc.exepath`), not from the name; the argv's tail is kept.
+#[test]
+fn renamed_and_fileless_execs_are_caught() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+    let dir = std::env::temp_dir().join(format!("mamori-exec-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tool = dir.join("nmap");
+    std::fs::copy("/bin/true", &tool).unwrap();
+    std::os::unix::fs::symlink("nmap", dir.join("update-check")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mamori"));
+    cmd.args(["run", "--rules", shipped]);
+    let (child, _log, _stderr) = common::spawn_until_attached(cmd);
+    // An argv longer than the capture limit: its tail still arrives.
+    let st = Command::new("./update-check")
+        .args(["-sS", &"A".repeat(6000), "--mamori-tail"])
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let fileless = "import os\n\
+        f = os.memfd_create('payload', 0)\n\
+        os.write(f, open('/bin/true', 'rb').read())\n\
+        os.execv('/proc/self/fd/%d' % f, ['payload', 'mamori-e2e'])\n";
+    let st = Command::new("python3")
+        .args(["-c", fileless])
+        .status()
+        .unwrap();
+    assert!(st.success(), "the memfd exec ran /bin/true");
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: sending SIGINT to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mamori run exited with {}",
+        out.status
+    );
+    let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let named = |rule: &str| -> Vec<&serde_json::Value> {
+        alerts.iter().filter(|a| a["rule"] == rule).collect()
+    };
+    let renamed = named("Known Attack Tool Run Under Another Name");
+    assert_eq!(renamed.len(), 1, "{alerts:#?}");
+    let f = &renamed[0]["output_fields"];
+    assert_eq!(f["proc.name"], "update-check");
+    assert_eq!(f["proc.exepath"], tool.to_str().unwrap());
+    let cmdline = renamed[0]["output"].as_str().unwrap();
+    assert!(
+        cmdline.contains(" --mamori-tail"),
+        "the argv tail is kept: {cmdline}"
+    );
+    let memfd = named("Fileless Execution from Memory");
+    assert_eq!(memfd.len(), 1, "{alerts:#?}");
+    let f = &memfd[0]["output_fields"];
+    assert_eq!(f["proc.exepath"], "memfd:payload");
+    // proc.name is the comm the kernel derives from `/proc/self/fd/N`.
+    let cmdline = f["proc.cmdline"].as_str().unwrap();
+    assert!(cmdline.ends_with(" mamori-e2e"), "{cmdline}");
+    std::fs::remove_dir_all(&dir).ok();
 }

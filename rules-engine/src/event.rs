@@ -136,7 +136,12 @@ pub struct Process {
     /// `proc.name`: the task's comm (at most 15 bytes).
     #[serde(default)]
     pub name: String,
-    /// `proc.exepath`: path of the executable as exec'd.
+    /// `proc.is_exe_from_memfd`: the image was loaded from a memfd.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exe_from_memfd: bool,
+    /// `proc.exepath`: path of the file the image was loaded from (the real
+    /// binary, as the kernel names it at exec; `memfd:NAME` for a memfd),
+    /// else the filename as exec'd, made absolute.
     #[serde(default)]
     pub exepath: String,
     /// Full argv including `argv[0]` (`proc.exe` is `argv[0]`, `proc.args` the rest).

@@ -20,14 +20,14 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use mamori_common::{
-    flags, syscall, EventKind, ExecBody, Header, ARGS_MAX, ARGV_MAX_ENTRIES, PATH_MAX,
+    flags, syscall, EventKind, ExecBody, Header, ARGS_HEAD, ARGS_MAX, ARGV_MAX_ENTRIES, PATH_MAX,
 };
 
 use aya_ebpf::EbpfContext;
 
 use crate::{
     current::{Current, Helpers},
-    emit,
+    dpath, emit,
     syscalls::Regs,
     task,
 };
@@ -97,23 +97,24 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let mut args_len = 0usize;
     match task::arg_area(t) {
         Some((start, end)) if end > start => {
-            let mut n = (end - start) as usize;
-            if n > ARGS_MAX {
-                n = ARGS_MAX;
-                emit::set_flag(buf, flags::ARGS_TRUNCATED);
-            }
-            let n = n & (2 * ARGS_MAX - 1);
             // SAFETY: STR_AT + PATH_MAX + 2 * ARGS_MAX fits in the scratch buffer.
-            let r = unsafe {
-                probe_read_user_raw(
-                    buf.add(STR_AT + name_len).cast(),
-                    n as u32,
-                    start as *const _,
-                )
-            };
-            if r == 0 {
-                args_len = n;
+            let at = unsafe { buf.add(STR_AT + name_len) };
+            let n = (end - start) as usize;
+            let r = if n <= ARGS_MAX {
+                args_len = n & (2 * ARGS_MAX - 1);
+                read_args(at, start, args_len)
             } else {
+                // Too long: the head and the tail (where a command line's
+                // telling flags often are), not the head alone.
+                emit::set_flag(buf, flags::ARGS_TRUNCATED | flags::ARGS_TAIL);
+                args_len = 2 * ARGS_HEAD + 1;
+                // SAFETY: ARGS_HEAD + ARGS_HEAD + 1 <= 2 * ARGS_MAX after `at`.
+                let tail_at = unsafe { at.add(ARGS_HEAD) };
+                read_args(at, start, ARGS_HEAD)
+                    | read_args(tail_at, end - ARGS_HEAD as u64 - 1, ARGS_HEAD + 1)
+            };
+            if r != 0 {
+                args_len = 0;
                 emit::set_flag(buf, flags::ARGS_FAULT);
             }
         }
@@ -134,9 +135,32 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<(), i64> {
             at_flags: 0,
         },
     };
-    emit::write_body(buf, exec_body(t, call, name_len, args_len));
-    emit::submit(buf, STR_AT + name_len + args_len, EventKind::Exec);
+    // The file the image came from, whatever name it was run by (a
+    // symlink, a renamed copy, a memfd).
+    // SAFETY: name_len < PATH_MAX and args_len < 2 * ARGS_MAX; the scratch
+    // buffer has room for the exe path after both (checked in common).
+    let exe_at = unsafe { buf.add(STR_AT + name_len + args_len) };
+    let exe_len = match dpath::exe_path(t, exe_at) {
+        Some(n) => {
+            emit::set_flag(buf, flags::EXE_RESOLVED);
+            n
+        }
+        None => 0,
+    };
+    let mut body = exec_body(t, call, name_len, args_len);
+    body.exe_len = exe_len as u16;
+    emit::write_body(buf, body);
+    emit::submit(buf, STR_AT + name_len + args_len + exe_len, EventKind::Exec);
     Ok(())
+}
+
+/// Copy `len` bytes of the new image's argument area at `src` to `dst`; 0 or
+/// the helper's error.
+#[inline(always)]
+fn read_args(dst: *mut u8, src: u64, len: usize) -> i64 {
+    // SAFETY: callers keep `dst + len` inside the scratch buffer; the helper
+    // checks the user address.
+    unsafe { probe_read_user_raw(dst.cast(), len as u32, src as *const _) }
 }
 
 /// A failed execve/execveat, seen at syscall exit in the caller's image.
@@ -235,7 +259,7 @@ fn exec_body(t: u64, call: Call, name_len: usize, args_len: usize) -> ExecBody {
         syscall: call.sys,
         filename_len: name_len as u16,
         args_len: args_len as u16,
-        _pad0: 0,
+        exe_len: 0,
         dirfd: call.dirfd,
         at_flags: call.at_flags,
         tty: task::tty_nr(t),

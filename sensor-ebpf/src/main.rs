@@ -4,7 +4,8 @@
 //! - [`syscalls`]: one raw tracepoint on `sys_exit` that reads the syscall's
 //!   arguments from the saved user registers *at exit*, so every event carries
 //!   its result and user memory (paths) is read after the kernel has faulted it
-//!   in. It dispatches to [`open`], [`connect`] and (failed) [`exec`].
+//!   in. It dispatches to [`open`], [`connect`] and (failed) [`exec`];
+//!   relative opens get their base directory from [`dpath`].
 //! - [`exec`]: successful execs from `sched_process_exec` (filename from the
 //!   kernel's copy, argv from the new mm's argument area).
 //! - [`process`]: fork and exit from the scheduler's raw tracepoints.
@@ -19,6 +20,7 @@
 
 mod connect;
 mod current;
+mod dpath;
 mod emit;
 mod exec;
 mod open;

@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::{bpf_probe_read_user, generated::bpf_probe_read_user_str};
 use mamori_common::{flags, syscall, EventKind, Header, OpenBody, PATH_MAX};
 
-use crate::{current::Current, emit, syscalls::Regs};
+use crate::{current::Current, dpath, emit, syscalls::Regs, task};
 
 const AT_FDCWD: i32 = -100;
 const O_WRONLY: u32 = 0o1;
@@ -63,6 +63,21 @@ pub fn on_exit(r: &Regs, ret: i64, sys: u16, cur: &impl Current) -> Result<(), i
         emit::set_flag(buf, flags::PATH_FAULT);
         0
     };
+    // A relative path: its base directory, read now (userspace could only
+    // look later, after a chdir, a close of the dirfd or the exit).
+    // SAFETY: PATH_AT < SCRATCH_SIZE; the byte was written by the path read
+    // when path_len > 0.
+    let relative = path_len > 0 && unsafe { *buf.add(PATH_AT) } != b'/';
+    let mut dir_len = 0;
+    if relative {
+        // SAFETY: path_len < PATH_MAX, and the scratch buffer has room for
+        // PATH_AT + PATH_MAX + 2 * DIR_MAX + NAME_MAX bytes (checked in common).
+        let out = unsafe { buf.add(PATH_AT + path_len) };
+        if let Some(n) = dpath::resolve_dir(task::current(), dirfd, out) {
+            emit::set_flag(buf, flags::DIR_RESOLVED);
+            dir_len = n;
+        }
+    }
     let body = OpenBody {
         ret,
         resolve,
@@ -71,8 +86,11 @@ pub fn on_exit(r: &Regs, ret: i64, sys: u16, cur: &impl Current) -> Result<(), i
         dirfd,
         syscall: sys,
         path_len: path_len as u16,
+        dir_len: dir_len as u16,
+        _pad0: 0,
+        _pad1: 0,
     };
     emit::write_body(buf, body);
-    emit::submit(buf, PATH_AT + path_len, EventKind::Open);
+    emit::submit(buf, PATH_AT + path_len + dir_len, EventKind::Open);
     Ok(())
 }

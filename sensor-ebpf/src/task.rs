@@ -88,6 +88,23 @@ pub fn arg_area(task: u64) -> Option<(u64, u64)> {
     Some((start, end))
 }
 
+/// `current->files->fdt->fd[fd]`: the `struct file` of an open fd.
+#[inline(always)]
+pub fn fd_file(task: u64, fd: i32) -> Option<u64> {
+    let o = offsets();
+    if fd < 0 {
+        return None;
+    }
+    let files = read::<u64>(task, off(&o.task_files))?;
+    let fdt = read::<u64>(files, off(&o.files_fdt))?;
+    let max_fds = read::<u32>(fdt, off(&o.fdtable_max_fds))?;
+    if fd as u32 >= max_fds {
+        return None;
+    }
+    let fd_array = read::<u64>(fdt, off(&o.fdtable_fd))?;
+    read::<u64>(fd_array, (fd as u32) * 8)
+}
+
 /// What the kernel's socket for an fd says about itself.
 #[derive(Default, Clone, Copy)]
 pub struct SockInfo {
@@ -108,14 +125,7 @@ pub fn socket_info(task: u64, fd: i32) -> Option<SockInfo> {
     if fd < 0 {
         return None;
     }
-    let files = read::<u64>(task, off(&o.task_files))?;
-    let fdt = read::<u64>(files, off(&o.files_fdt))?;
-    let max_fds = read::<u32>(fdt, off(&o.fdtable_max_fds))?;
-    if fd as u32 >= max_fds {
-        return None;
-    }
-    let fd_array = read::<u64>(fdt, off(&o.fdtable_fd))?;
-    let file = read::<u64>(fd_array, (fd as u32) * 8)?;
+    let file = fd_file(task, fd)?;
     let socket = read::<u64>(file, off(&o.file_private_data))?;
     let mut info = SockInfo {
         sock_type: read::<i16>(socket, off(&o.socket_type)).unwrap_or(0) as u16,

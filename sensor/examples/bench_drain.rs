@@ -45,6 +45,7 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                         },
                         filename: file,
                         args,
+                        exe: Vec::new(),
                     }
                 }
                 1 | 2 => RawEvent::Connect {
@@ -89,6 +90,7 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                             ..Default::default()
                         },
                         path,
+                        dir: Vec::new(),
                     }
                 }
             };

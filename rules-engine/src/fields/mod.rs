@@ -119,6 +119,7 @@ pub enum FieldId {
     ProcCmdNArgs,
     ProcCwd,
     ProcTty,
+    ProcIsExeFromMemfd,
     ProcDuration,
     ProcPName,
     ProcPExe,
@@ -267,6 +268,7 @@ pub static FIELDS: &[FieldInfo] = &[
     f!("proc.args", String, None, ProcArgs, "Arguments (argv[1..]) joined with spaces."),
     f!("proc.cmdnargs", Int, None, ProcCmdNArgs, "Number of arguments (argv[1..])."),
     f!("proc.cwd", String, None, ProcCwd, "Current working directory, when known."),
+    f!("proc.is_exe_from_memfd", Bool, None, ProcIsExeFromMemfd, "true if the process's image was loaded from a memfd (a fileless exec: memfd_create then fexecve); proc.exepath is then memfd:NAME."),
     f!("proc.tty", Int, None, ProcTty, "Controlling terminal of the process (tty_nr device number); 0 if it has none."),
     f!(
         "proc.duration",

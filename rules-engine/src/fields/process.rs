@@ -89,6 +89,7 @@ pub(super) fn extract<'a>(field: &Field, ev: &'a Event) -> Value<'a> {
         F::ProcCmdNArgs => Value::Int(p.argv.len().saturating_sub(1) as i64),
         F::ProcCwd => opt_str(p.cwd.as_deref()),
         F::ProcTty => Value::Int(p.tty as i64),
+        F::ProcIsExeFromMemfd => Value::Bool(p.exe_from_memfd),
         F::ProcDuration => {
             if p.start_ts > 0 && ev.ts >= p.start_ts {
                 Value::Int((ev.ts - p.start_ts) as i64)

@@ -68,7 +68,6 @@ pub(crate) static FALCO_ONLY: &[&str] = &[
     "proc.is_exe_writable",
     "proc.is_exe_upper_layer",
     "proc.is_exe_lower_layer",
-    "proc.is_exe_from_memfd",
     "proc.exe_ino",
     "proc.exe_ino.",
     "proc.fdopencount",

@@ -15,6 +15,9 @@ pub const COMM_LEN: usize = 16;
 pub const PATH_MAX: usize = 4096;
 /// Longest argv area copied for an exec (NUL-separated arguments).
 pub const ARGS_MAX: usize = 4096;
+/// Of a longer argv area, the bytes kept from its start (and, plus one,
+/// from its end; see [`flags::ARGS_TAIL`]).
+pub const ARGS_HEAD: usize = ARGS_MAX / 2;
 /// Most argv entries walked for a failed exec (argv read from user pointers).
 pub const ARGV_MAX_ENTRIES: usize = 64;
 /// `sockaddr_un::sun_path` size.
@@ -115,7 +118,27 @@ pub mod flags {
     pub const ARGS_FAULT: u16 = 1 << 3;
     /// Reading the sockaddr failed.
     pub const ADDR_FAULT: u16 = 1 << 4;
+    /// A relative path's base directory was resolved in the kernel at the
+    /// syscall (the cwd, or the dirfd's file): the `dir_len` bytes after the
+    /// path are its components, leaf first, each NUL-terminated; none means
+    /// the process's root.
+    pub const DIR_RESOLVED: u16 = 1 << 5;
+    /// A successful exec carries the path of the file its image was loaded
+    /// from (`mm->exe_file`, as the process sees it): `exe_len` bytes of
+    /// components after argv, leaf (the file's name) first.
+    pub const EXE_RESOLVED: u16 = 1 << 6;
+    /// argv was longer than [`ARGS_MAX`](super::ARGS_MAX): the record holds
+    /// its first [`ARGS_HEAD`](super::ARGS_HEAD) bytes, then its last
+    /// `ARGS_HEAD + 1` (the extra byte says whether the tail starts a new
+    /// argument), so the flags at the end of a long command line are kept.
+    pub const ARGS_TAIL: u16 = 1 << 7;
 }
+
+/// Most bytes of directory components a relative open carries
+/// ([`flags::DIR_RESOLVED`]). Power of two.
+pub const DIR_MAX: usize = 1024;
+/// Longest single path component read (NAME_MAX + its NUL).
+pub const NAME_MAX: usize = 256;
 
 /// First bytes of every record.
 #[repr(C)]
@@ -157,7 +180,9 @@ pub struct ExecBody {
     pub syscall: u16,
     pub filename_len: u16,
     pub args_len: u16,
-    pub _pad0: u16,
+    /// Bytes of the executable's path components after argv
+    /// ([`flags::EXE_RESOLVED`]).
+    pub exe_len: u16,
     /// `execveat` dirfd (`AT_FDCWD` otherwise).
     pub dirfd: i32,
     /// `execveat` flags.
@@ -167,7 +192,8 @@ pub struct ExecBody {
     pub _pad1: u32,
 }
 
-/// Body of [`EventKind::Open`]; followed by `path_len` bytes of path.
+/// Body of [`EventKind::Open`]; followed by `path_len` bytes of path, then
+/// `dir_len` bytes of directory components ([`flags::DIR_RESOLVED`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpenBody {
@@ -180,6 +206,10 @@ pub struct OpenBody {
     pub dirfd: i32,
     pub syscall: u16,
     pub path_len: u16,
+    /// Bytes of directory components after the path ([`flags::DIR_RESOLVED`]).
+    pub dir_len: u16,
+    pub _pad0: u16,
+    pub _pad1: u32,
 }
 
 /// Body of [`EventKind::Connect`]; followed by `unix_path_len` bytes of
@@ -275,7 +305,21 @@ pub struct KernelOffsets {
     pub css_set_dfl_cgrp: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
-    pub _pad0: u32,
+    // Path walks (relative opens resolved in the kernel, see
+    // `sensor-ebpf/src/dpath.rs`).
+    pub task_fs: u32,
+    pub fs_root: u32,
+    pub fs_pwd: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_parent: u32,
+    pub dentry_name: u32,
+    pub vfsmount_root: u32,
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub file_path: u32,
+    pub mm_exe_file: u32,
 }
 
 impl KernelOffsets {
@@ -316,7 +360,19 @@ impl KernelOffsets {
         css_set_dfl_cgrp: NO_OFFSET,
         cgroup_kn: NO_OFFSET,
         kernfs_node_id: NO_OFFSET,
-        _pad0: 0,
+        task_fs: NO_OFFSET,
+        fs_root: NO_OFFSET,
+        fs_pwd: NO_OFFSET,
+        path_mnt: NO_OFFSET,
+        path_dentry: NO_OFFSET,
+        dentry_parent: NO_OFFSET,
+        dentry_name: NO_OFFSET,
+        vfsmount_root: NO_OFFSET,
+        mount_mnt: NO_OFFSET,
+        mount_parent: NO_OFFSET,
+        mount_mountpoint: NO_OFFSET,
+        file_path: NO_OFFSET,
+        mm_exe_file: NO_OFFSET,
     };
 }
 
@@ -384,12 +440,18 @@ const _: () = {
     // The kernel side stores `comm` as two aligned u64s.
     assert!(core::mem::offset_of!(Header, comm) % 8 == 0);
     assert!(core::mem::size_of::<ExecBody>() == 48);
-    assert!(core::mem::size_of::<OpenBody>() == 32);
+    assert!(core::mem::size_of::<OpenBody>() == 40);
     assert!(core::mem::size_of::<ConnectBody>() == 64);
     assert!(core::mem::size_of::<ForkBody>() == 24);
     assert!(core::mem::size_of::<ExitBody>() == 16);
-    assert!(core::mem::size_of::<KernelOffsets>() == 144);
+    assert!(core::mem::size_of::<KernelOffsets>() == 192);
     assert!(core::mem::size_of::<SensorConfig>() == 32);
     // The exec path masks lengths with 2 * ARGS_MAX - 1 for the verifier.
     assert!(128 + PATH_MAX + 2 * ARGS_MAX <= SCRATCH_SIZE);
+    // An open: header and body, the path, the directory components and one
+    // more component's read.
+    assert!(128 + PATH_MAX + 2 * DIR_MAX + NAME_MAX <= SCRATCH_SIZE);
+    // An exec: filename, argv (masked to twice its limit) and the exe path.
+    assert!(128 + PATH_MAX + 2 * ARGS_MAX + 2 * DIR_MAX + NAME_MAX <= SCRATCH_SIZE);
+    assert!(DIR_MAX.is_power_of_two());
 };

@@ -297,7 +297,19 @@ impl Btf {
             css_set_dfl_cgrp: get("css_set", "dfl_cgrp"),
             cgroup_kn: get("cgroup", "kn"),
             kernfs_node_id: get("kernfs_node", "id"),
-            _pad0: 0,
+            task_fs: get("task_struct", "fs"),
+            fs_root: get("fs_struct", "root"),
+            fs_pwd: get("fs_struct", "pwd"),
+            path_mnt: get("path", "mnt"),
+            path_dentry: get("path", "dentry"),
+            dentry_parent: get("dentry", "d_parent"),
+            dentry_name: get("dentry", "d_name.name"),
+            vfsmount_root: get("vfsmount", "mnt_root"),
+            mount_mnt: get("mount", "mnt"),
+            mount_parent: get("mount", "mnt_parent"),
+            mount_mountpoint: get("mount", "mnt_mountpoint"),
+            file_path: get("file", "f_path"),
+            mm_exe_file: get("mm_struct", "exe_file"),
         }
     }
 }

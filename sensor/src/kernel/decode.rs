@@ -16,6 +16,9 @@ pub enum RawEvent {
         filename: Vec<u8>,
         /// NUL-separated argv.
         args: Vec<u8>,
+        /// The executable's path components, leaf first
+        /// (`flags::EXE_RESOLVED`); empty otherwise.
+        exe: Vec<u8>,
     },
     Fork {
         hdr: Header,
@@ -29,6 +32,9 @@ pub enum RawEvent {
         hdr: Header,
         body: OpenBody,
         path: Vec<u8>,
+        /// The base directory's components, leaf first, NUL-terminated
+        /// (`flags::DIR_RESOLVED`); empty otherwise.
+        dir: Vec<u8>,
     },
     Connect {
         hdr: Header,
@@ -140,17 +146,18 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
         EventKind::Exec => {
             let body: ExecBody = read(bytes, HDR, "exec body")?;
             let at = HDR + std::mem::size_of::<ExecBody>();
-            let [filename, args] = strings(
-                bytes,
-                at,
-                [body.filename_len as usize, body.args_len as usize],
-                "exec",
-            )?;
+            let lens = [
+                body.filename_len as usize,
+                body.args_len as usize,
+                body.exe_len as usize,
+            ];
+            let [filename, args, exe] = strings(bytes, at, lens, "exec")?;
             RawEvent::Exec {
                 hdr,
                 body,
                 filename,
                 args,
+                exe,
             }
         }
         EventKind::Fork => RawEvent::Fork {
@@ -164,8 +171,14 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
         EventKind::Open => {
             let body: OpenBody = read(bytes, HDR, "open body")?;
             let at = HDR + std::mem::size_of::<OpenBody>();
-            let [path] = strings(bytes, at, [body.path_len as usize], "open")?;
-            RawEvent::Open { hdr, body, path }
+            let lens = [body.path_len as usize, body.dir_len as usize];
+            let [path, dir] = strings(bytes, at, lens, "open")?;
+            RawEvent::Open {
+                hdr,
+                body,
+                path,
+                dir,
+            }
         }
         EventKind::Connect => {
             let body: ConnectBody = read(bytes, HDR, "connect body")?;
@@ -192,17 +205,22 @@ pub fn encode(ev: &RawEvent) -> Vec<u8> {
             body,
             filename,
             args,
+            exe,
             ..
         } => {
             out.extend_from_slice(as_bytes(body));
             out.extend_from_slice(filename);
             out.extend_from_slice(args);
+            out.extend_from_slice(exe);
         }
         RawEvent::Fork { body, .. } => out.extend_from_slice(as_bytes(body)),
         RawEvent::Exit { body, .. } => out.extend_from_slice(as_bytes(body)),
-        RawEvent::Open { body, path, .. } => {
+        RawEvent::Open {
+            body, path, dir, ..
+        } => {
             out.extend_from_slice(as_bytes(body));
             out.extend_from_slice(path);
+            out.extend_from_slice(dir);
         }
         RawEvent::Connect {
             body, unix_path, ..
@@ -252,7 +270,7 @@ mod tests {
                     syscall: syscall::EXECVE,
                     filename_len: filename.len() as u16,
                     args_len: args.len() as u16,
-                    _pad0: 0,
+                    exe_len: 9,
                     dirfd: -100,
                     at_flags: 0,
                     tty: 0x8800,
@@ -260,6 +278,7 @@ mod tests {
                 },
                 filename,
                 args,
+                exe: b"curl\0bin\0".to_vec(),
             },
             RawEvent::Fork {
                 hdr: hdr(EventKind::Fork),
@@ -288,9 +307,13 @@ mod tests {
                     mode: 0o644,
                     dirfd: -100,
                     syscall: syscall::OPENAT,
-                    path_len: 11,
+                    path_len: 6,
+                    dir_len: 9,
+                    _pad0: 0,
+                    _pad1: 0,
                 },
-                path: b"/etc/shadow".to_vec(),
+                path: b"shadow".to_vec(),
+                dir: b"etc\0root\0".to_vec(),
             },
             RawEvent::Connect {
                 hdr: hdr(EventKind::Connect),
@@ -368,18 +391,24 @@ mod tests {
             hdr,
             mut body,
             path,
+            dir,
         } = samples().remove(3)
         else {
             unreachable!()
         };
         body.path_len = 200;
-        let bytes = encode(&RawEvent::Open { hdr, body, path });
+        let bytes = encode(&RawEvent::Open {
+            hdr,
+            body,
+            path,
+            dir,
+        });
         assert!(matches!(
             decode(&bytes),
             Err(DecodeError::StringsOverrun {
                 kind: "open",
-                need: 200,
-                got: 11
+                need: 209,
+                got: 15
             })
         ));
     }

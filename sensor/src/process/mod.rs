@@ -37,6 +37,8 @@ pub struct ProcEntry {
     pub ppid: u32,
     pub comm: String,
     pub exepath: String,
+    /// The image was loaded from a memfd (`proc.is_exe_from_memfd`).
+    pub exe_from_memfd: bool,
     pub argv: Vec<String>,
     pub argv_truncated: bool,
     pub tty: u32,
@@ -223,6 +225,7 @@ impl ProcTable {
             ppid: e.ppid,
             name: e.comm.clone(),
             exepath: e.exepath.clone(),
+            exe_from_memfd: e.exe_from_memfd,
             argv: e.argv.clone(),
             argv_truncated: e.argv_truncated,
             tty: e.tty,

@@ -15,7 +15,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use mamori_common::{flags, syscall, ConnectBody, ExecBody, ExitBody, ForkBody, Header, OpenBody};
+use mamori_common::{
+    flags, syscall, ConnectBody, ExecBody, ExitBody, ForkBody, Header, OpenBody, ARGS_HEAD,
+};
 use mamori_rules::event::{Event, EvtType, ExecArgs, Fd, FdType, Lifecycle, OpenArgs};
 
 use super::{loginuid, lossy, split_args, ProcEntry, ProcTable};
@@ -32,10 +34,16 @@ impl ProcTable {
                 body,
                 filename,
                 args,
-            } => self.apply_exec(hdr, body, filename, args),
+                exe,
+            } => self.apply_exec(hdr, body, filename, args, exe),
             RawEvent::Fork { hdr, body } => self.apply_fork(hdr, body),
             RawEvent::Exit { hdr, body } => self.apply_exit(hdr, body),
-            RawEvent::Open { hdr, body, path } => self.apply_open(hdr, body, path),
+            RawEvent::Open {
+                hdr,
+                body,
+                path,
+                dir,
+            } => self.apply_open(hdr, body, path, dir),
             RawEvent::Connect {
                 hdr,
                 body,
@@ -52,14 +60,25 @@ impl ProcTable {
 
     /// execve/execveat: a successful one replaces the process's image (exe
     /// path, argv, ...); a failed one leaves it and shows the tried argv.
-    fn apply_exec(&mut self, hdr: &Header, body: &ExecBody, filename: &[u8], args: &[u8]) -> Event {
+    fn apply_exec(
+        &mut self,
+        hdr: &Header,
+        body: &ExecBody,
+        filename: &[u8],
+        args: &[u8],
+        exe: &[u8],
+    ) -> Event {
         let evt_type = if body.syscall == syscall::EXECVEAT {
             EvtType::Execveat
         } else {
             EvtType::Execve
         };
         let filename = lossy(filename);
-        let argv = split_args(args);
+        let argv = if hdr.flags & flags::ARGS_TAIL != 0 {
+            head_and_tail_args(args)
+        } else {
+            split_args(args)
+        };
         let truncated = hdr.flags & flags::ARGS_TRUNCATED != 0;
         let mut exec = ExecArgs {
             filename: filename.clone(),
@@ -70,11 +89,18 @@ impl ProcTable {
         if body.ret == 0 {
             let start_ts = self.clock.wall(body.start_boot_ns);
             self.generation += 1;
-            // `proc.exepath` is absolute, as Falco shows it: a relative
-            // filename is taken against the cwd (or execveat's dirfd).
-            let exepath = self.resolve_path(hdr.tgid, body.dirfd, &filename);
+            // `proc.exepath`: the file the image was loaded from, as the
+            // kernel read it (a symlink, a renamed copy or a memfd cannot
+            // hide it); without that, the filename made absolute against
+            // the cwd (or execveat's dirfd).
+            let (exepath, memfd) = if hdr.flags & flags::EXE_RESOLVED != 0 {
+                exe_identity(&join_components(exe))
+            } else {
+                (self.resolve_path(hdr.tgid, body.dirfd, &filename), false)
+            };
             let e = self.entry_for(hdr);
             e.exepath = exepath;
+            e.exe_from_memfd = memfd;
             e.argv = argv;
             e.argv_truncated = truncated;
             if body.ppid != 0 {
@@ -131,7 +157,7 @@ impl ProcTable {
 
     /// open/openat/openat2/creat: `fd.name` is the absolute, collapsed path;
     /// the raw path and flags stay in `OpenArgs`.
-    fn apply_open(&mut self, hdr: &Header, body: &OpenBody, path: &[u8]) -> Event {
+    fn apply_open(&mut self, hdr: &Header, body: &OpenBody, path: &[u8], dir: &[u8]) -> Event {
         self.entry_for(hdr);
         let evt_type = match body.syscall {
             syscall::OPEN => EvtType::Open,
@@ -140,7 +166,18 @@ impl ProcTable {
             _ => EvtType::Openat,
         };
         let raw_path = lossy(path);
-        let name = self.resolve_path(hdr.tgid, body.dirfd, &raw_path);
+        let name = if hdr.flags & flags::DIR_RESOLVED != 0 && !raw_path.starts_with('/') {
+            // The kernel read the base directory at the syscall.
+            let base = join_components(dir);
+            if body.dirfd == AT_FDCWD {
+                if let Some(e) = self.procs.get_mut(&hdr.tgid) {
+                    e.cwd = Some(base.clone());
+                }
+            }
+            normalize(&format!("{base}/{raw_path}"))
+        } else {
+            self.resolve_path(hdr.tgid, body.dirfd, &raw_path)
+        };
         let mut ev = self.base(hdr, evt_type, body.ret);
         let is_dir = body.flags & (libc::O_DIRECTORY as u32) != 0;
         ev.fd = Some(Fd {
@@ -213,6 +250,58 @@ impl ProcTable {
             None => path.to_string(),
         }
     }
+}
+
+/// argv from an area cut in the middle (`flags::ARGS_TAIL`): the head's
+/// arguments (the last one cut short), then the tail's, less the one the cut
+/// went through.
+pub fn head_and_tail_args(area: &[u8]) -> Vec<String> {
+    let (head, tail) = area.split_at(ARGS_HEAD.min(area.len()));
+    let mut argv = split_args(head);
+    // The tail's first byte precedes its first whole argument's start when
+    // it is a NUL; otherwise the cut went through an argument: skip it.
+    let whole = match tail.split_first() {
+        Some((0, rest)) => rest,
+        Some((_, rest)) => match rest.iter().position(|&b| b == 0) {
+            Some(i) => &rest[i + 1..],
+            None => &[],
+        },
+        None => &[],
+    };
+    argv.extend(split_args(whole));
+    argv
+}
+
+/// `proc.exepath` and `proc.is_exe_from_memfd` for an executable's path as
+/// the kernel or `/proc/<pid>/exe` names it: a memfd is `memfd:NAME`, as
+/// Falco shows it.
+pub fn exe_identity(path: &str) -> (String, bool) {
+    match path.strip_prefix("/memfd:") {
+        Some(rest) => {
+            let name = rest.strip_suffix(" (deleted)").unwrap_or(rest);
+            (format!("memfd:{name}"), true)
+        }
+        None => (path.to_string(), false),
+    }
+}
+
+/// The directory the kernel's components (leaf first, each NUL-terminated;
+/// `flags::DIR_RESOLVED`) name: `etc\0` is `/etc`, nothing is `/`.
+pub fn join_components(dir: &[u8]) -> String {
+    let parts: Vec<String> = dir
+        .split(|&b| b == 0)
+        .filter(|c| !c.is_empty())
+        .map(lossy)
+        .collect();
+    let mut out = String::with_capacity(dir.len() + 1);
+    for p in parts.iter().rev() {
+        out.push('/');
+        out.push_str(p);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// Collapse `.` and `..` components lexically (as Falco does for fd.name).
@@ -342,6 +431,7 @@ mod tests {
             },
             filename: file.as_bytes().to_vec(),
             args: args.into_bytes(),
+            exe: Vec::new(),
         }
     }
 
@@ -396,6 +486,7 @@ mod tests {
                 ..Default::default()
             },
             path: b"/x".to_vec(),
+            dir: Vec::new(),
         }
     }
 
@@ -451,6 +542,7 @@ mod tests {
                 ..Default::default()
             },
             path,
+            dir: Vec::new(),
         });
         assert_eq!(ev.ts, 1_010);
         let fd = ev.fd.unwrap();
@@ -520,6 +612,124 @@ mod tests {
         let ev = t.apply(&exec(200, 100, "true", "./bin/../true", "true"));
         assert_eq!(ev.proc.exepath, "/srv/app/true");
         assert_eq!(ev.exec.unwrap().filename, "./bin/../true");
+    }
+
+    /// A relative open whose base directory the kernel resolved.
+    fn relative_open(path: &str, dir: &[u8], dirfd: i32) -> Event {
+        let mut t = ProcTable::new(Clock::fixed(10), Users::default());
+        let mut h = hdr(EventKind::Open, 7, "cat");
+        h.flags |= flags::DIR_RESOLVED;
+        t.apply(&RawEvent::Open {
+            hdr: h,
+            body: OpenBody {
+                ret: 3,
+                syscall: syscall::OPENAT,
+                dirfd,
+                path_len: path.len() as u16,
+                dir_len: dir.len() as u16,
+                ..Default::default()
+            },
+            path: path.as_bytes().to_vec(),
+            dir: dir.to_vec(),
+        })
+    }
+
+    #[test]
+    fn exepath_is_the_file_the_kernel_loaded_whatever_the_name() {
+        let mut t = ProcTable::new(Clock::fixed(10), Users::default());
+        let with_exe = |raw: RawEvent, exe: &[u8]| match raw {
+            RawEvent::Exec {
+                mut hdr,
+                mut body,
+                filename,
+                args,
+                ..
+            } => {
+                hdr.flags |= flags::EXE_RESOLVED;
+                body.exe_len = exe.len() as u16;
+                RawEvent::Exec {
+                    hdr,
+                    body,
+                    filename,
+                    args,
+                    exe: exe.to_vec(),
+                }
+            }
+            _ => unreachable!(),
+        };
+        let ev = t.apply(&with_exe(
+            exec(300, 1, "innocent", "./innocent", "./innocent -sS"),
+            b"nmap\0bin\0usr\0",
+        ));
+        assert_eq!(ev.proc.exepath, "/usr/bin/nmap", "a symlink named innocent");
+        assert!(!ev.proc.exe_from_memfd);
+        assert_eq!(ev.exec.unwrap().filename, "./innocent");
+        let ev = t.apply(&with_exe(
+            exec(301, 1, "4", "/dev/fd/4", "x"),
+            b"memfd:payload\0",
+        ));
+        assert_eq!(ev.proc.exepath, "memfd:payload");
+        assert!(ev.proc.exe_from_memfd);
+        assert_eq!(
+            exe_identity("/memfd:payload (deleted)"),
+            ("memfd:payload".to_string(), true),
+            "as /proc/<pid>/exe shows it"
+        );
+        assert_eq!(
+            exe_identity("/usr/bin/nmap"),
+            ("/usr/bin/nmap".to_string(), false)
+        );
+    }
+
+    #[test]
+    fn long_argv_keeps_head_and_tail() {
+        // argv: "nc", 3000 bytes of filler, "-e", "/bin/sh": the kernel sends
+        // the first ARGS_HEAD bytes and the last ARGS_HEAD + 1.
+        let filler = "A".repeat(3000);
+        let full = format!("nc\0{filler}\0-e\0/bin/sh\0");
+        let b = full.as_bytes();
+        let mut area = b[..ARGS_HEAD].to_vec();
+        area.extend_from_slice(&b[b.len() - ARGS_HEAD - 1..]);
+        let argv = head_and_tail_args(&area);
+        assert_eq!(argv[0], "nc");
+        assert!(argv[1].starts_with("AAA") && argv[1].len() == ARGS_HEAD - 3);
+        assert_eq!(
+            &argv[2..],
+            ["-e", "/bin/sh"],
+            "the filler cut in the tail is dropped"
+        );
+        // A tail that starts exactly on an argument keeps it.
+        let mut aligned = vec![b'x'; ARGS_HEAD];
+        aligned.extend_from_slice(b"\0-e\0");
+        aligned.resize(2 * ARGS_HEAD + 1, b'y');
+        let argv = head_and_tail_args(&aligned);
+        assert_eq!(argv[1], "-e");
+    }
+
+    #[test]
+    fn relative_paths_join_the_kernel_resolved_directory() {
+        let name = |e: Event| e.fd.unwrap().name;
+        assert_eq!(
+            name(relative_open("shadow", b"etc\0", AT_FDCWD)),
+            "/etc/shadow"
+        );
+        assert_eq!(
+            name(relative_open("./../../etc/shadow", b"c\0b\0a\0", AT_FDCWD)),
+            "/a/etc/shadow"
+        );
+        assert_eq!(
+            name(relative_open("../../../../etc/shadow", b"c\0b\0a\0", 5)),
+            "/etc/shadow"
+        );
+        assert_eq!(
+            name(relative_open("shadow", b"", AT_FDCWD)),
+            "/shadow",
+            "the root"
+        );
+        let ev = relative_open("x", b"deep\0very\0", AT_FDCWD);
+        assert_eq!(ev.open.unwrap().path, "x", "fd.nameraw keeps the text");
+        assert_eq!(join_components(b"c\0b\0a\0"), "/a/b/c");
+        assert_eq!(join_components(b""), "/");
     }
 
     #[test]

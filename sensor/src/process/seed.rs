@@ -92,8 +92,8 @@ pub fn read_proc(root: &Path, pid: u32, clock: &Clock) -> Option<ProcEntry> {
             .unwrap_or(0)
     };
     let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
-    let exepath = std::fs::read_link(dir.join("exe"))
-        .map(|p| p.to_string_lossy().into_owned())
+    let (exepath, exe_from_memfd) = std::fs::read_link(dir.join("exe"))
+        .map(|p| super::normalise::exe_identity(&p.to_string_lossy()))
         .unwrap_or_default();
     let cwd = std::fs::read_link(dir.join("cwd"))
         .ok()
@@ -108,6 +108,7 @@ pub fn read_proc(root: &Path, pid: u32, clock: &Clock) -> Option<ProcEntry> {
         ppid,
         comm,
         exepath,
+        exe_from_memfd,
         argv: split_args(&cmdline),
         argv_truncated: false,
         tty,
