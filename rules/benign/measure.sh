@@ -5,12 +5,15 @@
 # container (a cgroup named as kubelet + containerd name one), then replay
 # the recording against the shipped rules. Prints the events recorded and
 # every alert: each is a false positive.
-#   usage: rules/benign/measure.sh MAMORI_BINARY [OUT_DIR]
+# The workload's scratch directory is outside /tmp, as an image's files are
+# (/srv/mamori-fp-work by default, removed at the end).
+#   usage: rules/benign/measure.sh MAMORI_BINARY [OUT_DIR [WORK_DIR]]
 set -eu
 MAMORI=$1
 OUT=${2:-/tmp/mamori-fp}
+WORK=${3:-/srv/mamori-fp-work}
 HERE=$(cd "$(dirname "$0")" && pwd)
-rm -rf "$OUT" && mkdir -p "$OUT/work"
+rm -rf "$OUT" "$WORK" && mkdir -p "$OUT" "$WORK"
 
 # A fake pod container, as tests/common/container.rs makes one.
 ID=$(printf 'f0f0%060d' 0 | tr 0 e)
@@ -30,7 +33,7 @@ fi
 
 # The workload waits on a fifo until the capture is attached.
 mkfifo "$OUT/go"
-sh -c 'read _ < "$0"; exec sh "$1" "$2" "$3"' "$OUT/go" "$HERE/workload.sh" "$OUT/work" "$PROCS" &
+sh -c 'read _ < "$0"; exec sh "$1" "$2" "$3"' "$OUT/go" "$HERE/workload.sh" "$WORK" "$PROCS" &
 WPID=$!
 "$MAMORI" capture --json --pid "$WPID" -o "$OUT/events.jsonl" 2> "$OUT/capture.log" &
 CPID=$!
@@ -41,6 +44,7 @@ wait "$WPID" || true
 sleep 2
 kill -INT "$CPID"; wait "$CPID" || true
 echo "workload: $(( $(date +%s) - START )) s, $(wc -l < "$OUT/events.jsonl") events; $(tail -1 "$OUT/capture.log")"
+rm -rf "$WORK"
 for d in $DIRS; do rmdir "$d" "$(dirname "$d")" "$(dirname "$(dirname "$d")")" "$(dirname "$(dirname "$(dirname "$d")")")" 2>/dev/null || true; done
 "$MAMORI" replay "$OUT/events.jsonl" --rules "$HERE/.." > "$OUT/alerts.jsonl"
 echo "alerts: $(wc -l < "$OUT/alerts.jsonl")"

@@ -13,7 +13,7 @@ mkdir -p "$W" && cd "$W" || exit 1
 # ---- host: admin commands, builds, git, archives, a local web server ----
 host_part() {
     ps aux > /dev/null; ss -tlnp > /dev/null; ip addr > /dev/null; ip route > /dev/null
-    df -h > /dev/null; getent passwd root > /dev/null; id; uname -a; who > /dev/null
+    df -h > /dev/null; getent passwd root > /dev/null; id > /dev/null; uname -a > /dev/null; who > /dev/null
     python3 -m http.server 18418 --bind 127.0.0.1 --directory "$W" > /dev/null 2>&1 &
     echo $! > "$W/http.pid"
     git init -q repo && cd repo && git config user.email w@example.invalid && git config user.name w
@@ -23,7 +23,7 @@ host_part() {
     git archive -o ../src.tar.gz HEAD && git gc -q && cd ..
     git clone -q repo clone
     tar czf data.tgz repo && tar tzf data.tgz > /dev/null && mkdir -p x && tar xzf data.tgz -C x
-    gzip -k data.tgz 2>/dev/null; gzip -dc data.tgz.gz > /dev/null; xz -k src.tar.gz; zstd -q src.tar.gz -o src.zst
+    gzip -kf repo/hello.c && gzip -dc repo/hello.c.gz > /dev/null; xz -k src.tar.gz; zstd -q src.tar.gz -o src.zst
     find "$W" -name '*.c' > /dev/null; grep -rn "main" repo > /dev/null; grep -rIl TODO repo > /dev/null
     ssh-keygen -q -t ed25519 -N '' -f "$W/k" && ssh-keygen -y -f "$W/k" > /dev/null
     cargo new -q --vcs none crate1 && (cd crate1 && cargo build -q 2>/dev/null && cargo test -q > /dev/null 2>&1)
@@ -81,7 +81,10 @@ app_and_probes() {
 }
 
 container_part() {
-    for f in $CGROUP_PROCS; do echo $$ > "$f"; done
+    # This subshell's own pid ($$ is the parent's): the builtin read opens
+    # /proc/self as the subshell.
+    read -r me _ < /proc/self/stat
+    for f in $CGROUP_PROCS; do echo "$me" > "$f"; done
     entrypoint
     app_and_probes
 }
