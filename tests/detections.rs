@@ -15,7 +15,10 @@
 //! a container; `curl -T` to a local server; ssh/scp in a container; a
 //! table of cases for the other stateless rules of `rules/mamori_rules.yaml`
 //! ([`cases::more_rules`]: renamed `true` binaries, fake credential files, a fake
-//! runtime socket, connects made inside `unshare -n`); and the network-scan
+//! runtime socket, connects made inside `unshare -n`); issue 18's hands-on
+//! detections ([`hands_on::hands_on`]: discovery bursts in a container,
+//! credential hunting, staging, exfiltration by everyday tools, pipe-to-shell,
+//! history and log wiping); and the network-scan
 //! harness of `common/netns.rs` (vertical scan, horizontal
 //! sweep, benign client; every connect event checked, and the stateful scan
 //! rules' alerts by [`stateful::assert_scan_alerts`]).
@@ -30,8 +33,8 @@
 //! test; `detections/` holds the rest: `harness.rs` (the two `mamori`
 //! children and their output files), `http.rs` (a tiny HTTP server),
 //! `scenarios.rs` (the hand-written scenarios), `cases.rs` (the table of
-//! cases for the other stateless rules) and `stateful.rs` (the scan harness
-//! and the sequence and threshold rules).
+//! cases for the other stateless rules), `stateful.rs` (the scan harness
+//! and the sequence and threshold rules) and `hands_on.rs` (issue 18).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -42,6 +45,8 @@ mod netns;
 
 #[path = "detections/cases.rs"]
 mod cases;
+#[path = "detections/hands_on.rs"]
+mod hands_on;
 #[path = "detections/harness.rs"]
 mod harness;
 #[path = "detections/http.rs"]
@@ -202,6 +207,7 @@ fn shipped_rules_fire_on_real_behaviour_and_not_on_benign_twins() {
     cases::more_rules(&mut cx, &ctr);
     let scan = stateful::scans(&mut cx);
     stateful::stateful_rules(&mut cx, &ctr);
+    let extra_containers = hands_on::hands_on(&mut cx, &ctr);
 
     sentinel(&cx.dir, &mut cx.alerts);
     let all = &cx.alerts.0.items;
@@ -210,6 +216,7 @@ fn shipped_rules_fire_on_real_behaviour_and_not_on_benign_twins() {
         assert_eq!(hits.len(), c.n, "alerts for {}: {hits:#?}", c.what);
     }
     cx.keep.clear();
+    drop(extra_containers);
     stateful::assert_scan_alerts(all, &scan);
     let drops: Vec<&Value> = all.iter().filter(|a| a["source"] == "internal").collect();
     eprintln!("kernel drop reports during the run: {}", drops.len());

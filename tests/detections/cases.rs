@@ -24,7 +24,7 @@ use crate::{
 
 /// Where a [`Case`] runs.
 #[derive(Clone, Copy, PartialEq)]
-enum At {
+pub(crate) enum At {
     Host,
     Container,
 }
@@ -35,7 +35,7 @@ enum At {
 /// anything but loopback leave no packet). `fires` must alert exactly once;
 /// the rules in `quiet` must not alert for it. The alert is found by
 /// `proc.cmdline` and `container.id`.
-struct Case {
+pub(crate) struct Case {
     what: &'static str,
     prog: &'static str,
     fake: bool,
@@ -48,7 +48,7 @@ struct Case {
     quiet: &'static [&'static str],
 }
 
-fn case(what: &'static str, prog: &'static str, args: &[&str], at: At) -> Case {
+pub(crate) fn case(what: &'static str, prog: &'static str, args: &[&str], at: At) -> Case {
     Case {
         what,
         prog,
@@ -64,26 +64,26 @@ fn case(what: &'static str, prog: &'static str, args: &[&str], at: At) -> Case {
 
 impl Case {
     /// A renamed `/bin/true` called `prog`.
-    fn fake(mut self) -> Case {
+    pub(crate) fn fake(mut self) -> Case {
         self.fake = true;
         self
     }
     /// In a fresh, empty network namespace; `code` is the tool's exit code
     /// when its connect fails (curl 7, bash 1).
-    fn netns(mut self, code: i32) -> Case {
+    pub(crate) fn netns(mut self, code: i32) -> Case {
         self.netns = true;
         self.code = Some(code);
         self
     }
-    fn code(mut self, code: Option<i32>) -> Case {
+    pub(crate) fn code(mut self, code: Option<i32>) -> Case {
         self.code = code;
         self
     }
-    fn fires(mut self, rule: &'static str) -> Case {
+    pub(crate) fn fires(mut self, rule: &'static str) -> Case {
         self.fires = Some(rule);
         self
     }
-    fn quiet(mut self, rules: &'static [&'static str]) -> Case {
+    pub(crate) fn quiet(mut self, rules: &'static [&'static str]) -> Case {
         self.quiet = rules;
         self
     }
@@ -97,7 +97,7 @@ fn non_loopback_ips(arg: &str) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-fn run_case(cx: &mut Ctx, ctr: &FakeContainer, i: usize, c: &Case) {
+pub(crate) fn run_case(cx: &mut Ctx, ctr: &FakeContainer, i: usize, c: &Case) {
     // The network rule: a real program given a non-loopback address runs in
     // a fresh, empty network namespace, so nothing leaves this machine.
     if !c.fake && !c.netns {

@@ -197,7 +197,7 @@ impl<T: serde::de::DeserializeOwned> Lines<T> {
     }
 
     /// Parse the complete lines appended since the last call.
-    fn poll(&mut self) {
+    pub(crate) fn poll(&mut self) {
         let Ok(mut f) = std::fs::File::open(&self.path) else {
             return;
         };
