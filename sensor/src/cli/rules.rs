@@ -167,23 +167,96 @@ fn event_from_json(mut v: serde_json::Value) -> anyhow::Result<Event> {
 }
 
 /// `mamori replay EVENTS.jsonl --rules PATH...`: alerts as JSON lines.
+/// A recorded event line longer than this is skipped (a capture line is a
+/// few KiB; the bound keeps a hostile file from taking all memory).
+pub const MAX_REPLAY_LINE: usize = 1 << 20;
+
+/// One line of a replayed file, read with a bound.
+enum ReplayLine {
+    Text(Vec<u8>),
+    /// Longer than [`MAX_REPLAY_LINE`]; its bytes were skipped.
+    TooLong,
+}
+
+/// Read the next line (without its `\n`) into `buf`, keeping at most
+/// `max` bytes; `None` at the end of the input.
+fn next_line(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<ReplayLine>> {
+    buf.clear();
+    let (mut too_long, mut any) = (false, false);
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        any = true;
+        let (part, done) = match memchr::memchr(b'\n', chunk) {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        if !too_long && buf.len() + part.len() <= max {
+            buf.extend_from_slice(part);
+        } else {
+            too_long = true;
+            buf.clear();
+        }
+        let used = done.unwrap_or(chunk.len());
+        r.consume(used);
+        if done.is_some() {
+            break;
+        }
+    }
+    Ok(match (any, too_long) {
+        (false, _) => None,
+        (true, true) => Some(ReplayLine::TooLong),
+        (true, false) => Some(ReplayLine::Text(std::mem::take(buf))),
+    })
+}
+
 pub fn replay(events: &Path, rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let (engine, _report) = load_engine(&rule_paths(rules), RuleMatching::First)?;
     let file =
         std::fs::File::open(events).with_context(|| format!("opening {}", events.display()))?;
-    let reader = std::io::BufReader::new(file);
+    let mut reader = std::io::BufReader::new(file);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut n_events, mut n_alerts, mut n_bad) = (0u64, 0u64, 0u64);
-    for (lineno, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", events.display()))?;
-        if line.trim().is_empty() {
+    let mut buf = Vec::new();
+    let mut lineno = 0u64;
+    while let Some(line) = next_line(&mut reader, &mut buf, MAX_REPLAY_LINE)
+        .with_context(|| format!("reading {}", events.display()))?
+    {
+        lineno += 1;
+        let skip = |why: &dyn std::fmt::Display, n_bad: &mut u64| {
+            *n_bad += 1;
+            eprintln!("{}:{lineno}: skipped: {why}", events.display());
+        };
+        let bytes = match line {
+            ReplayLine::Text(b) => b,
+            ReplayLine::TooLong => {
+                skip(
+                    &format!("line longer than {MAX_REPLAY_LINE} bytes"),
+                    &mut n_bad,
+                );
+                continue;
+            }
+        };
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                skip(&format!("not UTF-8 ({e})"), &mut n_bad);
+                continue;
+            }
+        };
+        if text.trim().is_empty() {
             continue;
         }
-        let ev: Event = match serde_json::from_str(&line) {
+        let ev: Event = match serde_json::from_str(text) {
             Ok(ev) => ev,
             Err(e) => {
-                n_bad += 1;
-                eprintln!("{}:{}: skipped: {e}", events.display(), lineno + 1);
+                skip(&e, &mut n_bad);
                 continue;
             }
         };
@@ -193,6 +266,7 @@ pub fn replay(events: &Path, rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
             serde_json::to_writer(&mut out, &a)?;
             out.write_all(b"\n")?;
         }
+        buf = bytes;
     }
     out.flush()?;
     eprintln!("{n_events} events, {n_alerts} alerts, {n_bad} unreadable lines");
