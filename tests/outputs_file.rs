@@ -22,7 +22,11 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(name: &str, size: &str) -> Tmpfs {
         let dir = std::env::temp_dir().join(format!("mamori-{name}-{}", std::process::id()));
-        let _ = Command::new("umount").arg(&dir).status();
+        // A mount left by an earlier, killed run.
+        let _ = Command::new("umount")
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let st = Command::new("mount")
