@@ -6,13 +6,14 @@
 //! into an exit code. The `rules test` case format is documented in
 //! `rules/README.md`.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::cli::lines::{next_line, Line};
 use crate::detect::rule_files;
 use mamori_rules::alert::Alert;
 use mamori_rules::event::Event;
@@ -171,51 +172,6 @@ fn event_from_json(mut v: serde_json::Value) -> anyhow::Result<Event> {
 /// few KiB; the bound keeps a hostile file from taking all memory).
 pub const MAX_REPLAY_LINE: usize = 1 << 20;
 
-/// One line of a replayed file, read with a bound.
-enum ReplayLine {
-    Text(Vec<u8>),
-    /// Longer than [`MAX_REPLAY_LINE`]; its bytes were skipped.
-    TooLong,
-}
-
-/// Read the next line (without its `\n`) into `buf`, keeping at most
-/// `max` bytes; `None` at the end of the input.
-fn next_line(
-    r: &mut impl BufRead,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<Option<ReplayLine>> {
-    buf.clear();
-    let (mut too_long, mut any) = (false, false);
-    loop {
-        let chunk = r.fill_buf()?;
-        if chunk.is_empty() {
-            break;
-        }
-        any = true;
-        let (part, done) = match memchr::memchr(b'\n', chunk) {
-            Some(i) => (&chunk[..i], Some(i + 1)),
-            None => (chunk, None),
-        };
-        if !too_long && buf.len() + part.len() <= max {
-            buf.extend_from_slice(part);
-        } else {
-            too_long = true;
-            buf.clear();
-        }
-        let used = done.unwrap_or(chunk.len());
-        r.consume(used);
-        if done.is_some() {
-            break;
-        }
-    }
-    Ok(match (any, too_long) {
-        (false, _) => None,
-        (true, true) => Some(ReplayLine::TooLong),
-        (true, false) => Some(ReplayLine::Text(std::mem::take(buf))),
-    })
-}
-
 pub fn replay(events: &Path, rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let (engine, _report) = load_engine(&rule_paths(rules), RuleMatching::First)?;
     let file =
@@ -234,8 +190,8 @@ pub fn replay(events: &Path, rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
             eprintln!("{}:{lineno}: skipped: {why}", events.display());
         };
         let bytes = match line {
-            ReplayLine::Text(b) => b,
-            ReplayLine::TooLong => {
+            Line::Text(b) => b,
+            Line::TooLong => {
                 skip(
                     &format!("line longer than {MAX_REPLAY_LINE} bytes"),
                     &mut n_bad,
