@@ -292,6 +292,8 @@ fn rfc5424_records_arrive_exactly_over_udp_tcp_and_unix_socket() {
         );
         let parsed_ours: Vec<&String> = parsed.iter().filter(|l| l.starts_with(input)).collect();
         let last_two = &parsed_ours[parsed_ours.len() - 2..];
+        // The backslash of `x]\y` arrives as `\\` (neutralized), each
+        // escaped again in the SD-PARAM.
         let pid = std::process::id();
         assert_eq!(
             *last_two[0],
@@ -307,7 +309,7 @@ fn rfc5424_records_arrive_exactly_over_udp_tcp_and_unix_socket() {
             format!(
                 "{input}|26|daemon|crit|node-1|mamori|{pid}|alert|\
                  [mamori@32473 rule=\"Shell \\\"spawned\\\" \\]\" priority=\"Critical\" source=\"syscall\" tags=\"maturity_stable,filesystem\"]\
-                 [fields@32473 fd.name=\"/etc/shadow\" proc.cmdline=\"sh -c \\\"x\\]\\\\y\\\"\\\\x0a\\\\x1b[31m\" proc.name=\"cat\"]|\
+                 [fields@32473 fd.name=\"/etc/shadow\" proc.cmdline=\"sh -c \\\"x\\]\\\\\\\\y\\\"\\\\x0a\\\\x1b[31m\" proc.name=\"cat\"]|\
                  12:00:00: Critical evil\\x0a<13>1 2026-01-01T00:00:00Z forged mamori 1 alert - gotcha\\x1b[2J\\x1b]0;pwned\\x07"
             )
         );

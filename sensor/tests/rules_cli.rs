@@ -211,3 +211,42 @@ fn replay_prints_falco_shaped_alerts() {
         .any(|t| t == "maturity_stable"));
     assert!(a["hostname"].is_string());
 }
+
+/// A non-UTF-8 line and an over-long line are skipped with `file:line`, like
+/// any other unreadable line; the events around them are still replayed.
+#[test]
+fn replay_skips_non_utf8_and_overlong_lines_with_their_position() {
+    let dir = tempdir("replay_bad_lines");
+    let events = dir.join("events.jsonl");
+    let shadow = r#"{"ts":1700000000000000001,"type":"openat","res":3,"proc":{"pid":42,"name":"cat","exepath":"/usr/bin/cat","argv":["cat","/etc/shadow"]},"fd":{"type":"file","num":3,"name":"/etc/shadow"},"open":{"flags":0,"path":"/etc/shadow"}}"#;
+    let mut data = Vec::new();
+    data.extend_from_slice(shadow.as_bytes());
+    data.extend_from_slice(b"\n{\"ts\":1,\"type\":\"open\xff\xfeat\"}\n");
+    data.extend_from_slice(&vec![b' '; (1 << 20) + 10]);
+    data.extend_from_slice(b"\nnot json\n");
+    data.extend_from_slice(shadow.as_bytes());
+    data.push(b'\n');
+    std::fs::write(&events, &data).unwrap();
+    let rules = repo().join("../shared/falco-rules/falco_rules.yaml");
+    let out = mamori()
+        .arg("replay")
+        .arg(&events)
+        .arg("--rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let at = |n: usize| format!("{}:{n}: skipped: ", events.display());
+    assert!(stderr.contains(&format!("{}not UTF-8", at(2))), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}line longer than 1048576 bytes", at(3))),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&at(4)), "{stderr}");
+    assert!(
+        stderr.contains("2 events, 2 alerts, 3 unreadable lines"),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}

@@ -4,5 +4,6 @@
 
 pub mod capture;
 pub mod health;
+mod lines;
 pub mod rules;
 pub mod run;

@@ -6,13 +6,14 @@
 //! into an exit code. The `rules test` case format is documented in
 //! `rules/README.md`.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::cli::lines::{next_line, Line};
 use crate::detect::rule_files;
 use mamori_rules::alert::Alert;
 use mamori_rules::event::Event;
@@ -167,23 +168,51 @@ fn event_from_json(mut v: serde_json::Value) -> anyhow::Result<Event> {
 }
 
 /// `mamori replay EVENTS.jsonl --rules PATH...`: alerts as JSON lines.
+/// A recorded event line longer than this is skipped (a capture line is a
+/// few KiB; the bound keeps a hostile file from taking all memory).
+pub const MAX_REPLAY_LINE: usize = 1 << 20;
+
 pub fn replay(events: &Path, rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let (engine, _report) = load_engine(&rule_paths(rules), RuleMatching::First)?;
     let file =
         std::fs::File::open(events).with_context(|| format!("opening {}", events.display()))?;
-    let reader = std::io::BufReader::new(file);
+    let mut reader = std::io::BufReader::new(file);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut n_events, mut n_alerts, mut n_bad) = (0u64, 0u64, 0u64);
-    for (lineno, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", events.display()))?;
-        if line.trim().is_empty() {
+    let mut buf = Vec::new();
+    let mut lineno = 0u64;
+    while let Some(line) = next_line(&mut reader, &mut buf, MAX_REPLAY_LINE)
+        .with_context(|| format!("reading {}", events.display()))?
+    {
+        lineno += 1;
+        let skip = |why: &dyn std::fmt::Display, n_bad: &mut u64| {
+            *n_bad += 1;
+            eprintln!("{}:{lineno}: skipped: {why}", events.display());
+        };
+        let bytes = match line {
+            Line::Text(b) => b,
+            Line::TooLong => {
+                skip(
+                    &format!("line longer than {MAX_REPLAY_LINE} bytes"),
+                    &mut n_bad,
+                );
+                continue;
+            }
+        };
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                skip(&format!("not UTF-8 ({e})"), &mut n_bad);
+                continue;
+            }
+        };
+        if text.trim().is_empty() {
             continue;
         }
-        let ev: Event = match serde_json::from_str(&line) {
+        let ev: Event = match serde_json::from_str(text) {
             Ok(ev) => ev,
             Err(e) => {
-                n_bad += 1;
-                eprintln!("{}:{}: skipped: {e}", events.display(), lineno + 1);
+                skip(&e, &mut n_bad);
                 continue;
             }
         };
@@ -193,6 +222,7 @@ pub fn replay(events: &Path, rules: &[PathBuf]) -> anyhow::Result<ExitCode> {
             serde_json::to_writer(&mut out, &a)?;
             out.write_all(b"\n")?;
         }
+        buf = bytes;
     }
     out.flush()?;
     eprintln!("{n_events} events, {n_alerts} alerts, {n_bad} unreadable lines");

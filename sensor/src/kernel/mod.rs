@@ -10,6 +10,7 @@
 pub mod btf;
 pub mod decode;
 pub mod ring;
+mod startup;
 
 use aya::{
     maps::{MapData, PerCpuArray},
@@ -20,6 +21,8 @@ use mamori_common::{config_flags, EventKind, KernelOffsets, SensorConfig, NO_OFF
 
 use crate::kernel::btf::Btf;
 use mamori_rules::event::Drops;
+use startup::check_privileges;
+pub use startup::{check_ring_size, LARGEST_EVENT, LARGEST_RECORD, MIN_RING_BYTES};
 
 /// The eBPF object built by `sensor/build.rs` (empty with `AYA_BUILD_SKIP=1`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mamori"));
@@ -93,8 +96,18 @@ pub const PROBES: &[Probe] = &[
 pub enum AttachError {
     #[error("this mamori was built without its eBPF object (AYA_BUILD_SKIP); rebuild without it")]
     NoObject,
-    #[error("ring buffer size {0} must be a power of two and at least 4096 bytes")]
+    #[error(
+        "ring buffer size {0} must be a power of two and at least {MIN_RING_BYTES} bytes \
+         (the largest event, an exec with its path and arguments, takes {LARGEST_RECORD} bytes \
+         of ring; a smaller ring could never hold one)"
+    )]
     RingSize(u32),
+    #[error(
+        "mamori needs root, or the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN \
+         before Linux 5.8), to load its eBPF programs: missing {missing} (running as uid \
+         {uid}; run as root, or grant them, e.g. securityContext.capabilities.add)"
+    )]
+    Privileges { missing: String, uid: u32 },
     #[error("kernel BTF: {0} (mamori needs a kernel with CONFIG_DEBUG_INFO_BTF, Linux >= 5.8)")]
     Btf(#[from] crate::kernel::btf::BtfError),
     #[error("kernel BTF (for tp_btf programs): {0}")]
@@ -214,12 +227,11 @@ fn ensure_tracefs() {
 impl Sensor {
     /// Resolve offsets, load the object, attach every probe.
     pub fn load(opts: &Options) -> Result<Sensor, AttachError> {
+        check_ring_size(opts.ring_bytes)?;
         if EBPF_OBJECT.is_empty() {
             return Err(AttachError::NoObject);
         }
-        if opts.ring_bytes < 4096 || !opts.ring_bytes.is_power_of_two() {
-            return Err(AttachError::RingSize(opts.ring_bytes));
-        }
+        check_privileges()?;
         raise_memlock();
         ensure_tracefs();
         let offsets = Btf::from_sys_fs()?.kernel_offsets();

@@ -350,6 +350,18 @@ pub(crate) fn tls(key: &str, raw: &Option<RawTls>) -> Result<TlsConfig, ConfigEr
     })
 }
 
+/// An HTTP timeout at `key`: zero would fail every request at once, so it
+/// is refused rather than taken as "no timeout".
+pub(crate) fn positive_timeout(key: &str, d: Option<Dur>) -> Result<Option<Duration>, ConfigError> {
+    match d {
+        Some(Dur(d)) if d.is_zero() => Err(key_err(
+            key,
+            "must be positive (a zero timeout fails every request)",
+        )),
+        d => Ok(d.map(|d| d.0)),
+    }
+}
+
 /// The required, secret HTTP URL at `key` of the `what` output, resolved.
 pub(crate) fn required_url(
     key: &str,

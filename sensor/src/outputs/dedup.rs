@@ -173,7 +173,7 @@ mod tests {
         h.flush_dedup(t0 + Duration::from_secs(11), false);
         let st = h.lock();
         assert_eq!(st.queue.len(), 3, "one summary for the repeated key only");
-        let s = &st.queue[2];
+        let s = &st.queue.to_vec()[2];
         assert_eq!(s.output_fields["mamori.dedup.count"], 4);
         assert!(
             s.output.ends_with("(repeated 4 more times in 10s)"),

@@ -3,7 +3,8 @@
 //! Detection must never wait on a sink. The pipeline calls
 //! [`Outputs::submit`], which only filters, deduplicates and pushes an
 //! `Arc<Alert>` onto each interested sink's queue ([`queue`]) under a short
-//! mutex; a full queue drops its *oldest* alert and counts it. The sinks run
+//! mutex; a full queue drops its least severe alert (the oldest of those) and
+//! counts it. The sinks run
 //! on their own thread with its own tokio runtime (`worker.rs`), so a slow TLS
 //! handshake, a hung Slack or a full stdout pipe cannot stall the ring-buffer
 //! reader, and one sink's trouble does not delay another's queue.
@@ -86,6 +87,12 @@ impl SendError {
 pub enum OutputError {
     #[error("output {sink}: reading {path}: {msg}")]
     File {
+        sink: &'static str,
+        path: std::path::PathBuf,
+        msg: String,
+    },
+    #[error("output {sink}: opening {path}: {msg}")]
+    Open {
         sink: &'static str,
         path: std::path::PathBuf,
         msg: String,
@@ -198,7 +205,11 @@ impl Outputs {
             specs.push(SinkSpec {
                 name: "file".into(),
                 common: c.common.clone(),
-                sink: Box::new(file::FileSink::new(c.path.clone(), flag.clone())?),
+                sink: Box::new(file::FileSink::new(
+                    c.path.clone(),
+                    c.allow_writable_dir,
+                    flag.clone(),
+                )?),
                 reopen: Some(flag),
             });
         }

@@ -2,9 +2,11 @@
 //! sink's worker share.
 //!
 //! `submit` filters (priority, rule, tag), asks dedup and the rate limit,
-//! then pushes an `Arc<Alert>` under a short mutex; a full queue drops its
-//! *oldest* alert and counts it. The worker pops from the front. Counters
-//! are atomics, readable at any time.
+//! then pushes an `Arc<Alert>` under a short mutex. A full queue drops its
+//! *least severe* alert, the oldest of those (the new one if it is less
+//! severe than everything queued), and counts it: a flood of notices cannot
+//! push a critical alert out. The worker still takes alerts in arrival
+//! order ([`AlertQueue`]). Counters are atomics, readable at any time.
 
 use std::{
     collections::VecDeque,
@@ -23,7 +25,7 @@ use super::{
     rate_limit::{Admit, RateLimit},
     SinkStats,
 };
-use mamori_rules::alert::Alert;
+use mamori_rules::alert::{Alert, Priority};
 
 /// Per-sink counters, readable at any time (for metrics and `-v`).
 #[derive(Debug, Default)]
@@ -33,7 +35,7 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Retry attempts made.
     pub retried: AtomicU64,
-    /// Dropped from a full queue (oldest first).
+    /// Dropped from a full queue (least severe first, then oldest).
     pub dropped: AtomicU64,
     /// Repeats folded into a dedup summary instead of sent.
     pub deduplicated: AtomicU64,
@@ -59,9 +61,61 @@ impl Filter {
     }
 }
 
+/// A FIFO that can shed its least severe alert in O(1): one lane per
+/// priority, each in arrival order, and a sequence number to merge them.
+#[derive(Default)]
+pub(super) struct AlertQueue {
+    lanes: [VecDeque<(u64, Arc<Alert>)>; Priority::ALL.len()],
+    next_seq: u64,
+    len: usize,
+}
+
+impl AlertQueue {
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push_back(&mut self, a: Arc<Alert>) {
+        self.lanes[a.priority as usize].push_back((self.next_seq, a));
+        self.next_seq += 1;
+        self.len += 1;
+    }
+
+    /// The oldest alert, whatever its priority.
+    pub(super) fn pop_front(&mut self) -> Option<Arc<Alert>> {
+        let lane = self
+            .lanes
+            .iter_mut()
+            .filter(|l| !l.is_empty())
+            .min_by_key(|l| l.front().map(|(seq, _)| *seq))?;
+        self.len -= 1;
+        lane.pop_front().map(|(_, a)| a)
+    }
+
+    /// The least severe priority queued.
+    fn least_severe(&self) -> Option<usize> {
+        self.lanes.iter().rposition(|l| !l.is_empty())
+    }
+
+    /// The oldest alert of the least severe priority.
+    fn pop_least_severe(&mut self) -> Option<Arc<Alert>> {
+        let i = self.least_severe()?;
+        self.len -= 1;
+        self.lanes[i].pop_front().map(|(_, a)| a)
+    }
+
+    /// The queued alerts in arrival order.
+    #[cfg(test)]
+    pub(super) fn to_vec(&self) -> Vec<Arc<Alert>> {
+        let mut all: Vec<_> = self.lanes.iter().flatten().collect();
+        all.sort_by_key(|(seq, _)| *seq);
+        all.into_iter().map(|(_, a)| a.clone()).collect()
+    }
+}
+
 /// A sink's queue and its dedup / rate-limit windows, under one mutex.
 pub(super) struct State {
-    pub(super) queue: VecDeque<Arc<Alert>>,
+    pub(super) queue: AlertQueue,
     /// The worker holds an alert it took from the queue.
     pub(super) in_flight: bool,
     /// Shutdown started: nothing more is queued.
@@ -91,7 +145,7 @@ impl SinkHandle {
             name: name.into(),
             filter: Filter { common },
             state: Mutex::new(State {
-                queue: VecDeque::new(),
+                queue: AlertQueue::default(),
                 in_flight: false,
                 closed: false,
                 dedup,
@@ -114,8 +168,16 @@ impl SinkHandle {
             return;
         }
         if st.queue.len() >= self.filter.common.queue_capacity {
-            st.queue.pop_front();
             self.counters.dropped.fetch_add(1, Relaxed);
+            // `Priority` orders most severe first: a larger index is less severe.
+            if st
+                .queue
+                .least_severe()
+                .is_some_and(|i| (a.priority as usize) > i)
+            {
+                return; // less severe than everything queued: it goes
+            }
+            st.queue.pop_least_severe();
         }
         st.queue.push_back(a);
         self.notify.notify_one();
@@ -248,11 +310,52 @@ mod tests {
                 now,
             );
         }
-        let st = h.lock();
-        let rules: Vec<_> = st.queue.iter().map(|a| a.rule.clone()).collect();
-        assert_eq!(rules, ["r7", "r8", "r9"]);
-        drop(st);
+        assert_eq!(rules(&h), ["r7", "r8", "r9"]);
         assert_eq!(h.stats().dropped, 7);
         assert_eq!(h.stats().pending, 3);
+    }
+
+    fn rules(h: &SinkHandle) -> Vec<String> {
+        h.lock()
+            .queue
+            .to_vec()
+            .iter()
+            .map(|a| a.rule.clone())
+            .collect()
+    }
+
+    /// A flood of low-priority alerts cannot push a severe one out: the
+    /// least severe goes first (the oldest of those), and an alert less
+    /// severe than everything queued is the one dropped.
+    #[test]
+    fn full_queue_drops_the_least_severe_first() {
+        let h = handle(3, None);
+        let now = Instant::now();
+        let sub = |rule: &str, p: Priority| h.submit_at(&Arc::new(alert(rule, p, "x")), now);
+        sub("crit", Priority::Critical);
+        sub("n1", Priority::Notice);
+        sub("n2", Priority::Notice);
+        for i in 3..10 {
+            sub(&format!("n{i}"), Priority::Notice);
+        }
+        assert_eq!(rules(&h), ["crit", "n8", "n9"]);
+        sub("debug", Priority::Debug);
+        assert_eq!(
+            rules(&h),
+            ["crit", "n8", "n9"],
+            "less severe than all: dropped"
+        );
+        sub("err", Priority::Error);
+        assert_eq!(rules(&h), ["crit", "n9", "err"]);
+        sub("emerg", Priority::Emergency);
+        sub("warn", Priority::Warning);
+        assert_eq!(rules(&h), ["crit", "err", "emerg"]);
+        assert_eq!(h.stats().dropped, 11);
+        // Delivered in arrival order.
+        let mut st = h.lock();
+        let order: Vec<_> = std::iter::from_fn(|| st.queue.pop_front())
+            .map(|a| a.rule.clone())
+            .collect();
+        assert_eq!(order, ["crit", "err", "emerg"]);
     }
 }

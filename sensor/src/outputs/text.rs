@@ -6,18 +6,22 @@
 ///
 /// C0 controls (newline, ESC...), DEL, C1 controls (incl. NEL), the Unicode
 /// line/paragraph separators and bidi overrides become visible `\xNN` /
-/// `\u{NNNN}` text. Everything else passes through.
+/// `\u{NNNN}` text, and `\` itself becomes `\\`, so a file literally
+/// named `a\x0ab` cannot pass for an escaped newline. Everything else passes
+/// through.
 pub fn neutralize(s: &str) -> std::borrow::Cow<'_, str> {
     fn bad(c: char) -> bool {
         c.is_control()
             || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
     }
-    if !s.chars().any(bad) {
+    if !s.chars().any(|c| c == '\\' || bad(c)) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if !bad(c) {
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if !bad(c) {
             out.push(c);
         } else if (c as u32) < 0x100 {
             out.push_str(&format!("\\x{:02x}", c as u32));
@@ -52,6 +56,10 @@ mod tests {
             neutralize("a\nb\x1b[31mc\u{2028}\u{202e}"),
             "a\\x0ab\\x1b[31mc\\u{2028}\\u{202e}"
         );
+        // A literal backslash sequence stays distinguishable from an escape.
+        assert_eq!(neutralize("a\\x0ab"), "a\\\\x0ab");
+        assert_ne!(neutralize("a\\x0ab"), neutralize("a\nb"));
+        assert_eq!(neutralize("C:\\dir\n"), "C:\\\\dir\\x0a");
         assert_eq!(truncate_with_marker("héllo world", 7, "…"), "hél…");
         assert_eq!(truncate_with_marker("héllo world", 6, "…"), "hé…");
         assert_eq!(truncate_with_marker("héllo world", 5, "…"), "h…");

@@ -1,4 +1,5 @@
-//! The `outputs.file` keys: the shared ones and `path` (which turns it on).
+//! The `outputs.file` keys: the shared ones, `path` (which turns it on) and
+//! `allow_writable_dir` (the safety check of the file's directory, off).
 
 use std::path::PathBuf;
 
@@ -7,12 +8,18 @@ use crate::{
     outputs::config::{sink_struct, SinkCommon},
 };
 
-sink_struct!(RawFile { path: Option<PathBuf>, });
+sink_struct!(RawFile {
+    path: Option<PathBuf>,
+    /// Write even when other users may write to the file's directory.
+    allow_writable_dir: Option<bool>,
+});
 
 #[derive(Debug, Clone)]
 pub struct FileConfig {
     pub common: SinkCommon,
     pub path: PathBuf,
+    /// Skip the refusal of a group- or world-writable parent directory.
+    pub allow_writable_dir: bool,
 }
 
 impl RawFile {
@@ -28,6 +35,10 @@ impl RawFile {
                 "required when the file output is enabled",
             )
         })?;
-        Ok(Some(FileConfig { common, path }))
+        Ok(Some(FileConfig {
+            common,
+            path,
+            allow_writable_dir: self.allow_writable_dir.unwrap_or(false),
+        }))
     }
 }

@@ -222,6 +222,8 @@ mod tests {
             "hi @\u{200b}channel @\u{200b}HERE @\u{200b}everyone @bob"
         );
         assert_eq!(escape("x\n\x1b[31my"), "x\\x0a\\x1b[31my");
+        // A file literally named `a\x0ab` does not look like an escaped newline.
+        assert_eq!(escape("a\\x0ab"), "a\\\\x0ab");
         assert_eq!(escape("&amp;"), "&amp;amp;");
     }
 

@@ -264,7 +264,8 @@ mod tests {
         );
         assert!(r.contains("rule=\"r\\]\\\"x\""), "{r}");
         assert!(
-            r.contains("proc.cmdline=\"sh -c \\\"a\\]\\\\b\\\"\\\\x0a\\\\x1b[31m\""),
+            // The backslash: `\\` from neutralize, each escaped for SD.
+            r.contains("proc.cmdline=\"sh -c \\\"a\\]\\\\\\\\b\\\"\\\\x0a\\\\x1b[31m\""),
             "{r}"
         );
         assert!(r.contains("proc.aname_2_=\"<NA>\""), "{r}");

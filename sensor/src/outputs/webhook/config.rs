@@ -9,7 +9,9 @@ use crate::{
         secret::{Secret, SecretSource},
         ConfigError, Dur,
     },
-    outputs::config::{required_url, sink_struct, tls, RawTls, SinkCommon, TlsConfig},
+    outputs::config::{
+        positive_timeout, required_url, sink_struct, tls, RawTls, SinkCommon, TlsConfig,
+    },
 };
 
 sink_struct!(RawWebhook {
@@ -41,7 +43,8 @@ impl RawWebhook {
             common,
             url,
             headers: self.headers()?,
-            timeout: self.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+            timeout: positive_timeout("outputs.webhook.timeout", self.timeout)?
+                .unwrap_or(Duration::from_secs(10)),
             tls: tls("outputs.webhook", &self.tls)?,
         }))
     }
@@ -71,5 +74,26 @@ impl RawWebhook {
             headers.push((name.clone(), v));
         }
         Ok(headers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn zero_timeout_is_refused() {
+        let load = |t: &str| {
+            let o = vec![
+                "outputs.webhook.url=http://10.0.0.1/hook".to_string(),
+                format!("outputs.webhook.timeout={t}"),
+            ];
+            crate::config::load(None, &o, Vec::<(String, String)>::new())
+        };
+        let e = load("0").unwrap_err().to_string();
+        assert!(
+            e.contains("outputs.webhook.timeout") && e.contains("positive"),
+            "{e}"
+        );
+        let c = load("3s").unwrap().outputs.webhook.unwrap();
+        assert_eq!(c.timeout, std::time::Duration::from_secs(3));
     }
 }
