@@ -339,17 +339,23 @@ fn exec_carries_the_controlling_tty() {
 
 const BURST: u64 = 20_000;
 
+/// The smallest ring the sensor accepts (it holds the largest event).
+const TINY_RING: u32 = 16 * 1024;
+
 #[test]
 fn tiny_ring_drops_are_counted_and_reported() {
     let opts = Options {
-        ring_bytes: 4096,
+        ring_bytes: TINY_RING,
+        // The ring-full path itself, without opens shed before it.
+        shed_opens_above: None,
         ..Options::default()
     };
     let (_, events, stats) = capture_child(opts, format!("burst|{BURST}|/etc/hostname"));
     assert!(
         stats.dropped.open > 0,
-        "a 4 KiB ring must overflow: {stats:?}"
+        "a 16 KiB ring must overflow: {stats:?}"
     );
+    assert_eq!(stats.dropped.shed, 0, "nothing shed when shedding is off");
     let reported: u64 = events
         .iter()
         .filter_map(|e| e.drops.as_ref())
@@ -359,6 +365,31 @@ fn tiny_ring_drops_are_counted_and_reported() {
         reported, stats.dropped.open,
         "every drop is reported as an event"
     );
+}
+
+/// With shedding on (the default), a burst that fills a tiny ring past 3/4
+/// has opens shed in the kernel: counted as lost opens and as shed, and
+/// reported in the drop events.
+#[test]
+fn tiny_ring_sheds_opens_first() {
+    let opts = Options {
+        ring_bytes: TINY_RING,
+        ..Options::default()
+    };
+    let (_, events, stats) = capture_child(opts, format!("burst|{BURST}|/etc/hostname"));
+    assert!(stats.dropped.shed > 0, "opens shed: {stats:?}");
+    assert!(stats.dropped.open >= stats.dropped.shed, "{stats:?}");
+    assert_eq!(
+        stats.dropped.exec + stats.dropped.fork + stats.dropped.exit,
+        0,
+        "{stats:?}"
+    );
+    let reported: u64 = events
+        .iter()
+        .filter_map(|e| e.drops.as_ref())
+        .map(|d| d.shed)
+        .sum();
+    assert_eq!(reported, stats.dropped.shed, "every shed open is reported");
 }
 
 #[test]

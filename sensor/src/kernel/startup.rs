@@ -5,12 +5,15 @@
 
 use super::AttachError;
 
-/// The largest record the programs write: an exec with a full path and
-/// argument area.
+/// The largest record the programs write: an exec with a full path, an
+/// argument area cut to its head and tail (`ARGS_MAX + 1` bytes) and the
+/// executable's path components.
 pub const LARGEST_EVENT: usize = std::mem::size_of::<mamori_common::Header>()
     + std::mem::size_of::<mamori_common::ExecBody>()
     + mamori_common::PATH_MAX
-    + mamori_common::ARGS_MAX;
+    + mamori_common::ARGS_MAX
+    + 1
+    + mamori_common::DIR_MAX;
 
 /// What the largest event takes in the ring: the kernel's 8-byte record
 /// header, the record rounded up to 8 bytes.
@@ -85,7 +88,7 @@ mod tests {
 
     #[test]
     fn a_ring_smaller_than_the_largest_event_is_refused() {
-        assert_eq!(LARGEST_EVENT, 56 + 48 + 4096 + 4096);
+        assert_eq!(LARGEST_EVENT, 56 + 48 + 4096 + 4096 + 1 + 1024);
         assert_eq!(MIN_RING_BYTES, 16384);
         for bad in [4096, 8192, 16383, 20000] {
             let e = check_ring_size(bad).unwrap_err().to_string();
