@@ -413,4 +413,44 @@ mod tests {
             assert!(e.contains("outputs.grace_period"), "{v}: {e}");
         }
     }
+
+    #[test]
+    fn alias_bombs_are_an_error_naming_the_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("mamori-cfg-bomb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bomb.yaml");
+        let mut text = String::from("a0: &a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
+        for i in 1..10 {
+            let row = vec![format!("*a{}", i - 1); 9].join(",");
+            text.push_str(&format!("a{i}: &a{i} [{row}]\n"));
+        }
+        text.push_str("outputs: *a9\n");
+        assert!(text.len() < 500);
+        std::fs::write(&p, &text).unwrap();
+        let e = load(Some(&p), &[], vec![]).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: invalid YAML: line ", p.display())),
+            "{e}"
+        );
+        assert!(e.contains("aliases expand the document"), "{e}");
+        // Ordinary anchors still work.
+        std::fs::write(
+            &p,
+            "x-limits: &rl {per_rule: 5, interval: 30s}\noutputs:\n  stdout:\n    rate_limit: *rl\n",
+        )
+        .unwrap();
+        let e = load(Some(&p), &[], vec![]).unwrap_err().to_string();
+        assert!(e.contains("unknown field `x-limits`"), "{e}");
+        std::fs::write(
+            &p,
+            "outputs:\n  stdout:\n    rate_limit: &rl {per_rule: 5, interval: 30s}\n  file:\n    path: /tmp/x\n    rate_limit: *rl\n",
+        )
+        .unwrap();
+        let c = load(Some(&p), &[], vec![]).unwrap();
+        assert_eq!(
+            c.outputs.file.unwrap().common.rate_limit.unwrap().per_rule,
+            5
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
