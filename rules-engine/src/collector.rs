@@ -28,6 +28,8 @@ pub(crate) struct Collection {
     pub macros: Vec<MacroInfo>,
     pub rules: Vec<RuleInfo>,
     pub diags: Vec<Diagnostic>,
+    /// Bytes of rule text read, which the expansion bounds scale with.
+    pub input_bytes: usize,
     next_index: usize,
 }
 
@@ -39,6 +41,7 @@ impl Collection {
 
     /// Read one file's text and collect its items.
     pub(crate) fn add_file(&mut self, file: &Arc<SourceFile>) {
+        self.input_bytes = self.input_bytes.saturating_add(file.text.len());
         let docs = match crate::yaml::parse(&file.text) {
             Ok(d) => d,
             Err(e) => {

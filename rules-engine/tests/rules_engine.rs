@@ -2,8 +2,11 @@
 //! overrides, exceptions, indexing, outputs, and error diagnostics.
 //!
 //! This file holds the event builders, the logic table and the operators;
-//! `rules_engine/` holds the other groups (definitions, matching, errors).
+//! `rules_engine/` holds the other groups (definitions, matching, errors,
+//! expansion bounds).
 
+#[path = "rules_engine/bounds.rs"]
+mod bounds;
 #[path = "rules_engine/definitions.rs"]
 mod definitions;
 #[path = "rules_engine/errors.rs"]

@@ -40,6 +40,7 @@ impl Compiler<'_> {
         let Some(expr) = expr else {
             return Ok(None);
         };
+        self.charge(&expr, &src, rcx)?;
         self.expr(&expr, &src, rcx, usize::MAX).map(Some)
     }
 
