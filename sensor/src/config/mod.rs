@@ -351,6 +351,15 @@ mod tests {
         let s = SecretSource::File(dir.join("url")).resolve("k").unwrap();
         assert_eq!(s.expose(), url);
         assert_eq!(format!("{s:?} {s}"), "*** ***");
+        // A device or a huge file is not read to the end.
+        let e = SecretSource::File("/dev/zero".into())
+            .resolve("outputs.slack.webhook_url")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("larger than 64 KiB") && e.contains("outputs.slack.webhook_url"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
