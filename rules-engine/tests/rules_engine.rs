@@ -3,7 +3,7 @@
 //!
 //! This file holds the event builders, the logic table and the operators;
 //! `rules_engine/` holds the other groups (definitions, matching, errors,
-//! expansion bounds).
+//! expansion bounds, Falco's loader semantics).
 
 #[path = "rules_engine/bounds.rs"]
 mod bounds;
@@ -11,6 +11,8 @@ mod bounds;
 mod definitions;
 #[path = "rules_engine/errors.rs"]
 mod errors;
+#[path = "rules_engine/falco_semantics.rs"]
+mod falco_semantics;
 #[path = "rules_engine/matching.rs"]
 mod matching;
 

@@ -297,6 +297,12 @@ impl<'c> Compiler<'c> {
                     Code::UnsupportedOutputField,
                     issue.message,
                 ));
+            } else if r.skip_if_unknown_filter {
+                // Falco skips such a rule instead of failing the load.
+                if rcx.unknown.is_none() {
+                    let field = issue.field.clone();
+                    rcx.unknown = Some((field, file.clone(), mark));
+                }
             } else {
                 output_error = true;
                 self.diags.push(rule_diag(
@@ -463,6 +469,7 @@ pub(crate) fn compile(col: &Collection, opts: CompileOptions) -> Compiled {
     for r in &col.rules {
         rules.push(c.rule(r));
     }
+    c.check_unused_macro_refs();
     for (i, m) in col.macros.iter().enumerate() {
         if !c.macro_used[i] {
             c.diags.push(Diagnostic {
