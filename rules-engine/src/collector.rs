@@ -134,9 +134,25 @@ impl Collection {
                 };
             }
         }
-        if item.get("required_engine_version").is_some()
-            || item.get("required_plugin_versions").is_some()
-        {
+        let top = ItemCx {
+            file,
+            kind: "item",
+            name: String::new(),
+        };
+        if let Some(v) = item.get("required_engine_version") {
+            return crate::versions::check_engine_version(&top, v);
+        }
+        if let Some(v) = item.get("required_plugin_versions") {
+            let n = crate::versions::check_plugin_versions(&top, v)?;
+            if n > 0 {
+                self.diags.push(reader::diag(
+                    Code::UnknownItem,
+                    &ctx,
+                    item.mark,
+                    None,
+                    format!("required_plugin_versions names {n} plugin(s); mamori loads no plugins, so rules of their sources stay inactive"),
+                ));
+            }
             return Ok(());
         }
         let key = entries

@@ -67,6 +67,7 @@ mod fields;
 mod output;
 mod reader;
 mod stateful;
+mod versions;
 
 pub use compiler::{HostNames, RuleSummary, Status};
 pub use diag::{Code, Diagnostic, ItemRef, LoadReport, Severity};

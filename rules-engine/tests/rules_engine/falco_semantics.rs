@@ -80,3 +80,59 @@ fn skip_if_unknown_filter_covers_the_output_too() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn required_engine_version_is_checked_as_falco_does() {
+    let with = |v: &str| {
+        format!(
+            "- required_engine_version: {v}\n{}",
+            rule("R", "evt.type = execve")
+        )
+    };
+    // What Falco's own files require, and older forms, load.
+    for v in ["0.57.0", "0.26.0", "\"0.31.0\"", "9", "0.0.1"] {
+        let (_, r) = load(&with(v));
+        assert!(!r.has_errors(), "{v}: {r}");
+    }
+    // Newer than the engine mamori implements: an error, as in an old Falco.
+    let (_, r) = load(&with("0.58.0"));
+    let d = r.errors().next().unwrap_or_else(|| panic!("no error: {r}"));
+    assert!(
+        d.message.contains("require engine version 0.58.0")
+            && d.message.contains("Falco's engine version 0.57.0"),
+        "{d}"
+    );
+    assert_eq!((d.line, d.col), (1, 28), "{d}");
+    assert!(has_error(
+        &load(&with("1.0.0")).1,
+        "require engine version 1.0.0"
+    ));
+    assert!(has_error(
+        &load(&with("99")).1,
+        "require engine version 0.99.0"
+    ));
+    // Neither a number nor a version: an error.
+    for v in ["latest", "0.57", "0.57.x", "-1", "[1]"] {
+        let (_, r) = load(&with(v));
+        assert!(r.has_errors(), "{v} accepted: {r}");
+    }
+}
+
+#[test]
+fn required_plugin_versions_are_checked_for_shape() {
+    let ok = "- required_plugin_versions:\n  - name: k8saudit\n    version: 0.7.0\n    alternatives:\n      - name: k8saudit-eks\n        version: 0.4.0\n";
+    let (_, r) = load(ok);
+    assert!(!r.has_errors(), "{r}");
+    assert!(
+        r.warnings()
+            .any(|d| d.message.contains("mamori loads no plugins")),
+        "{r}"
+    );
+    let (_, r) = load(&ok.replace("0.7.0", "seven"));
+    assert!(
+        has_error(&r, "plugin version 'seven' is not a version"),
+        "{r}"
+    );
+    let (_, r) = load("- required_plugin_versions:\n  - name: json\n");
+    assert!(has_error(&r, "has no 'version'"), "{r}");
+}
