@@ -68,6 +68,7 @@ mod output;
 mod reader;
 mod stateful;
 mod versions;
+mod yaml_flow;
 
 pub use compiler::{HostNames, RuleSummary, Status};
 pub use diag::{Code, Diagnostic, ItemRef, LoadReport, Severity};

@@ -166,7 +166,10 @@ fn weight(node: &Node) -> usize {
 /// Builds the tree from the parser's events, copying anchored nodes for
 /// their aliases within the bounds above.
 #[derive(Default)]
-struct Builder {
+struct Builder<'s> {
+    /// Spaces added per line (0-based) by [`crate::yaml_flow`]: marks are
+    /// moved back by as much.
+    shifts: &'s [u32],
     stack: Vec<Frame>,
     docs: Vec<Node>,
     /// Anchored nodes by the parser's anchor id, with their weight.
@@ -175,7 +178,7 @@ struct Builder {
     copied: usize,
 }
 
-impl Builder {
+impl Builder<'_> {
     /// Charge `bytes` of copying at `mark` against [`MAX_ALIAS_BYTES`].
     fn charge(&mut self, bytes: usize, mark: Mark) -> Result<(), YamlError> {
         self.copied = self.copied.saturating_add(bytes);
@@ -265,8 +268,18 @@ impl Builder {
         self.push_node(node, anchor)
     }
 
+    /// A parser marker as a position in the original text.
+    fn mark(&self, marker: &Marker) -> Mark {
+        let mut mark = Mark::from_marker(marker);
+        let shift = self.shifts.get(marker.line().wrapping_sub(1)).copied();
+        if let Some(s) = shift.filter(|&s| mark.col > s) {
+            mark.col -= s;
+        }
+        mark
+    }
+
     fn event(&mut self, ev: YEvent, marker: Marker) -> Result<(), YamlError> {
-        let mark = Mark::from_marker(&marker);
+        let mark = self.mark(&marker);
         match ev {
             YEvent::Scalar(value, style, anchor, _) => {
                 let style = match style {
@@ -294,13 +307,32 @@ impl Builder {
 
 /// Parse every document of a YAML stream. Aliases are expanded within
 /// [`MAX_ALIASES`] and [`MAX_ALIAS_BYTES`], nesting within [`MAX_DEPTH`];
-/// past a bound parsing stops with an error at the offending node.
+/// past a bound parsing stops with an error at the offending node. A flow
+/// collection whose lines sit at its key's indentation, which yaml-rust2
+/// rejects and Falco accepts, is read as Falco reads it
+/// ([`crate::yaml_flow`]).
 pub fn parse(text: &str) -> Result<Vec<Node>, YamlError> {
-    let mut builder = Builder::default();
+    match parse_shifted(text, &[]) {
+        Err(e) if e.message.contains("indentation") => {
+            match crate::yaml_flow::indent_flow_lines(text) {
+                Some((fixed, shifts)) => parse_shifted(&fixed, &shifts).map_err(|_| e),
+                None => Err(e),
+            }
+        }
+        r => r,
+    }
+}
+
+/// Parse `text`, whose lines were shifted right by `shifts` spaces.
+fn parse_shifted(text: &str, shifts: &[u32]) -> Result<Vec<Node>, YamlError> {
+    let mut builder = Builder {
+        shifts,
+        ..Builder::default()
+    };
     let mut parser = Parser::new_from_str(text);
     loop {
         let (ev, marker) = parser.next_token().map_err(|e| YamlError {
-            mark: Mark::from_marker(e.marker()),
+            mark: builder.mark(e.marker()),
             message: e.info().to_string(),
         })?;
         if ev == YEvent::StreamEnd {
@@ -534,6 +566,33 @@ mod tests {
         );
         let ok = format!("{}1{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn flow_lists_at_the_key_indentation_load_as_in_falco() {
+        let text = "- list: a\n  items: [\n  x, \"y\"\n  ]\n- list: b\n  items: [\n    x, y\n]\n- list: c\n  items: [x,\n  y]\n";
+        let docs = parse(text).unwrap();
+        let NodeKind::Seq(items) = &docs[0].kind else {
+            panic!()
+        };
+        for item in items {
+            let v = item.get("items").unwrap();
+            let NodeKind::Seq(vals) = &v.kind else {
+                panic!("{v:?}")
+            };
+            let vals: Vec<_> = vals.iter().map(|n| n.as_str().unwrap()).collect();
+            assert_eq!(vals, ["x", "y"]);
+        }
+        // Positions are the original ones.
+        let a = items[0].get("items").unwrap();
+        let NodeKind::Seq(vals) = &a.kind else {
+            panic!()
+        };
+        assert_eq!(vals[0].mark, Mark { line: 3, col: 3 });
+        assert_eq!(vals[1].mark, Mark { line: 3, col: 6 });
+        // A real indentation error is still reported where it is.
+        let err = parse("a:\n  b: 1\n c: 2\n").unwrap_err();
+        assert_eq!(err.mark.line, 3);
     }
 
     #[test]

@@ -271,3 +271,23 @@ fn alias_bombs_fail_fast_with_a_position() {
         "{line}"
     );
 }
+
+#[test]
+fn validate_accepts_flow_lists_at_the_key_indentation_as_falco_does() {
+    let dir = tempdir("flow_lists");
+    let f = dir.join("flow.yaml");
+    std::fs::write(
+        &f,
+        "- list: a\n  items: [\n  x, y\n  ]\n- list: b\n  items: [\n    \"x\",\n    y\n]\n\
+         - rule: R\n  desc: d\n  condition: evt.type = execve and proc.name in (a, b)\n  output: o\n  priority: info\n",
+    )
+    .unwrap();
+    let out = mamori()
+        .args(["rules", "validate"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("1 rules: 1 active"), "{stdout}");
+}
