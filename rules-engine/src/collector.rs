@@ -143,17 +143,9 @@ impl Collection {
             return crate::versions::check_engine_version(&top, v);
         }
         if let Some(v) = item.get("required_plugin_versions") {
-            let n = crate::versions::check_plugin_versions(&top, v)?;
-            if n > 0 {
-                self.diags.push(reader::diag(
-                    Code::UnknownItem,
-                    &ctx,
-                    item.mark,
-                    None,
-                    format!("required_plugin_versions names {n} plugin(s); mamori loads no plugins, so rules of their sources stay inactive"),
-                ));
-            }
-            return Ok(());
+            // Shape only: mamori loads no plugins, and the one Falco's own
+            // files name (`container`) provides fields mamori has natively.
+            return crate::versions::check_plugin_versions(&top, v).map(drop);
         }
         let key = entries
             .first()

@@ -56,8 +56,7 @@ pub(crate) fn check_engine_version(cx: &ItemCx, v: &Node) -> R<()> {
 }
 
 /// `- required_plugin_versions: [{name, version, alternatives}]`: checked
-/// for shape and versions as Falco does; returns how many plugins it names
-/// (mamori loads none, so their sources never produce events).
+/// for shape and versions as Falco does; returns how many plugins it names.
 pub(crate) fn check_plugin_versions(cx: &ItemCx, v: &Node) -> R<usize> {
     let NodeKind::Seq(items) = &v.kind else {
         return Err(cx.err(
