@@ -12,6 +12,7 @@
 //! * macros (and lists inside lists) only see items defined before their
 //!   last definition or modification ("visibility"); rule conditions see all.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::diag::{Code, Diagnostic};
@@ -28,7 +29,14 @@ pub(crate) struct Collection {
     pub macros: Vec<MacroInfo>,
     pub rules: Vec<RuleInfo>,
     pub diags: Vec<Diagnostic>,
+    /// Bytes of rule text read, which the expansion bounds scale with.
+    pub input_bytes: usize,
     next_index: usize,
+    /// Where each name sits in `lists`, `macros` and `rules`: every lookup
+    /// by name is a hash lookup, so loading stays linear in the item count.
+    list_pos: HashMap<String, usize>,
+    macro_pos: HashMap<String, usize>,
+    rule_pos: HashMap<String, usize>,
 }
 
 impl Collection {
@@ -39,6 +47,7 @@ impl Collection {
 
     /// Read one file's text and collect its items.
     pub(crate) fn add_file(&mut self, file: &Arc<SourceFile>) {
+        self.input_bytes = self.input_bytes.saturating_add(file.text.len());
         let docs = match crate::yaml::parse(&file.text) {
             Ok(d) => d,
             Err(e) => {
@@ -125,10 +134,18 @@ impl Collection {
                 };
             }
         }
-        if item.get("required_engine_version").is_some()
-            || item.get("required_plugin_versions").is_some()
-        {
-            return Ok(());
+        let top = ItemCx {
+            file,
+            kind: "item",
+            name: String::new(),
+        };
+        if let Some(v) = item.get("required_engine_version") {
+            return crate::versions::check_engine_version(&top, v);
+        }
+        if let Some(v) = item.get("required_plugin_versions") {
+            // Shape only: mamori loads no plugins, and the one Falco's own
+            // files name (`container`) provides fields mamori has natively.
+            return crate::versions::check_plugin_versions(&top, v).map(drop);
         }
         let key = entries
             .first()
@@ -166,19 +183,12 @@ impl Collection {
                     index: id,
                     visibility: id,
                 };
-                define(
-                    &mut self.lists,
-                    info,
-                    |l| &l.name,
-                    |l| &mut l.index,
-                    |l| l.index,
-                );
+                define(&mut self.lists, &mut self.list_pos, info, |l| {
+                    (&l.name, &mut l.index)
+                });
             }
             Some(mode) => {
-                let prev = self
-                    .lists
-                    .iter_mut()
-                    .find(|l| l.name == cx.name)
+                let prev = find(&mut self.lists, &self.list_pos, &cx.name)
                     .ok_or_else(|| no_prev(cx, item.mark, mode))?;
                 if mode == Mode::Append {
                     prev.items.extend(items);
@@ -215,19 +225,12 @@ impl Collection {
                     index: id,
                     visibility: id,
                 };
-                define(
-                    &mut self.macros,
-                    info,
-                    |m| &m.name,
-                    |m| &mut m.index,
-                    |m| m.index,
-                );
+                define(&mut self.macros, &mut self.macro_pos, info, |m| {
+                    (&m.name, &mut m.index)
+                });
             }
             Some(mode) => {
-                let prev = self
-                    .macros
-                    .iter_mut()
-                    .find(|m| m.name == cx.name)
+                let prev = find(&mut self.macros, &self.macro_pos, &cx.name)
                     .ok_or_else(|| no_prev(cx, item.mark, mode))?;
                 if mode == Mode::Append {
                     prev.cond.append(&cond);
@@ -281,17 +284,13 @@ impl Collection {
     }
 
     fn toggle_rule(&mut self, cx: &ItemCx, item: &Node, enabled: bool) -> R<()> {
-        let prev = self
-            .rules
-            .iter_mut()
-            .find(|r| r.name == cx.name)
-            .ok_or_else(|| {
-                cx.err(
-                    Code::ErrValidate,
-                    item.mark,
-                    "rule has only an 'enabled' key but no rule by that name exists",
-                )
-            })?;
+        let prev = find(&mut self.rules, &self.rule_pos, &cx.name).ok_or_else(|| {
+            cx.err(
+                Code::ErrValidate,
+                item.mark,
+                "rule has only an 'enabled' key but no rule by that name exists",
+            )
+        })?;
         prev.enabled = enabled;
         Ok(())
     }
@@ -353,7 +352,7 @@ impl Collection {
             ctx,
             index: id,
         };
-        if let Some(prev) = self.rules.iter().find(|r| r.name == info.name) {
+        if let Some(prev) = self.rule_pos.get(&info.name).map(|&i| &self.rules[i]) {
             if prev.source != info.source {
                 return Err(cx.err(
                     Code::ErrValidate,
@@ -368,13 +367,9 @@ impl Collection {
             self.diags
                 .push(cx.diag(Code::RuleRedefined, item.mark, msg));
         }
-        define(
-            &mut self.rules,
-            info,
-            |r| &r.name,
-            |r| &mut r.index,
-            |r| r.index,
-        );
+        define(&mut self.rules, &mut self.rule_pos, info, |r| {
+            (&r.name, &mut r.index)
+        });
         Ok(())
     }
 
@@ -386,17 +381,13 @@ impl Collection {
         keys: RuleKeys,
         modes: &[(String, Mode)],
     ) -> R<()> {
-        let prev = self
-            .rules
-            .iter_mut()
-            .find(|r| r.name == cx.name)
-            .ok_or_else(|| {
-                no_prev(
-                    cx,
-                    item.mark,
-                    modes.first().map(|m| m.1).unwrap_or(Mode::Append),
-                )
-            })?;
+        let prev = find(&mut self.rules, &self.rule_pos, &cx.name).ok_or_else(|| {
+            no_prev(
+                cx,
+                item.mark,
+                modes.first().map(|m| m.1).unwrap_or(Mode::Append),
+            )
+        })?;
         if modes.is_empty() {
             return Err(cx.err(
                 Code::ErrValidate,
@@ -574,18 +565,29 @@ fn no_prev(cx: &ItemCx, mark: Mark, mode: Mode) -> Fail {
     )
 }
 
-/// Define or redefine in place (keeping the first definition's index).
+/// The item named `name`, through its position map.
+fn find<'v, T>(v: &'v mut [T], pos: &HashMap<String, usize>, name: &str) -> Option<&'v mut T> {
+    pos.get(name).map(|&i| &mut v[i])
+}
+
+/// Define or redefine in place (keeping the first definition's index);
+/// `parts` gives an item's name and index.
 fn define<T>(
     v: &mut Vec<T>,
+    pos: &mut HashMap<String, usize>,
     mut info: T,
-    name: impl Fn(&T) -> &String,
-    index_mut: impl Fn(&mut T) -> &mut usize,
-    index: impl Fn(&T) -> usize,
+    parts: impl Fn(&mut T) -> (&String, &mut usize),
 ) {
-    if let Some(prev) = v.iter_mut().find(|p| name(p) == name(&info)) {
-        *index_mut(&mut info) = index(prev);
-        *prev = info;
-    } else {
-        v.push(info);
+    let name = parts(&mut info).0.clone();
+    match pos.get(&name) {
+        Some(&i) => {
+            let first = *parts(&mut v[i]).1;
+            *parts(&mut info).1 = first;
+            v[i] = info;
+        }
+        None => {
+            pos.insert(name, v.len());
+            v.push(info);
+        }
     }
 }

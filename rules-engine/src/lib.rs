@@ -67,6 +67,8 @@ mod fields;
 mod output;
 mod reader;
 mod stateful;
+mod versions;
+mod yaml_flow;
 
 pub use compiler::{HostNames, RuleSummary, Status};
 pub use diag::{Code, Diagnostic, ItemRef, LoadReport, Severity};

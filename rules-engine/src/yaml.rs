@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use yaml_rust2::parser::{Event as YEvent, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event as YEvent, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// One loaded rules file: its display name and full text.
@@ -136,18 +136,69 @@ enum Frame {
     Map(Vec<(Node, Node)>, Option<Node>, Mark, usize),
 }
 
-#[derive(Default)]
-struct Builder {
-    stack: Vec<Frame>,
-    docs: Vec<Node>,
-    anchors: HashMap<usize, Node>,
-    error: Option<YamlError>,
+/// Most alias events (`*name`) one YAML stream may hold. Falco's rule files
+/// use none; a config file a handful.
+pub const MAX_ALIASES: usize = 10_000;
+
+/// Most bytes the tree may grow by through copies made for anchors and
+/// aliases (a node counts [`NODE_COST`] bytes plus its scalar text). A
+/// "billion laughs" file of a few hundred bytes asks for gigabytes; it stops
+/// here, at the alias that crosses the bound, with that alias's position.
+pub const MAX_ALIAS_BYTES: usize = 32 << 20;
+
+/// Deepest nesting of sequences and mappings (Falco's files nest 5 deep);
+/// keeps every later recursive walk of the tree shallow.
+pub const MAX_DEPTH: usize = 128;
+
+/// What one node costs in [`MAX_ALIAS_BYTES`]' accounting, besides its text.
+const NODE_COST: usize = 48;
+
+/// The size a copy of `node` adds to the tree, in bytes (estimated).
+fn weight(node: &Node) -> usize {
+    NODE_COST
+        + match &node.kind {
+            NodeKind::Scalar(s, _) => s.len(),
+            NodeKind::Seq(items) => items.iter().map(weight).sum(),
+            NodeKind::Map(entries) => entries.iter().map(|(k, v)| weight(k) + weight(v)).sum(),
+        }
 }
 
-impl Builder {
-    fn push_node(&mut self, node: Node, anchor: usize) {
+/// Builds the tree from the parser's events, copying anchored nodes for
+/// their aliases within the bounds above.
+#[derive(Default)]
+struct Builder<'s> {
+    /// Spaces added per line (0-based) by [`crate::yaml_flow`]: marks are
+    /// moved back by as much.
+    shifts: &'s [u32],
+    stack: Vec<Frame>,
+    docs: Vec<Node>,
+    /// Anchored nodes by the parser's anchor id, with their weight.
+    anchors: HashMap<usize, (Node, usize)>,
+    aliases: usize,
+    copied: usize,
+}
+
+impl Builder<'_> {
+    /// Charge `bytes` of copying at `mark` against [`MAX_ALIAS_BYTES`].
+    fn charge(&mut self, bytes: usize, mark: Mark) -> Result<(), YamlError> {
+        self.copied = self.copied.saturating_add(bytes);
+        if self.copied > MAX_ALIAS_BYTES {
+            return Err(YamlError {
+                mark,
+                message: format!(
+                    "anchors and aliases expand the document by more than {} MiB; refusing to expand further",
+                    MAX_ALIAS_BYTES >> 20
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn push_node(&mut self, node: Node, anchor: usize) -> Result<(), YamlError> {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let w = weight(&node);
+            self.charge(w, node.mark)?;
+            self.anchors.insert(anchor, (node.clone(), w));
         }
         match self.stack.last_mut() {
             None => self.docs.push(node),
@@ -157,12 +208,78 @@ impl Builder {
                 Some(k) => entries.push((k, node)),
             },
         }
+        Ok(())
     }
-}
 
-impl MarkedEventReceiver for Builder {
-    fn on_event(&mut self, ev: YEvent, marker: Marker) {
-        let mark = Mark::from_marker(&marker);
+    fn open(&mut self, frame: Frame, mark: Mark) -> Result<(), YamlError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(YamlError {
+                mark,
+                message: format!("sequences and mappings nested deeper than {MAX_DEPTH} levels"),
+            });
+        }
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    fn alias(&mut self, id: usize, mark: Mark) -> Result<(), YamlError> {
+        self.aliases += 1;
+        if self.aliases > MAX_ALIASES {
+            return Err(YamlError {
+                mark,
+                message: format!("more than {MAX_ALIASES} aliases"),
+            });
+        }
+        let Some(&(_, w)) = self.anchors.get(&id) else {
+            return Err(YamlError {
+                mark,
+                message: "alias refers to an unknown anchor".into(),
+            });
+        };
+        self.charge(w, mark)?;
+        let mut node = self.anchors[&id].0.clone();
+        node.mark = mark;
+        self.push_node(node, 0)
+    }
+
+    fn close(&mut self) -> Result<(), YamlError> {
+        let (node, anchor) = match self.stack.pop() {
+            Some(Frame::Seq(items, mark, anchor)) => (
+                Node {
+                    kind: NodeKind::Seq(items),
+                    mark,
+                },
+                anchor,
+            ),
+            Some(Frame::Map(entries, _, start, anchor)) => {
+                // The parser reports a block mapping's start after its
+                // first key; the first key's mark is the better anchor.
+                let mark = entries.first().map(|(k, _)| k.mark).unwrap_or(start);
+                (
+                    Node {
+                        kind: NodeKind::Map(entries),
+                        mark,
+                    },
+                    anchor,
+                )
+            }
+            None => return Ok(()),
+        };
+        self.push_node(node, anchor)
+    }
+
+    /// A parser marker as a position in the original text.
+    fn mark(&self, marker: &Marker) -> Mark {
+        let mut mark = Mark::from_marker(marker);
+        let shift = self.shifts.get(marker.line().wrapping_sub(1)).copied();
+        if let Some(s) = shift.filter(|&s| mark.col > s) {
+            mark.col -= s;
+        }
+        mark
+    }
+
+    fn event(&mut self, ev: YEvent, marker: Marker) -> Result<(), YamlError> {
+        let mark = self.mark(&marker);
         match ev {
             YEvent::Scalar(value, style, anchor, _) => {
                 let style = match style {
@@ -172,73 +289,56 @@ impl MarkedEventReceiver for Builder {
                     TScalarStyle::Folded => Style::Folded,
                     _ => Style::Plain,
                 };
-                self.push_node(
-                    Node {
-                        kind: NodeKind::Scalar(value, style),
-                        mark,
-                    },
-                    anchor,
-                );
+                let kind = NodeKind::Scalar(value, style);
+                self.push_node(Node { kind, mark }, anchor)
             }
             YEvent::SequenceStart(anchor, _) => {
-                self.stack.push(Frame::Seq(Vec::new(), mark, anchor))
+                self.open(Frame::Seq(Vec::new(), mark, anchor), mark)
             }
             YEvent::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map(Vec::new(), None, mark, anchor))
+                self.open(Frame::Map(Vec::new(), None, mark, anchor), mark)
             }
-            YEvent::SequenceEnd | YEvent::MappingEnd => {
-                let (node, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq(items, mark, anchor)) => (
-                        Node {
-                            kind: NodeKind::Seq(items),
-                            mark,
-                        },
-                        anchor,
-                    ),
-                    Some(Frame::Map(entries, _, start, anchor)) => {
-                        // The parser reports a block mapping's start after its
-                        // first key; the first key's mark is the better anchor.
-                        let mark = entries.first().map(|(k, _)| k.mark).unwrap_or(start);
-                        (
-                            Node {
-                                kind: NodeKind::Map(entries),
-                                mark,
-                            },
-                            anchor,
-                        )
-                    }
-                    None => return,
-                };
-                self.push_node(node, anchor);
-            }
-            YEvent::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(mut node) => {
-                    node.mark = mark;
-                    self.push_node(node, 0);
-                }
-                None if self.error.is_none() => {
-                    self.error = Some(YamlError {
-                        mark,
-                        message: "alias refers to an unknown anchor".into(),
-                    });
-                }
-                None => {}
-            },
-            _ => {}
+            YEvent::SequenceEnd | YEvent::MappingEnd => self.close(),
+            YEvent::Alias(id) => self.alias(id, mark),
+            _ => Ok(()),
         }
     }
 }
 
-/// Parse every document of a YAML stream.
+/// Parse every document of a YAML stream. Aliases are expanded within
+/// [`MAX_ALIASES`] and [`MAX_ALIAS_BYTES`], nesting within [`MAX_DEPTH`];
+/// past a bound parsing stops with an error at the offending node. A flow
+/// collection whose lines sit at its key's indentation, which yaml-rust2
+/// rejects and Falco accepts, is read as Falco reads it
+/// ([`crate::yaml_flow`]).
 pub fn parse(text: &str) -> Result<Vec<Node>, YamlError> {
-    let mut builder = Builder::default();
+    match parse_shifted(text, &[]) {
+        Err(e) if e.message.contains("indentation") => {
+            match crate::yaml_flow::indent_flow_lines(text) {
+                Some((fixed, shifts)) => parse_shifted(&fixed, &shifts).map_err(|_| e),
+                None => Err(e),
+            }
+        }
+        r => r,
+    }
+}
+
+/// Parse `text`, whose lines were shifted right by `shifts` spaces.
+fn parse_shifted(text: &str, shifts: &[u32]) -> Result<Vec<Node>, YamlError> {
+    let mut builder = Builder {
+        shifts,
+        ..Builder::default()
+    };
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut builder, true).map_err(|e| YamlError {
-        mark: Mark::from_marker(e.marker()),
-        message: e.info().to_string(),
-    })?;
-    if let Some(e) = builder.error {
-        return Err(e);
+    loop {
+        let (ev, marker) = parser.next_token().map_err(|e| YamlError {
+            mark: builder.mark(e.marker()),
+            message: e.info().to_string(),
+        })?;
+        if ev == YEvent::StreamEnd {
+            break;
+        }
+        builder.event(ev, marker)?;
     }
     Ok(builder.docs)
 }
@@ -409,6 +509,89 @@ mod tests {
     #[test]
     fn syntax_error_has_position() {
         let err = parse("- rule: x\n  a: [\n").unwrap_err();
+        assert_eq!(err.mark.line, 3);
+    }
+
+    /// Nine lists of nine aliases of the level below: 9^10 scalars if expanded.
+    pub(crate) fn billion_laughs(key: &str) -> String {
+        let mut t = format!("- {key}: l0\n  items: &a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
+        for i in 1..10 {
+            let row = vec![format!("*a{}", i - 1); 9].join(",");
+            t.push_str(&format!("- {key}: l{i}\n  items: &a{i} [{row}]\n"));
+        }
+        t
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded_by_size_with_the_alias_position() {
+        let text = billion_laughs("list");
+        assert!(text.len() < 700, "{}", text.len());
+        let t = std::time::Instant::now();
+        let err = parse(&text).unwrap_err();
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        assert!(
+            err.message
+                .contains("expand the document by more than 32 MiB"),
+            "{}",
+            err.message
+        );
+        // Level 6 (line 14) copies 9^6 scalars in all: the bound falls there,
+        // at one of its aliases.
+        assert!((12..=16).contains(&err.mark.line), "{:?}", err.mark);
+        assert!(err.mark.col > 11, "{:?}", err.mark);
+    }
+
+    #[test]
+    fn alias_count_and_nesting_are_bounded() {
+        let mut text = String::from("a: &x 1\nb: [");
+        text.push_str(&vec!["*x"; MAX_ALIASES + 1].join(","));
+        text.push_str("]\n");
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.message.contains("more than 10000 aliases"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.mark.line, 2);
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_DEPTH + 1),
+            "]".repeat(MAX_DEPTH + 1)
+        );
+        let err = parse(&deep).unwrap_err();
+        assert!(
+            err.message.contains("nested deeper than 128"),
+            "{}",
+            err.message
+        );
+        let ok = format!("{}1{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn flow_lists_at_the_key_indentation_load_as_in_falco() {
+        let text = "- list: a\n  items: [\n  x, \"y\"\n  ]\n- list: b\n  items: [\n    x, y\n]\n- list: c\n  items: [x,\n  y]\n";
+        let docs = parse(text).unwrap();
+        let NodeKind::Seq(items) = &docs[0].kind else {
+            panic!()
+        };
+        for item in items {
+            let v = item.get("items").unwrap();
+            let NodeKind::Seq(vals) = &v.kind else {
+                panic!("{v:?}")
+            };
+            let vals: Vec<_> = vals.iter().map(|n| n.as_str().unwrap()).collect();
+            assert_eq!(vals, ["x", "y"]);
+        }
+        // Positions are the original ones.
+        let a = items[0].get("items").unwrap();
+        let NodeKind::Seq(vals) = &a.kind else {
+            panic!()
+        };
+        assert_eq!(vals[0].mark, Mark { line: 3, col: 3 });
+        assert_eq!(vals[1].mark, Mark { line: 3, col: 6 });
+        // A real indentation error is still reported where it is.
+        let err = parse("a:\n  b: 1\n c: 2\n").unwrap_err();
         assert_eq!(err.mark.line, 3);
     }
 

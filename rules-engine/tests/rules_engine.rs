@@ -2,12 +2,17 @@
 //! overrides, exceptions, indexing, outputs, and error diagnostics.
 //!
 //! This file holds the event builders, the logic table and the operators;
-//! `rules_engine/` holds the other groups (definitions, matching, errors).
+//! `rules_engine/` holds the other groups (definitions, matching, errors,
+//! expansion bounds, Falco's loader semantics).
 
+#[path = "rules_engine/bounds.rs"]
+mod bounds;
 #[path = "rules_engine/definitions.rs"]
 mod definitions;
 #[path = "rules_engine/errors.rs"]
 mod errors;
+#[path = "rules_engine/falco_semantics.rs"]
+mod falco_semantics;
 #[path = "rules_engine/matching.rs"]
 mod matching;
 

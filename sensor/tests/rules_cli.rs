@@ -1,6 +1,7 @@
 //! The rule-authoring CLI end to end: `rules test` on `rules/tests`,
 //! `rules validate` exit codes and JSON, `fields`, `replay`.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -249,4 +250,83 @@ fn replay_skips_non_utf8_and_overlong_lines_with_their_position() {
         "{stderr}"
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
+
+/// `mamori` with its address space capped at 1 GiB, so a loader that tries
+/// to expand a bomb dies (or fails its allocation) instead of the machine.
+fn mamori_capped() -> Command {
+    let mut c = mamori();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls setrlimit, which is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 30,
+                rlim_max: 1 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
+/// A "billion laughs" file: ten levels of nine aliases of the level below.
+fn billion_laughs(top: &str, last: &str) -> String {
+    let mut t = format!("{top}a0: &a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
+    for i in 1..10 {
+        let row = vec![format!("*a{}", i - 1); 9].join(",");
+        t.push_str(&format!("{top}a{i}: &a{i} [{row}]\n"));
+    }
+    t.push_str(last);
+    t
+}
+
+#[test]
+fn alias_bombs_fail_fast_with_a_position() {
+    let dir = tempdir("alias_bomb");
+    let rules = dir.join("bomb.yaml");
+    std::fs::write(&rules, billion_laughs("- ", "")).unwrap();
+    let t = std::time::Instant::now();
+    let out = mamori_capped()
+        .args(["rules", "validate"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    let line = stdout.lines().next().unwrap_or("");
+    assert!(line.starts_with(&format!("{}:", rules.display())), "{line}");
+    assert!(
+        line.contains("aliases expand the document by more than"),
+        "{line}"
+    );
+}
+
+#[test]
+fn validate_accepts_flow_lists_at_the_key_indentation_as_falco_does() {
+    let dir = tempdir("flow_lists");
+    let f = dir.join("flow.yaml");
+    std::fs::write(
+        &f,
+        "- list: a\n  items: [\n  x, y\n  ]\n- list: b\n  items: [\n    \"x\",\n    y\n]\n\
+         - rule: R\n  desc: d\n  condition: evt.type = execve and proc.name in (a, b)\n  output: o\n  priority: info\n",
+    )
+    .unwrap();
+    let out = mamori()
+        .args(["rules", "validate"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("1 rules: 1 active"), "{stdout}");
 }

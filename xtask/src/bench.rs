@@ -14,7 +14,8 @@
 //! each with its drop count; and the userspace drain ceiling (decode +
 //! process table + JSON, no kernel).
 //! `rules`: the rule-engine benchmark (`rules-engine/examples/bench_rules.rs`,
-//! the kernel-free rules crate alone).
+//! the kernel-free rules crate alone), then rule loading in rules/s for 1k to
+//! 100k generated rules (`rules-engine/examples/bench_load.rs`).
 
 use std::{
     io::{BufRead, BufReader},
@@ -544,7 +545,9 @@ fn print_storms(storms: &[Storm]) {
 pub fn rules(iterations: u64) -> Result<()> {
     run(cargo_example("run", "mamori-rules", "bench_rules")
         .arg("--")
-        .arg(iterations.to_string()))
+        .arg(iterations.to_string()))?;
+    // Then loading: rules/s for generated files of 1k..100k rules.
+    run(&mut cargo_example("run", "mamori-rules", "bench_load"))
 }
 
 /// Alert delivery latency per sink (`sensor/examples/bench_outputs.rs`).

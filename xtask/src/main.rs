@@ -50,7 +50,8 @@ enum Cmd {
         #[arg(long)]
         iterations: Option<u64>,
     },
-    /// Run the rule-engine fuzz targets (libFuzzer) for a bounded time each.
+    /// Run the fuzz targets (condition parser, rules loader, config loader;
+    /// libFuzzer) for a bounded time each.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 30)]
@@ -166,7 +167,7 @@ fn fuzz(seconds: u64) -> Result<()> {
         .args(["--target-dir", "target/cov"])
         .env("RUSTFLAGS", flags)
         .env("AYA_BUILD_SKIP", "1"))?;
-    for target in ["condition_parser", "rules_file"] {
+    for target in ["condition_parser", "rules_file", "config_file"] {
         let corpus = dir.join("target/corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
         for seed in std::fs::read_dir(dir.join("seeds").join(target))? {

@@ -12,6 +12,7 @@
 use super::{Compiler, Fail, RuleCx};
 use crate::diag::Code;
 use crate::eval::Node;
+use crate::fields::{self, ResolveError};
 use crate::parser::{self, Check, Expr, Op, Operand as AstOperand, Rhs as AstRhs, Span, Value};
 use crate::reader::{CondText, ExFields, ExValue, ExceptionInfo, RuleInfo};
 use crate::yaml::Mark;
@@ -33,6 +34,15 @@ impl Compiler<'_> {
         let Some(fields) = &ex.fields else {
             return Err(self.ex_err(ex, rcx, ex.ctx.mark, "has no 'fields'"));
         };
+        // Falco checks the fields even when no values use them.
+        match fields {
+            ExFields::One(f, m) => self.known_field(ex, f, *m, rcx)?,
+            ExFields::Many(fs) => {
+                for (f, m) in fs {
+                    self.known_field(ex, f, *m, rcx)?;
+                }
+            }
+        }
         let expr = match fields {
             ExFields::One(f, fmark) => self.single_field(ex, f, *fmark, rcx)?,
             ExFields::Many(fs) => self.field_tuples(ex, fs, rcx)?,
@@ -40,6 +50,7 @@ impl Compiler<'_> {
         let Some(expr) = expr else {
             return Ok(None);
         };
+        self.charge(&expr, &src, rcx)?;
         self.expr(&expr, &src, rcx, usize::MAX).map(Some)
     }
 
@@ -195,6 +206,36 @@ impl Compiler<'_> {
             let msg = format!("bad field '{name}': {}", e.message);
             self.ex_err(ex, rcx, mark, &msg)
         })
+    }
+
+    /// An exception field must be a field Falco knows (one mamori lacks is
+    /// fine: it makes the rule inactive once a value uses it); an unknown
+    /// name is an error, or under `skip-if-unknown-filter` skips the rule.
+    fn known_field(
+        &self,
+        ex: &ExceptionInfo,
+        f: &str,
+        mark: Mark,
+        rcx: &mut RuleCx,
+    ) -> Result<(), Fail> {
+        let op = self.ex_field(ex, rcx, f, mark)?;
+        let fr = op.field();
+        match fields::resolve(&fr.name, fr.arg.as_deref()) {
+            Ok(_) | Err(ResolveError::Unsupported) => Ok(()),
+            Err(_) if rcx.skip_unknown => {
+                if rcx.unknown.is_none() {
+                    rcx.unknown = Some((fr.to_string(), ex.ctx.file.name.clone(), mark));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let what = match e {
+                    ResolveError::BadArg(m) => m,
+                    _ => format!("'{fr}' is not a known field (see `mamori fields`)"),
+                };
+                Err(self.ex_err(ex, rcx, mark, &what))
+            }
+        }
     }
 
     /// An exception's comparison operator.

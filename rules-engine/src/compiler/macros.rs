@@ -129,4 +129,58 @@ impl Compiler<'_> {
         self.macro_asts[idx] = Some(ast);
         res
     }
+
+    /// Falco resolves every macro, used or not: a macro whose condition
+    /// names a macro that is not defined (or not yet, where it stands) is an
+    /// error at the reference. Used macros report this through the rules
+    /// that expand them; this covers the unused ones.
+    pub(super) fn check_unused_macro_refs(&mut self) {
+        let col = self.col;
+        for (i, m) in col.macros.iter().enumerate() {
+            if self.macro_used[i] {
+                continue;
+            }
+            let Some(ast) = &self.macro_asts[i] else {
+                continue;
+            };
+            let mut refs = Vec::new();
+            macro_refs(ast, &mut refs);
+            for (name, span) in refs {
+                let msg = match self.macros.get(name) {
+                    None => format!("undefined macro '{name}'"),
+                    Some(&j) if col.macros[j].index >= m.visibility => {
+                        format!("macro '{name}' is used before it is defined")
+                    }
+                    Some(_) => continue,
+                };
+                let (file, mark) = m.cond.position(span.start);
+                self.diags.push(Diagnostic {
+                    severity: Code::ErrCompileCondition.severity(),
+                    code: Code::ErrCompileCondition,
+                    message: msg,
+                    file: file.to_string(),
+                    line: mark.line,
+                    col: mark.col,
+                    item: Some(ItemRef {
+                        kind: "macro",
+                        name: m.name.clone(),
+                    }),
+                });
+            }
+        }
+    }
+}
+
+/// The macro names a condition refers to, with their spans.
+fn macro_refs<'e>(e: &'e Expr, out: &mut Vec<(&'e str, Span)>) {
+    match e {
+        Expr::And(items, _) | Expr::Or(items, _) => {
+            for i in items {
+                macro_refs(i, out);
+            }
+        }
+        Expr::Not(inner, _) => macro_refs(inner, out),
+        Expr::Macro(name, span) => out.push((name, *span)),
+        Expr::Check(_) => {}
+    }
 }

@@ -13,6 +13,7 @@
 //!   capture, a Falco field mamori lacks, an unknown field under
 //!   `skip-if-unknown-filter`), disabled, or invalid with an error diagnostic.
 
+mod bounds;
 mod check;
 mod exceptions;
 mod lists;
@@ -29,6 +30,7 @@ use crate::parser::{self, Expr, Span};
 use crate::reader::{CondText, RuleInfo};
 use crate::stateful::{self, read::StatefulInfo, Spec};
 use crate::yaml::Mark;
+use bounds::Size;
 
 /// Load-time options that change compilation.
 #[derive(Debug, Clone, Default)]
@@ -136,11 +138,16 @@ pub(crate) struct Fail(pub(crate) Diagnostic);
 struct Compiler<'c> {
     col: &'c Collection,
     opts: CompileOptions,
-    lists: HashMap<&'c str, (usize, Vec<String>)>,
+    lists: HashMap<&'c str, lists::ListEntry>,
     list_used: HashMap<&'c str, bool>,
     macros: HashMap<&'c str, usize>,
     macro_asts: Vec<Option<Expr>>,
     macro_used: Vec<bool>,
+    /// Each macro's expanded size ([`bounds`]).
+    macro_sizes: Vec<Size>,
+    /// What all rules' conditions have expanded to so far, and the bound.
+    rules_size: Size,
+    rules_limit: Size,
     diags: Vec<Diagnostic>,
 }
 
@@ -154,6 +161,8 @@ struct RuleCx<'r> {
     unknown: Option<(String, String, Mark)>,
     evt_names: BTreeSet<String>,
     stack: Vec<usize>,
+    /// What the rule's conditions and exceptions expand to so far.
+    size: Size,
 }
 
 impl<'c> Compiler<'c> {
@@ -166,10 +175,14 @@ impl<'c> Compiler<'c> {
             macros: HashMap::new(),
             macro_asts: Vec::new(),
             macro_used: vec![false; col.macros.len()],
+            macro_sizes: Vec::new(),
+            rules_size: Size::default(),
+            rules_limit: bounds::total_limit(col.input_bytes),
             diags: Vec::new(),
         };
         c.compile_lists();
         c.parse_macros();
+        c.size_macros();
         c
     }
 
@@ -196,7 +209,10 @@ impl<'c> Compiler<'c> {
                 Code::ErrCompileCondition,
                 e.message,
             )),
-            Ok(ast) => self.expr(&ast, cond, rcx, usize::MAX),
+            Ok(ast) => {
+                self.charge(&ast, cond, rcx)?;
+                self.expr(&ast, cond, rcx, usize::MAX)
+            }
         }
     }
 
@@ -257,6 +273,7 @@ impl<'c> Compiler<'c> {
             unknown: None,
             evt_names: BTreeSet::new(),
             stack: Vec::new(),
+            size: Size::default(),
         };
         let (node, spec) = match self.rule_tree(r, &mut rcx) {
             Ok(x) => x,
@@ -280,6 +297,12 @@ impl<'c> Compiler<'c> {
                     Code::UnsupportedOutputField,
                     issue.message,
                 ));
+            } else if r.skip_if_unknown_filter {
+                // Falco skips such a rule instead of failing the load.
+                if rcx.unknown.is_none() {
+                    let field = issue.field.clone();
+                    rcx.unknown = Some((field, file.clone(), mark));
+                }
             } else {
                 output_error = true;
                 self.diags.push(rule_diag(
@@ -446,6 +469,7 @@ pub(crate) fn compile(col: &Collection, opts: CompileOptions) -> Compiled {
     for r in &col.rules {
         rules.push(c.rule(r));
     }
+    c.check_unused_macro_refs();
     for (i, m) in col.macros.iter().enumerate() {
         if !c.macro_used[i] {
             c.diags.push(Diagnostic {

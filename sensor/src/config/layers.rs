@@ -3,59 +3,75 @@
 //! then `-o KEY=VALUE`. Only after the last layer is the tree deserialized,
 //! so every layer is checked by the same rules and errors name the key path.
 
+use mamori_rules::yaml::{self, NodeKind, Style};
 use serde_json::Value;
 
 use super::ConfigError;
 
 /// Read YAML text into a JSON value tree (maps keep string keys).
+///
+/// The text goes through the rule engine's positioned YAML reader, so a
+/// config file gets the same bounds as a rules file (aliases expanded within
+/// a count and a size, nesting capped: a "billion laughs" file is an error
+/// at the alias that crosses the bound, not gigabytes) and every error
+/// names `line:col`.
 pub fn yaml_to_value(text: &str, origin: &str) -> Result<Value, ConfigError> {
-    let docs = yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| ConfigError::Yaml {
+    let docs = yaml::parse(text).map_err(|e| ConfigError::Yaml {
         origin: origin.into(),
-        msg: e.to_string(),
+        msg: format!("line {} column {}: {}", e.mark.line, e.mark.col, e.message),
     })?;
-    match docs.into_iter().next() {
+    match docs.first() {
         None => Ok(Value::Object(Default::default())),
-        Some(doc) => convert_yaml(doc, origin),
+        Some(doc) => convert(doc, origin),
     }
 }
 
-fn convert_yaml(y: yaml_rust2::Yaml, origin: &str) -> Result<Value, ConfigError> {
+/// A node as JSON. Plain scalars are typed as YAML's core schema (and
+/// `yaml-rust2`'s loader) types them: `null`/`~`/empty, booleans, integers
+/// (also `0x`/`0o`), floats; quoted and block scalars stay strings.
+fn convert(node: &yaml::Node, origin: &str) -> Result<Value, ConfigError> {
     use yaml_rust2::Yaml;
     let bad = |msg: String| ConfigError::Yaml {
         origin: origin.into(),
-        msg,
+        msg: format!("line {} column {}: {msg}", node.mark.line, node.mark.col),
     };
-    Ok(match y {
-        Yaml::Null => Value::Null,
-        Yaml::Boolean(b) => Value::Bool(b),
-        Yaml::Integer(i) => Value::from(i),
-        Yaml::Real(s) => s
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number)
-            .ok_or_else(|| bad(format!("bad number {s}")))?,
-        Yaml::String(s) => Value::String(s),
-        Yaml::Array(a) => Value::Array(
-            a.into_iter()
-                .map(|v| convert_yaml(v, origin))
+    Ok(match &node.kind {
+        NodeKind::Scalar(s, Style::Plain) => match Yaml::from_str(s) {
+            Yaml::Null => Value::Null,
+            Yaml::Boolean(b) => Value::Bool(b),
+            Yaml::Integer(i) => Value::from(i),
+            Yaml::Real(r) => r
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(|| bad(format!("bad number {r}")))?,
+            _ => Value::String(s.clone()),
+        },
+        NodeKind::Scalar(s, _) => Value::String(s.clone()),
+        NodeKind::Seq(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| convert(v, origin))
                 .collect::<Result<_, _>>()?,
         ),
-        Yaml::Hash(h) => {
+        NodeKind::Map(entries) => {
             let mut m = serde_json::Map::new();
-            for (k, v) in h {
-                let k = match k {
-                    Yaml::String(s) => s,
-                    Yaml::Integer(i) => i.to_string(),
-                    Yaml::Boolean(b) => b.to_string(),
-                    other => return Err(bad(format!("unsupported map key {other:?}"))),
+            for (k, v) in entries {
+                let key = match (&k.kind, convert(k, origin)?) {
+                    (NodeKind::Scalar(s, _), _) if s.is_empty() => {
+                        return Err(bad("empty map key".into()))
+                    }
+                    (NodeKind::Scalar(..), Value::String(s)) => s,
+                    (NodeKind::Scalar(..), v @ (Value::Number(_) | Value::Bool(_))) => {
+                        v.to_string()
+                    }
+                    _ => return Err(bad(format!("unsupported map key ({})", k.type_name()))),
                 };
-                m.insert(k, convert_yaml(v, origin)?);
+                m.insert(key, convert(v, origin)?);
             }
             Value::Object(m)
         }
-        Yaml::Alias(_) => return Err(bad("YAML aliases are not supported".into())),
-        Yaml::BadValue => return Err(bad("bad value".into())),
     })
 }
 

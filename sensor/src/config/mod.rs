@@ -351,6 +351,15 @@ mod tests {
         let s = SecretSource::File(dir.join("url")).resolve("k").unwrap();
         assert_eq!(s.expose(), url);
         assert_eq!(format!("{s:?} {s}"), "*** ***");
+        // A device or a huge file is not read to the end.
+        let e = SecretSource::File("/dev/zero".into())
+            .resolve("outputs.slack.webhook_url")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("larger than 64 KiB") && e.contains("outputs.slack.webhook_url"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -411,6 +420,147 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("outputs.grace_period"), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn alias_bombs_are_an_error_naming_the_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("mamori-cfg-bomb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bomb.yaml");
+        let mut text = String::from("a0: &a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
+        for i in 1..10 {
+            let row = vec![format!("*a{}", i - 1); 9].join(",");
+            text.push_str(&format!("a{i}: &a{i} [{row}]\n"));
+        }
+        text.push_str("outputs: *a9\n");
+        assert!(text.len() < 500);
+        std::fs::write(&p, &text).unwrap();
+        let e = load(Some(&p), &[], vec![]).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: invalid YAML: line ", p.display())),
+            "{e}"
+        );
+        assert!(e.contains("aliases expand the document"), "{e}");
+        // Ordinary anchors still work.
+        std::fs::write(
+            &p,
+            "x-limits: &rl {per_rule: 5, interval: 30s}\noutputs:\n  stdout:\n    rate_limit: *rl\n",
+        )
+        .unwrap();
+        let e = load(Some(&p), &[], vec![]).unwrap_err().to_string();
+        assert!(e.contains("unknown field `x-limits`"), "{e}");
+        std::fs::write(
+            &p,
+            "outputs:\n  stdout:\n    rate_limit: &rl {per_rule: 5, interval: 30s}\n  file:\n    path: /tmp/x\n    rate_limit: *rl\n",
+        )
+        .unwrap();
+        let c = load(Some(&p), &[], vec![]).unwrap();
+        assert_eq!(
+            c.outputs.file.unwrap().common.rate_limit.unwrap().per_rule,
+            5
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Sinks switched on with their required keys, so their numbers are read.
+    const ALL_SINKS: &[&str] = &[
+        "outputs.file.path=/tmp/mamori-never-written.json",
+        "outputs.syslog.address=udp://127.0.0.1:514",
+        "outputs.slack.webhook_url=https://hooks.example.invalid/x",
+        "outputs.webhook.url=http://127.0.0.1:9/x",
+    ];
+
+    /// Every numeric key of the config (durations included).
+    fn numeric_keys() -> Vec<String> {
+        let mut keys = vec!["outputs.grace_period".to_string()];
+        for sink in ["stdout", "file", "syslog", "slack", "webhook"] {
+            for k in [
+                "queue_capacity",
+                "dedup.window",
+                "retry.max_attempts",
+                "retry.initial_backoff",
+                "retry.max_backoff",
+                "rate_limit.per_rule",
+                "rate_limit.interval",
+            ] {
+                keys.push(format!("outputs.{sink}.{k}"));
+            }
+        }
+        for k in [
+            "slack.max_value_chars",
+            "slack.timeout",
+            "webhook.timeout",
+            "syslog.max_message_bytes",
+        ] {
+            keys.push(format!("outputs.{k}"));
+        }
+        keys
+    }
+
+    /// Loads `key=value` with every sink on; never panics. `Err` holds the
+    /// message, which must name the key.
+    fn probe(key: &str, value: &str) -> Result<(), String> {
+        let mut o: Vec<String> = ALL_SINKS.iter().map(|s| s.to_string()).collect();
+        o.push(format!("{key}={value}"));
+        match std::panic::catch_unwind(|| load(None, &o, vec![])) {
+            Err(_) => panic!("{key}={value} panicked"),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains(key),
+                    "{key}={value}: error does not name the key: {e}"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_numbers_are_errors_naming_the_key_never_panics() {
+        // No number a config may hold is out of every key's range: these
+        // are errors everywhere.
+        let never = [
+            "-1",
+            "1e300",
+            "-1e300",
+            "1e400",
+            ".inf",
+            ".nan",
+            "18446744073709551616",
+            "99999999999999999999999999",
+            "999999999999h",
+            "-5s",
+            "[1]",
+            "{a: 1}",
+        ];
+        // Representable but large: each key's own bound decides (the sink
+        // configs bound some of them); they must not panic.
+        let maybe = [
+            "0",
+            "1.5",
+            "4294967296",
+            "18446744073709551615",
+            "0x7fffffffffffffff",
+        ];
+        for key in numeric_keys() {
+            for v in never {
+                assert!(probe(&key, v).is_err(), "{key}={v} accepted");
+            }
+            for v in maybe {
+                let _ = probe(&key, v);
+            }
+        }
+        for (key, v) in [
+            ("outputs.syslog.address", "udp://127.0.0.1:99999"),
+            ("outputs.syslog.address", "tcp://127.0.0.1:-1"),
+            ("outputs.syslog.max_message_bytes", "10"),
+            ("outputs.stdout.queue_capacity", "0"),
+            ("outputs.file.retry.max_attempts", "0"),
+            ("outputs.slack.rate_limit.per_rule", "0"),
+        ] {
+            assert!(probe(key, v).is_err(), "{key}={v} accepted");
         }
     }
 }

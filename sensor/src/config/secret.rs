@@ -63,8 +63,8 @@ impl SecretSource {
             SecretSource::Inline(s) => s.clone(),
             SecretSource::Env(var) => std::env::var(var)
                 .map_err(|_| err(format!("environment variable {var} is not set")))?,
-            SecretSource::File(p) => std::fs::read_to_string(p)
-                .map_err(|e| err(format!("reading {}: {}", p.display(), e.kind())))?
+            SecretSource::File(p) => read_bounded(p)
+                .map_err(|e| err(format!("reading {}: {e}", p.display())))?
                 .trim_end_matches(['\n', '\r'])
                 .to_string(),
         };
@@ -73,6 +73,24 @@ impl SecretSource {
         }
         Ok(Secret(s))
     }
+}
+
+/// Largest secret file read: a URL or a header value is far smaller, and
+/// a path such as `/dev/zero` must not be read until memory runs out.
+pub const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// A secret file's text, at most [`MAX_SECRET_FILE`] bytes (an error past it).
+fn read_bounded(p: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(p).map_err(|e| e.kind().to_string())?;
+    let mut buf = Vec::new();
+    f.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.kind().to_string())?;
+    if buf.len() as u64 > MAX_SECRET_FILE {
+        return Err(format!("larger than {} KiB", MAX_SECRET_FILE / 1024));
+    }
+    String::from_utf8(buf).map_err(|_| "not UTF-8".to_string())
 }
 
 /// A resolved secret. `Debug`/`Display` print `***`; [`Secret::expose`] is
