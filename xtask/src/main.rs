@@ -150,7 +150,19 @@ pub fn build_sensor_release() -> Result<PathBuf> {
 /// pass (the instrumentation cargo-fuzz uses) and run by libFuzzer for
 /// `seconds` each from their seed corpus. A crash fails with its input saved.
 fn fuzz(seconds: u64) -> Result<()> {
-    let dir = root().join("fuzz");
+    // The rule engine's targets (the rules crate alone), then the config
+    // loader's (the sensor crate, without its eBPF object).
+    fuzz_crate(
+        &root().join("fuzz"),
+        &["condition_parser", "rules_file"],
+        seconds,
+    )?;
+    fuzz_crate(&root().join("fuzz/config"), &["config_file"], seconds)
+}
+
+/// Build the fuzz crate in `dir` with coverage instrumentation and run each
+/// of its `targets` for `seconds` from its seeds.
+fn fuzz_crate(dir: &Path, targets: &[&str], seconds: u64) -> Result<()> {
     let flags = [
         "-Cpasses=sancov-module",
         "-Cllvm-args=-sanitizer-coverage-level=4",
@@ -162,12 +174,12 @@ fn fuzz(seconds: u64) -> Result<()> {
     ]
     .join(" ");
     run(cargo()
-        .current_dir(&dir)
+        .current_dir(dir)
         .args(["build", "--release", "--target", "x86_64-unknown-linux-gnu"])
         .args(["--target-dir", "target/cov"])
         .env("RUSTFLAGS", flags)
         .env("AYA_BUILD_SKIP", "1"))?;
-    for target in ["condition_parser", "rules_file", "config_file"] {
+    for target in targets {
         let corpus = dir.join("target/corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
         for seed in std::fs::read_dir(dir.join("seeds").join(target))? {
