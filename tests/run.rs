@@ -146,18 +146,37 @@ fn run_prints_alerts_for_live_events_and_not_for_benign_twins() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `mamori run` with the shipped rules: attach, run `act`, let the alerts
+/// through, stop with SIGINT and return the alerts printed on stdout.
+fn shipped_rules_alerts(act: impl FnOnce()) -> Vec<serde_json::Value> {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mamori"));
+    cmd.args(["run", "--rules", shipped]);
+    let (child, _log, _stderr) = common::spawn_until_attached(cmd);
+    act();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: sending SIGINT to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mamori run exited with {}",
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// Path tricks (issue 13): `.`, `..` and repeated slashes, a relative path
 /// after `cd`, a relative path from a deep cwd, and an `openat` whose dirfd
 /// is closed at once by a process that exits at once — none hides a
 /// shadow-file read from the shipped rule; `fd.name` is the canonical path.
 #[test]
 fn shadow_read_through_path_tricks_is_caught() {
-    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
     let deep = std::env::temp_dir().join(format!("mamori-deep-{}/a/b/c", std::process::id()));
     std::fs::create_dir_all(&deep).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mamori"));
-    cmd.args(["run", "--rules", shipped]);
-    let (child, _log, _stderr) = common::spawn_until_attached(cmd);
     let ups = "../".repeat(deep.components().count() + 2);
     let tricks = [
         "cat /etc/./shadow".to_string(),
@@ -169,34 +188,23 @@ fn shadow_read_through_path_tricks_is_caught() {
          f = os.open(\"shadow\", os.O_RDONLY, dir_fd=d); os.close(d); os.read(f, 1)'"
             .into(),
     ];
-    for t in &tricks {
-        let st = Command::new("sh")
-            .args(["-c", t])
-            .stdout(Stdio::null())
+    let alerts = shipped_rules_alerts(|| {
+        for t in &tricks {
+            let st = Command::new("sh")
+                .args(["-c", t])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success(), "{t}");
+        }
+        // `/etc/shadow/.` fails (ENOTDIR): not a read, it must not fire.
+        let st = Command::new("cat")
+            .arg("/etc/shadow/.")
+            .stderr(Stdio::null())
             .status()
             .unwrap();
-        assert!(st.success(), "{t}");
-    }
-    // `/etc/shadow/.` fails (ENOTDIR): not a read, it must not fire.
-    let st = Command::new("cat")
-        .arg("/etc/shadow/.")
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!st.success());
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: sending SIGINT to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "mamori run exited with {}",
-        out.status
-    );
-    let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+        assert!(!st.success());
+    });
     let shadow: Vec<&serde_json::Value> = alerts
         .iter()
         .filter(|a| a["rule"] == "Shadow File Read by Untrusted Process")
@@ -238,44 +246,29 @@ fn shadow_read_through_path_tricks_is_caught() {
 /// (`proc.exepath`), not from the name; the argv's tail is kept.
 #[test]
 fn renamed_and_fileless_execs_are_caught() {
-    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
     let dir = std::env::temp_dir().join(format!("mamori-exec-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let tool = dir.join("nmap");
     std::fs::copy("/bin/true", &tool).unwrap();
     std::os::unix::fs::symlink("nmap", dir.join("update-check")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mamori"));
-    cmd.args(["run", "--rules", shipped]);
-    let (child, _log, _stderr) = common::spawn_until_attached(cmd);
-    // An argv longer than the capture limit: its tail still arrives.
-    let st = Command::new("./update-check")
-        .args(["-sS", &"A".repeat(6000), "--mamori-tail"])
-        .current_dir(&dir)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let fileless = "import os\n\
-        f = os.memfd_create('payload', 0)\n\
-        os.write(f, open('/bin/true', 'rb').read())\n\
-        os.execv('/proc/self/fd/%d' % f, ['payload', 'mamori-e2e'])\n";
-    let st = Command::new("python3")
-        .args(["-c", fileless])
-        .status()
-        .unwrap();
-    assert!(st.success(), "the memfd exec ran /bin/true");
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: sending SIGINT to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "mamori run exited with {}",
-        out.status
-    );
-    let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let alerts = shipped_rules_alerts(|| {
+        // An argv longer than the capture limit: its tail still arrives.
+        let st = Command::new("./update-check")
+            .args(["-sS", &"A".repeat(6000), "--mamori-tail"])
+            .current_dir(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let fileless = "import os\n\
+            f = os.memfd_create('payload', 0)\n\
+            os.write(f, open('/bin/true', 'rb').read())\n\
+            os.execv('/proc/self/fd/%d' % f, ['payload', 'mamori-e2e'])\n";
+        let st = Command::new("python3")
+            .args(["-c", fileless])
+            .status()
+            .unwrap();
+        assert!(st.success(), "the memfd exec ran /bin/true");
+    });
     let named = |rule: &str| -> Vec<&serde_json::Value> {
         alerts.iter().filter(|a| a["rule"] == rule).collect()
     };
