@@ -125,16 +125,16 @@ fn walk(task: u64, start: Path, out: *mut u8) -> Option<usize> {
             continue;
         }
         let name = read::<u64>(at.dentry, off(&o.dentry_name))?;
-        // SAFETY: `len <= DIR_MAX` (masked below 2 * DIR_MAX for the
-        // verifier) and `out` has room for 2 * DIR_MAX + NAME_MAX bytes; the
-        // helper reads kernel memory safely and NUL-terminates within
-        // NAME_MAX bytes.
+        // The offset is read and masked right where it is used: kernels
+        // before 5.13 forget a spilled register's bounds, and pointer math
+        // with an unbounded offset is refused.
+        // SAFETY: this CPU's slot, as above.
+        let at_off = unsafe { core::ptr::read_volatile(slot) } as usize & (2 * DIR_MAX - 1);
+        // SAFETY: `at_off < 2 * DIR_MAX` and `out` has room for
+        // 2 * DIR_MAX + NAME_MAX bytes; the helper reads kernel memory safely
+        // and NUL-terminates within NAME_MAX bytes.
         let n = unsafe {
-            bpf_probe_read_kernel_str(
-                out.add(len & (2 * DIR_MAX - 1)).cast(),
-                NAME_MAX as u32,
-                name as *const _,
-            )
+            bpf_probe_read_kernel_str(out.add(at_off).cast(), NAME_MAX as u32, name as *const _)
         };
         if n <= 0 {
             return None;

@@ -197,6 +197,14 @@ pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
             }
         }
     }
+    // The length again, re-read from the header and masked right before the
+    // call: the compiler may prove the mask above redundant and drop it,
+    // while a verifier older than 5.13 forgets a spilled length's bounds
+    // (it then refuses the call). A volatile load is opaque to the compiler,
+    // so this mask stays, next to its use.
+    // SAFETY: as in `write_header`.
+    let len = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*h).size)) } as usize
+        & (SCRATCH_SIZE - 1);
     // SAFETY: `buf` holds at least `len` initialised bytes of this event.
     let data = unsafe { core::slice::from_raw_parts(buf as *const u8, len) };
     if EVENTS.output::<[u8]>(data, flags as u64).is_err() {
