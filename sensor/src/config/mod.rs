@@ -424,6 +424,55 @@ mod tests {
     }
 
     #[test]
+    fn sink_numbers_past_their_bounds_are_errors_naming_the_key() {
+        let webhook = "outputs.webhook.url=https://hooks.example.invalid/x";
+        for (o, key) in [
+            (
+                "outputs.stdout.queue_capacity=4294967296",
+                "outputs.stdout.queue_capacity",
+            ),
+            (
+                "outputs.stdout.retry.max_attempts=4000000000",
+                "outputs.stdout.retry.max_attempts",
+            ),
+            (
+                "outputs.stdout.rate_limit.per_rule=4000000000",
+                "outputs.stdout.rate_limit.per_rule",
+            ),
+            (
+                "outputs.syslog.max_message_bytes=100000000",
+                "outputs.syslog.max_message_bytes",
+            ),
+            (
+                "outputs.slack.max_value_chars=0",
+                "outputs.slack.max_value_chars",
+            ),
+            (
+                "outputs.slack.max_value_chars=99999999",
+                "outputs.slack.max_value_chars",
+            ),
+            (
+                "outputs.webhook.url=https://hooks.example.invalid:99999/x",
+                "outputs.webhook.url",
+            ),
+        ] {
+            let mut overrides = vec![o.to_string()];
+            if o.starts_with("outputs.syslog") {
+                overrides.push("outputs.syslog.enabled=true".into());
+            }
+            if o.starts_with("outputs.slack") {
+                overrides.push("outputs.slack.webhook_url=https://hooks.slack.example/x".into());
+            }
+            if !o.starts_with("outputs.webhook") {
+                overrides.push(webhook.into());
+            }
+            let e = load(None, &overrides, vec![]).unwrap_err().to_string();
+            assert!(e.contains(key), "{o}: {e}");
+            assert!(!e.contains("99999/x"), "the URL is never echoed: {e}");
+        }
+    }
+
+    #[test]
     fn alias_bombs_are_an_error_naming_the_file_and_line() {
         let dir = std::env::temp_dir().join(format!("mamori-cfg-bomb-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -205,6 +205,14 @@ impl Default for RetryPolicy {
 }
 
 pub const DEFAULT_QUEUE: usize = 10_000;
+/// The largest queue a sink may have: a million alerts (each a few KiB at
+/// most) is already far more memory than a sensor should hold for one sink.
+pub const MAX_QUEUE: usize = 1_000_000;
+/// The most attempts per alert (retries back off exponentially to
+/// `max_backoff`: more would hold an alert for hours).
+pub const MAX_ATTEMPTS: u32 = 100;
+/// The largest per-rule rate limit (above it the limit limits nothing).
+pub const MAX_PER_RULE: u32 = 1_000_000;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 #[allow(clippy::too_many_arguments)]
@@ -231,10 +239,10 @@ pub(crate) fn common(
     c.rules = rules.clone().unwrap_or_default();
     c.tags = tags.clone().unwrap_or_default();
     if let Some(q) = queue_capacity {
-        if q == 0 {
+        if !(1..=MAX_QUEUE).contains(&q) {
             return Err(key_err(
                 format!("{key}.queue_capacity"),
-                "must be at least 1",
+                format!("must be from 1 to {MAX_QUEUE}"),
             ));
         }
         c.queue_capacity = q;
@@ -253,10 +261,10 @@ pub(crate) fn common(
         interval,
     }) = rate_limit
     {
-        if *n == 0 {
+        if !(1..=MAX_PER_RULE).contains(n) {
             return Err(key_err(
                 format!("{key}.rate_limit.per_rule"),
-                "must be at least 1 (leave it out for no limit)",
+                format!("must be from 1 to {MAX_PER_RULE} (leave it out for no limit)"),
             ));
         }
         let interval = interval.map(|d| d.0).unwrap_or(Duration::from_secs(60));
@@ -273,10 +281,10 @@ pub(crate) fn common(
     }
     if let Some(r) = retry {
         if let Some(n) = r.max_attempts {
-            if n == 0 {
+            if !(1..=MAX_ATTEMPTS).contains(&n) {
                 return Err(key_err(
                     format!("{key}.retry.max_attempts"),
-                    "must be at least 1 (1 = no retries)",
+                    format!("must be from 1 to {MAX_ATTEMPTS} (1 = no retries)"),
                 ));
             }
             c.retry.max_attempts = n;
@@ -383,6 +391,14 @@ fn http_url(key: &str, url: &Secret) -> Result<(), ConfigError> {
         return Err(key_err(
             key,
             "must be an http:// or https:// URL (value redacted)",
+        ));
+    }
+    // A port past 65535, a bad host and the like: refused now, not at the
+    // first alert. The parser's message names the part, not the value.
+    if let Err(e) = reqwest::Url::parse(u) {
+        return Err(key_err(
+            key,
+            format!("not a valid URL: {e} (value redacted)"),
         ));
     }
     Ok(())

@@ -221,8 +221,13 @@ impl ProcTable {
         }
         if path.starts_with('/') {
             // `/etc/./shadow`, `//etc///shadow` and `/tmp/../etc/shadow` are
-            // `/etc/shadow` to a rule (`fd.nameraw` keeps the text).
-            return normalize(path);
+            // `/etc/shadow` to a rule (`fd.nameraw` keeps the text). Most
+            // paths are normal already: one scan, one copy.
+            return if is_normal(path) {
+                path.to_string()
+            } else {
+                normalize(path)
+            };
         }
         let live = |rel: String| {
             self.proc_root
@@ -302,6 +307,28 @@ pub fn join_components(dir: &[u8]) -> String {
         out.push('/');
     }
     out
+}
+
+/// Whether an absolute path is already what [`normalize`] makes of it: no
+/// empty, `.` or `..` component and no trailing slash (one pass, no
+/// allocation: this is on every open's path).
+fn is_normal(path: &str) -> bool {
+    let b = path.as_bytes();
+    if b.len() > 1 && b[b.len() - 1] == b'/' {
+        return false;
+    }
+    // Every component starts after a '/': it must not be empty, "." or "..".
+    b.iter().enumerate().all(|(i, &c)| {
+        if c != b'/' {
+            return true;
+        }
+        let rest = &b[i + 1..];
+        !(rest.first() == Some(&b'/')
+            || rest == b"."
+            || rest.starts_with(b"./")
+            || rest == b".."
+            || rest.starts_with(b"../"))
+    })
 }
 
 /// Collapse `.` and `..` components lexically (as Falco does for fd.name).

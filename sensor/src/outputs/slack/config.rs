@@ -7,6 +7,10 @@
 
 use std::time::Duration;
 
+/// The longest value shown in a Slack attachment field (Slack truncates a
+/// message's text past 40k characters anyway).
+pub const MAX_VALUE_CHARS: usize = 4000;
+
 use crate::{
     config::{key_err, secret::Secret, secret::SecretSource, ConfigError, Dur},
     outputs::config::{positive_timeout, required_url, sink_struct, SinkCommon},
@@ -51,13 +55,20 @@ impl RawSlack {
                 ));
             }
         }
+        let max_value_chars = self.max_value_chars.unwrap_or(500);
+        if !(16..=MAX_VALUE_CHARS).contains(&max_value_chars) {
+            return Err(key_err(
+                "outputs.slack.max_value_chars",
+                format!("must be from 16 to {MAX_VALUE_CHARS}"),
+            ));
+        }
         Ok(Some(SlackConfig {
             common,
             webhook_url,
             channel: self.channel.clone(),
             username: self.username.clone(),
             icon_emoji: self.icon_emoji.clone(),
-            max_value_chars: self.max_value_chars.unwrap_or(500).max(16),
+            max_value_chars,
             timeout: positive_timeout("outputs.slack.timeout", self.timeout)?
                 .unwrap_or(Duration::from_secs(10)),
         }))

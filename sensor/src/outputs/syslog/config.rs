@@ -3,6 +3,10 @@
 
 use std::{fmt, path::PathBuf};
 
+/// The largest syslog message mamori builds (RFC 5425 receivers must take
+/// 2 KiB and may take more; 64 KiB is past what any relay keeps).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
 use crate::{
     config::{key_err, ConfigError},
     outputs::config::{sink_struct, tls, RawTls, SinkCommon, TlsConfig},
@@ -127,10 +131,10 @@ impl RawSyslog {
             ));
         }
         let max_message_bytes = self.max_message_bytes.unwrap_or(8192);
-        if max_message_bytes < 480 {
+        if !(480..=MAX_MESSAGE_BYTES).contains(&max_message_bytes) {
             return Err(key_err(
                 "outputs.syslog.max_message_bytes",
-                "must be at least 480",
+                format!("must be from 480 to {MAX_MESSAGE_BYTES}"),
             ));
         }
         Ok(Some(SyslogConfig {

@@ -338,6 +338,23 @@ fn relative_paths_join_the_kernel_resolved_directory() {
 
 #[test]
 fn normalize_paths() {
+    for p in [
+        "/a/./b", "//a", "/a//b", "/a/.", "/a/..", "/a/../b", "/a/", "/./a", "/../a",
+    ] {
+        assert!(!is_normal(p), "{p}");
+    }
+    for p in [
+        "/",
+        "/a",
+        "/a/b.c",
+        "/a/.hidden",
+        "/a/..b",
+        "/a/b..",
+        "/etc/shadow",
+    ] {
+        assert!(is_normal(p), "{p}");
+        assert_eq!(normalize(p), p, "is_normal agrees with normalize");
+    }
     assert_eq!(normalize("/a/./b/../c//d"), "/a/c/d");
     assert_eq!(normalize("/../x"), "/x");
     assert_eq!(normalize("//etc///shadow"), "/etc/shadow");
