@@ -5,7 +5,7 @@
 
 use super::bounds::{self, Size, MAX_LIST};
 use super::Compiler;
-use crate::diag::{Code, Diagnostic, ItemRef};
+use crate::diag::Code;
 use crate::parser::{Span, Value};
 
 /// A list with the lists it names expanded, and its expanded size.
@@ -69,18 +69,14 @@ impl Compiler<'_> {
                 }
             }
             if let Some(msg) = over {
-                self.diags.push(Diagnostic {
-                    severity: Code::ErrValidate.severity(),
-                    code: Code::ErrValidate,
-                    message: msg,
-                    file: l.ctx.file.name.clone(),
-                    line: l.ctx.mark.line,
-                    col: l.ctx.mark.col,
-                    item: Some(ItemRef {
-                        kind: "list",
-                        name: l.name.clone(),
-                    }),
-                });
+                self.diags.push(super::item_diag(
+                    "list",
+                    &l.name,
+                    &l.ctx.file.name,
+                    l.ctx.mark,
+                    Code::ErrValidate,
+                    msg,
+                ));
                 items = Vec::new();
                 size = Size::default();
             }

@@ -43,6 +43,26 @@ impl Compiler<'_> {
     /// Compile a parsed condition (or part of one) whose text is `src`;
     /// `vis` is the visibility of the macro it comes from (`usize::MAX` in a
     /// rule: rules see every macro).
+    /// Compile `items`; a result that `split` opens up (a nested node of
+    /// the same kind) is spliced in, any other is kept whole.
+    fn flatten(
+        &mut self,
+        items: &[Expr],
+        src: &CondText,
+        rcx: &mut RuleCx,
+        vis: usize,
+        split: fn(Node) -> Result<Vec<Node>, Node>,
+    ) -> Result<Box<[Node]>, Fail> {
+        let mut out = Vec::with_capacity(items.len());
+        for i in items {
+            match split(self.expr(i, src, rcx, vis)?) {
+                Ok(inner) => out.extend(inner),
+                Err(n) => out.push(n),
+            }
+        }
+        Ok(out.into_boxed_slice())
+    }
+
     pub(super) fn expr(
         &mut self,
         e: &Expr,
@@ -51,26 +71,15 @@ impl Compiler<'_> {
         vis: usize,
     ) -> Result<Node, Fail> {
         Ok(match e {
-            Expr::And(items, _) => {
-                let mut out = Vec::with_capacity(items.len());
-                for i in items {
-                    match self.expr(i, src, rcx, vis)? {
-                        Node::And(inner) => out.extend(inner.into_vec()),
-                        n => out.push(n),
-                    }
-                }
-                Node::And(out.into_boxed_slice())
-            }
-            Expr::Or(items, _) => {
-                let mut out = Vec::with_capacity(items.len());
-                for i in items {
-                    match self.expr(i, src, rcx, vis)? {
-                        Node::Or(inner) => out.extend(inner.into_vec()),
-                        n => out.push(n),
-                    }
-                }
-                Node::Or(out.into_boxed_slice())
-            }
+            // Nested and/or of the same kind are flattened into one node.
+            Expr::And(items, _) => Node::And(self.flatten(items, src, rcx, vis, |n| match n {
+                Node::And(inner) => Ok(inner.into_vec()),
+                n => Err(n),
+            })?),
+            Expr::Or(items, _) => Node::Or(self.flatten(items, src, rcx, vis, |n| match n {
+                Node::Or(inner) => Ok(inner.into_vec()),
+                n => Err(n),
+            })?),
             Expr::Not(inner, _) => match self.expr(inner, src, rcx, vis)? {
                 Node::Not(n) => *n,
                 n => Node::Not(Box::new(n)),

@@ -437,6 +437,19 @@ fn summary(r: &RuleInfo) -> RuleSummary {
 
 /// A diagnostic about rule `rule` at `file:mark`.
 fn rule_diag(rule: &str, file: &str, mark: Mark, code: Code, msg: impl Into<String>) -> Diagnostic {
+    item_diag("rule", rule, file, mark, code, msg)
+}
+
+/// A diagnostic about the `kind` (rule, macro, list) named `name` at
+/// `file:mark`.
+pub(crate) fn item_diag(
+    kind: &'static str,
+    name: &str,
+    file: &str,
+    mark: Mark,
+    code: Code,
+    msg: impl Into<String>,
+) -> Diagnostic {
     Diagnostic {
         severity: code.severity(),
         code,
@@ -445,8 +458,8 @@ fn rule_diag(rule: &str, file: &str, mark: Mark, code: Code, msg: impl Into<Stri
         line: mark.line,
         col: mark.col,
         item: Some(ItemRef {
-            kind: "rule",
-            name: rule.to_string(),
+            kind,
+            name: name.to_string(),
         }),
     }
 }
@@ -488,18 +501,14 @@ pub(crate) fn compile(col: &Collection, opts: CompileOptions) -> Compiled {
     }
     for l in &col.lists {
         if !c.list_used.get(l.name.as_str()).copied().unwrap_or(false) {
-            c.diags.push(Diagnostic {
-                severity: Code::UnusedList.severity(),
-                code: Code::UnusedList,
-                message: "list not referred to by any rule/macro/list".into(),
-                file: l.ctx.file.name.clone(),
-                line: l.ctx.mark.line,
-                col: l.ctx.mark.col,
-                item: Some(ItemRef {
-                    kind: "list",
-                    name: l.name.clone(),
-                }),
-            });
+            c.diags.push(item_diag(
+                "list",
+                &l.name,
+                &l.ctx.file.name,
+                l.ctx.mark,
+                Code::UnusedList,
+                "list not referred to by any rule/macro/list",
+            ));
         }
     }
     Compiled {
