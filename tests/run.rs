@@ -119,7 +119,17 @@ fn run_prints_alerts_for_live_events_and_not_for_benign_twins() {
     assert_eq!(a["tags"], serde_json::json!(["e2e"]));
     assert_eq!(a["output_fields"]["fd.name"], secret.to_str().unwrap());
     assert_eq!(a["output_fields"]["proc.name"], "cat");
-    assert!(a["output"].as_str().unwrap().contains("secret read (file="));
+    let text = a["output"].as_str().unwrap();
+    assert!(text.contains("secret read (file="));
+    // The default `append_output` adds what the rule's output lacks (its
+    // own `proc=%proc.name` is not repeated), in the text and the fields.
+    let cat_pid = a["output_fields"]["proc.pid"]
+        .as_u64()
+        .expect("proc.pid appended");
+    assert!(text.contains(&format!(" pid={cat_pid} ")), "{text}");
+    assert!(text.contains(" container_id=host "), "{text}");
+    assert!(text.contains(" k8s_pod=<NA>"), "{text}");
+    assert_eq!(a["output_fields"]["container.id"], "host");
     assert!(a["time"].as_str().unwrap().ends_with('Z'));
     assert!(a["hostname"].as_str().is_some_and(|h| !h.is_empty()));
 

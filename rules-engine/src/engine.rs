@@ -12,6 +12,8 @@ use crate::alert::{Alert, Priority};
 use crate::event::{Event, EvtType};
 use crate::fields;
 
+use crate::append::{AppendOutput, Appended};
+
 /// Whether an event stops at the first matching rule (Falco's default) or
 /// produces an alert for every matching rule.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,6 +47,8 @@ pub struct LoadOptions {
     /// Names for `fd.sip.name` & co. (the sensor passes `/etc/hosts` and the
     /// in-cluster API server, see [`compiler::HostNames`]; default none).
     pub host_names: compiler::HostNames,
+    /// Falco's `append_output` entries, applied in order (see [`AppendOutput`]).
+    pub append_output: Vec<AppendOutput>,
 }
 
 /// Loading failed: the report holds at least one error diagnostic.
@@ -60,6 +64,8 @@ struct ActiveRule {
     tags: Vec<String>,
     node: eval::Node,
     output: output::OutputFormat,
+    /// What `append_output` adds to this rule's alerts.
+    append: Option<Box<Appended>>,
     /// `threshold:` / `sequence:` rules: their memory across events.
     state: Option<Machine>,
 }
@@ -151,12 +157,20 @@ impl Engine {
                         list[i].push(idx);
                     }
                 }
+                let append = Appended::for_rule(
+                    &opts.append_output,
+                    &r.summary.name,
+                    &r.summary.source,
+                    &r.summary.tags,
+                    &r.output,
+                );
                 rules.push(ActiveRule {
                     name: r.summary.name.clone(),
                     priority: r.summary.priority,
                     tags: r.summary.tags.clone(),
                     node,
                     output: r.output,
+                    append,
                     state: r.state.map(|s| Machine::new(&r.summary.name, s)),
                 });
             }
@@ -406,6 +420,9 @@ impl Engine {
         let mut text = String::new();
         let mut map = serde_json::Map::new();
         r.output.render_with(ev, view, &mut text, Some(&mut map));
+        if let Some(a) = &r.append {
+            a.render(ev, view, &mut text, &mut map);
+        }
         Alert::new(
             ev.ts,
             r.name.clone(),

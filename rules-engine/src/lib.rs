@@ -58,6 +58,7 @@ pub mod timefmt;
 pub mod yaml;
 
 // The stages behind `Engine`.
+mod append;
 mod collector;
 mod compiler;
 mod diag;
@@ -70,6 +71,7 @@ mod stateful;
 mod versions;
 mod yaml_flow;
 
+pub use append::{AppendOutput, ExtraField};
 pub use compiler::{HostNames, RuleSummary, Status};
 pub use diag::{Code, Diagnostic, ItemRef, LoadReport, Severity};
 pub use engine::{Engine, LoadError, LoadOptions, RuleMatching};

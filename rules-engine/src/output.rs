@@ -153,6 +153,19 @@ impl OutputFormat {
             .collect()
     }
 
+    /// The keys of the fields (and stateful values) this format shows.
+    pub(crate) fn field_keys(&self) -> impl Iterator<Item = &str> {
+        self.segs.iter().filter_map(|s| match s {
+            Seg::Field { key, .. } | Seg::State { key, .. } => Some(key.as_str()),
+            Seg::Lit(_) => None,
+        })
+    }
+
+    /// Whether the format is exactly one field and no text.
+    pub(crate) fn single_field(&self) -> bool {
+        matches!(self.segs.as_slice(), [Seg::Field { .. }])
+    }
+
     /// Render into `out`; when `fields` is given, also record each field's value.
     #[cfg(test)]
     pub(crate) fn render(

@@ -111,7 +111,8 @@ pub async fn run(rules: Vec<PathBuf>, kernel: KernelArgs, rc: RunConfig) -> anyh
     } else {
         rules
     };
-    let opts = rule_files::options(RuleMatching::First);
+    let mut opts = rule_files::options(RuleMatching::First);
+    opts.append_output = cfg.append_output.clone();
     let hostname = opts.hostname.clone().unwrap_or_default();
     let (engine, report) = rule_files::load(&paths, &opts).context("loading rules")?;
     let warnings = report.diagnostics.len();

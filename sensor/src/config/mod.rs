@@ -27,6 +27,7 @@
 //! `{file: /path}` (a mounted Kubernetes Secret). Their `Debug` and every
 //! error print `***`.
 
+pub mod append;
 pub mod layers;
 pub mod secret;
 
@@ -165,18 +166,24 @@ impl<'de> Deserialize<'de> for Dur {
 pub struct RawConfig {
     #[serde(default)]
     pub outputs: RawOutputs,
+    /// Falco's `append_output` (absent: mamori's default, see [`append`]).
+    #[serde(default)]
+    pub append_output: Option<Vec<append::RawAppend>>,
 }
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub outputs: OutputsConfig,
+    /// What every matching rule's alert gets appended (`append_output`).
+    pub append_output: Vec<mamori_rules::AppendOutput>,
 }
 
 impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
         Ok(Config {
             outputs: self.outputs.validate()?,
+            append_output: append::validate(self.append_output, &|k| std::env::var(k).ok())?,
         })
     }
 }

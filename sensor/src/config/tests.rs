@@ -60,7 +60,11 @@ fn full_example_file_parses() {
     let raw = parse_raw(root).unwrap();
     std::env::set_var("SLACK_WEBHOOK_URL", "https://hooks.example.invalid/T/B/x");
     std::env::set_var("WEBHOOK_TOKEN", "Bearer t0ken");
+    std::env::set_var("CLUSTER_NAME", "prod-eu");
     let c = raw.validate().unwrap();
+    assert_eq!(c.append_output.len(), 2);
+    assert_eq!(c.append_output[0], crate::config::append::default()[0]);
+    assert_eq!(c.append_output[1].extra_fields[1].format, "prod-eu");
     let s = c.outputs.syslog.unwrap();
     assert_eq!(s.format, SyslogFormat::Rfc5424);
     assert!(c.outputs.slack.is_some() && c.outputs.webhook.is_some());
