@@ -69,6 +69,19 @@ pub(super) fn ancestor_value<'a>(a: &Anc<'a>, id: FieldId) -> Value<'a> {
     }
 }
 
+/// `proc.loginshellid`: the pid of the oldest process, the event's own
+/// included, whose name ends in `sh` (Falco's test for a shell).
+fn login_shell(p: &crate::event::Process) -> Option<u32> {
+    let shell = |name: &str| name.len() >= 2 && name.ends_with("sh");
+    let mut found = shell(&p.name).then_some(p.pid);
+    for a in p.ancestors.iter() {
+        if shell(&a.name) {
+            found = Some(a.pid);
+        }
+    }
+    found
+}
+
 /// Read a `proc.*` / `thread.*` / `user.*` / `group.*` field.
 #[inline]
 pub(super) fn extract<'a>(field: &Field, ev: &'a Event) -> Value<'a> {
@@ -124,6 +137,7 @@ pub(super) fn extract<'a>(field: &Field, ev: &'a Event) -> Value<'a> {
                 }
             }
         }
+        F::ProcLoginShellId => login_shell(p).map_or(Value::Missing, |pid| Value::Int(pid as i64)),
         F::ThreadTid => Value::Int(if p.tid == 0 { p.pid } else { p.tid } as i64),
         F::UserUid => Value::Int(p.uid as i64),
         F::UserName => opt_str(p.user.as_deref()),
@@ -150,5 +164,28 @@ mod tests {
         assert_eq!(get("proc.pcmdline", None, &e), "bash");
         assert_eq!(get("proc.cmdline", None, &e), "cat /etc/shadow");
         assert_eq!(get("user.loginuid", None, &e), "0");
+    }
+
+    #[test]
+    fn loginshellid_is_the_oldest_shell_in_the_tree() {
+        let mut e = ev();
+        // cat (10) <- bash (9) <- sshd (1): the bash.
+        assert_eq!(get("proc.loginshellid", None, &e), "9");
+        let p = std::sync::Arc::make_mut(&mut e.proc.ancestors);
+        p.insert(
+            0,
+            crate::event::Ancestor {
+                pid: 20,
+                name: "zsh".into(),
+                ..Default::default()
+            },
+        );
+        // cat <- zsh (20) <- bash (9): still the older bash.
+        assert_eq!(get("proc.loginshellid", None, &e), "9");
+        e.proc.name = "sh".into();
+        e.proc.ancestors = Vec::new().into();
+        assert_eq!(get("proc.loginshellid", None, &e), "10");
+        e.proc.name = "cat".into();
+        assert_eq!(get("proc.loginshellid", None, &e), "<NA>");
     }
 }

@@ -84,7 +84,6 @@ pub(crate) static FALCO_ONLY: &[&str] = &[
     "proc.stderr.",
     "proc.nthreads",
     "proc.nchilds",
-    "proc.loginshellid",
     "proc.is_container_healthcheck",
     "proc.is_container_liveness_probe",
     "proc.is_container_readiness_probe",
