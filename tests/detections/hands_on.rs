@@ -35,6 +35,7 @@ pub(crate) const SHELL_ESCAPE: &str = "Shell Spawned by Non-Shell Program in Con
 pub(crate) const HISTORY_CLEAR: &str = "Shell History Cleared or Disabled";
 pub(crate) const LOG_WIPE: &str = "Log File Removed or Truncated";
 pub(crate) const DISCOVERY_BURST: &str = "Discovery Burst in Container";
+pub(crate) const HOST_SESSION_BURST: &str = "Discovery Burst in Host Shell Session";
 pub(crate) const PING_SWEEP: &str = "Ping Sweep";
 pub(crate) const STAGED: &str = "Files Staged in Temporary Directory";
 pub(crate) const PIPED: &str = "Download Piped to Shell";
@@ -75,6 +76,7 @@ pub(crate) fn hands_on(cx: &mut Ctx, ctr: &FakeContainer) -> Vec<FakeContainer> 
     });
     piped_to_shell(cx, &d_s);
     let extra = discovery_burst(cx, &d_s);
+    host_session_burst(cx);
     ping_sweep(cx);
     staged_in_tmp(cx, &d_s);
     extra
@@ -412,6 +414,44 @@ fn discovery_burst(cx: &mut Ctx, d: &str) -> Vec<FakeContainer> {
         a["rule"] == DISCOVERY_BURST && field(a, "container.id") == qid
     });
     vec![burst, quiet]
+}
+
+/// Seven discovery commands typed at a terminal on the node (a pty from
+/// script(1), as an ssh session has) fire one host-session burst, keyed on
+/// the oldest shell above them; the same commands run without a terminal
+/// (a provisioning script) do not.
+fn host_session_burst(cx: &mut Ctx) {
+    let cmds = |marker: &str| {
+        format!(
+            "getent hosts {marker}; id; uname -a; hostname; cat /etc/passwd; ip addr; findmnt; true"
+        )
+    };
+    let st = Command::new("script")
+        .args([
+            "-qec",
+            &format!("sh -c '{}'", cmds("mamori-tty-session")),
+            "/dev/null",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("script(1) from bsdutils");
+    assert!(st.success(), "the commands ran under a pty");
+    let a = cx.expect_one(
+        "seven discovery commands at a terminal on the node",
+        HOST_SESSION_BURST,
+        |a| field(a, "threshold.values").contains("mamori-tty-session"),
+    );
+    assert_eq!(text(&a, "threshold.count"), "6", "{a:#}");
+    let f = &a["output_fields"];
+    assert!(f["proc.tty"].as_u64().is_some_and(|t| t > 0), "{a:#}");
+    assert!(f["proc.loginshellid"].as_u64().is_some(), "{a:#}");
+    let mut c = Command::new("sh");
+    c.args(["-c", &cmds("mamori-no-tty-script")]);
+    run_ok(c);
+    cx.twin("the same commands from a script without a terminal", |a| {
+        a["rule"] == HOST_SESSION_BURST
+            && field(a, "threshold.values").contains("mamori-no-tty-script")
+    });
 }
 
 /// A shell pinging 10 addresses (a renamed `true`) fires one sweep; 10
