@@ -58,7 +58,12 @@ struct ActiveRule {
     name: String,
     priority: Priority,
     tags: Vec<String>,
+    /// The condition as a tree: stateful rules' (their machine evaluates
+    /// it), and every rule's in the reference engine. Stateless rules of a
+    /// fast engine run from the program instead (their tree is emptied).
     node: eval::Node,
+    /// Where the condition starts in the engine's program.
+    entry: u32,
     output: output::OutputFormat,
     /// `threshold:` / `sequence:` rules: their memory across events.
     state: Option<Machine>,
@@ -81,6 +86,9 @@ pub struct Engine {
     /// Stateful rules by event type (their condition and steps' types); they
     /// see every event of those types, whatever `rule_matching` says.
     stateful_by_type: Vec<Vec<u32>>,
+    /// The stateless conditions compiled to jump code (none in the
+    /// reference engine, which walks each rule's tree on its own).
+    program: Option<eval::Program>,
     matching: RuleMatching,
     hostname: String,
 }
@@ -121,6 +129,25 @@ impl Engine {
     /// Load whatever loads: broken rules are reported and skipped. For tools
     /// that want the full report (`rules validate`, `rules list`).
     pub fn compile(files: &[Arc<yaml::SourceFile>], opts: &LoadOptions) -> (Engine, LoadReport) {
+        Engine::build(files, opts, true)
+    }
+
+    /// The engine as it was before the per-event sharing: each rule's tree
+    /// walked on its own, no merged lists, no memo, no program. What the
+    /// differential tests and the benchmark compare the fast engine with.
+    #[doc(hidden)]
+    pub fn compile_reference(
+        files: &[Arc<yaml::SourceFile>],
+        opts: &LoadOptions,
+    ) -> (Engine, LoadReport) {
+        Engine::build(files, opts, false)
+    }
+
+    fn build(
+        files: &[Arc<yaml::SourceFile>],
+        opts: &LoadOptions,
+        fast: bool,
+    ) -> (Engine, LoadReport) {
         let mut col = collector::Collection::default();
         for f in files {
             col.add_file(f);
@@ -156,6 +183,7 @@ impl Engine {
                     priority: r.summary.priority,
                     tags: r.summary.tags.clone(),
                     node,
+                    entry: 0,
                     output: r.output,
                     state: r.state.map(|s| Machine::new(&r.summary.name, s)),
                 });
@@ -195,12 +223,14 @@ impl Engine {
                 ti
             })
             .collect();
+        let program = fast.then(|| share_work(&mut rules));
         let engine = Engine {
             rules,
             summaries,
             by_type,
             index,
             stateful_by_type,
+            program,
             matching: opts.rule_matching,
             hostname: opts.hostname.clone().unwrap_or_else(|| "localhost".into()),
         };
@@ -219,7 +249,38 @@ impl Engine {
     /// Indices of the active rules matching `ev` (allocation-free once `out`
     /// has capacity); respects `rule_matching`.
     pub fn matching_rules(&self, ev: &Event, out: &mut Vec<usize>) {
+        self.matching_in(&fields::EvalCtx::new(ev), out);
+    }
+
+    fn matching_in(&self, cx: &fields::EvalCtx<'_>, out: &mut Vec<usize>) {
         out.clear();
+        self.candidates(cx.ev, |i| {
+            if self.eval_rule(i, cx) {
+                out.push(i as usize);
+                if self.matching == RuleMatching::First {
+                    return false;
+                }
+            }
+            true
+        });
+    }
+
+    /// The truth of stateless rule `i`'s condition.
+    #[inline]
+    fn eval_rule(&self, i: u32, cx: &fields::EvalCtx<'_>) -> bool {
+        let r = &self.rules[i as usize];
+        match &self.program {
+            Some(p) => p.run(r.entry, cx),
+            None => r.node.eval(cx),
+        }
+    }
+
+    /// Call `f` with each stateless rule the index holds for `ev` (its
+    /// type's rules that need no process name, and those that need
+    /// `ev`'s), in load order, so `first` keeps Falco's order; stop when
+    /// `f` returns false.
+    #[inline]
+    fn candidates(&self, ev: &Event, mut f: impl FnMut(u32) -> bool) {
         let Some(ti) = self.index.get(ev.evt_type as usize) else {
             return;
         };
@@ -231,38 +292,42 @@ impl Engine {
                 .map(Vec::as_slice)
                 .unwrap_or(&[])
         };
-        let cx = fields::EvalCtx::new(ev);
-        // Merge the two load-ordered lists, so `first` keeps Falco's order.
-        let (mut g, mut n) = (ti.generic.iter().peekable(), named.iter().peekable());
+        let (mut g, mut n) = (ti.generic.as_slice(), named);
         loop {
-            let i = match (g.peek(), n.peek()) {
-                (Some(&&a), Some(&&b)) if a < b => g.next(),
-                (Some(_), Some(_)) => n.next(),
-                (Some(_), None) => g.next(),
-                (None, Some(_)) => n.next(),
-                (None, None) => break,
-            };
-            let Some(&i) = i else { break };
-            if self.rules[i as usize].node.eval(&cx) {
-                out.push(i as usize);
-                if self.matching == RuleMatching::First {
-                    return;
+            let i = match (g.first(), n.first()) {
+                (Some(&a), Some(&b)) if a < b => {
+                    g = &g[1..];
+                    a
                 }
+                (_, Some(&b)) => {
+                    n = &n[1..];
+                    b
+                }
+                (Some(&a), None) => {
+                    g = &g[1..];
+                    a
+                }
+                (None, None) => return,
+            };
+            if !f(i) {
+                return;
             }
         }
     }
 
-    /// Every rule indexed for the event type, without the name index (for
-    /// tests that check the index changes nothing).
+    /// Every rule indexed for the event type, without the name index, each
+    /// with a fresh per-event context (for tests that check the index and
+    /// the memo change nothing).
     #[doc(hidden)]
     pub fn matching_rules_unindexed(&self, ev: &Event, out: &mut Vec<usize>) {
         out.clear();
         let Some(list) = self.by_type.get(ev.evt_type as usize) else {
             return;
         };
-        let cx = fields::EvalCtx::new(ev);
         for &i in list {
-            if self.rules[i as usize].node.eval(&cx) {
+            // A fresh context per rule: nothing carries over between rules.
+            let cx = fields::EvalCtx::new(ev);
+            if self.eval_rule(i, &cx) {
                 out.push(i as usize);
                 if self.matching == RuleMatching::First {
                     return;
@@ -271,24 +336,24 @@ impl Engine {
         }
     }
 
-    /// Time each active rule over `events` (every indexed rule is evaluated,
-    /// ignoring `rule_matching`): `(rule, evaluations, matches, total ns)`,
-    /// most expensive first. For benchmarks and rule authors.
+    /// Time each active rule over `events` (every rule the index hands the
+    /// event to is evaluated, ignoring `rule_matching`; the first rule to
+    /// need a shared sub-condition pays for it): `(rule, evaluations,
+    /// matches, total ns)`, most expensive first. For benchmarks and rule
+    /// authors.
     pub fn profile(&self, events: &[Event]) -> Vec<(String, u64, u64, u128)> {
         let mut acc = vec![(0u64, 0u64, 0u128); self.rules.len()];
         for ev in events {
             let cx = fields::EvalCtx::new(ev);
-            let Some(list) = self.by_type.get(ev.evt_type as usize) else {
-                continue;
-            };
-            for &i in list {
+            self.candidates(ev, |i| {
                 let t = std::time::Instant::now();
-                let hit = self.rules[i as usize].node.eval(&cx);
+                let hit = self.eval_rule(i, &cx);
                 let a = &mut acc[i as usize];
                 a.2 += t.elapsed().as_nanos();
                 a.0 += 1;
                 a.1 += u64::from(hit);
-            }
+                true
+            });
         }
         let mut out: Vec<_> = self
             .rules
@@ -417,6 +482,22 @@ impl Engine {
             self.hostname.clone(),
         )
     }
+}
+
+/// Share work across rules, once per event: merge list checks by field,
+/// memoise the sub-conditions several rules use, then compile the stateless
+/// rules' conditions into one program (their trees move into it). Returns
+/// the program; each rule's `entry` is set.
+fn share_work(rules: &mut [ActiveRule]) -> eval::Program {
+    let mut roots: Vec<&mut eval::Node> = rules.iter_mut().map(|r| &mut r.node).collect();
+    eval::intern_sets(&mut roots);
+    eval::plan_memo(&mut roots);
+    let mut program = eval::Program::default();
+    for r in rules.iter_mut().filter(|r| r.state.is_none()) {
+        let node = std::mem::replace(&mut r.node, eval::Node::Unsupported);
+        r.entry = program.add(node);
+    }
+    program
 }
 
 /// Hint the CPU to load the cache line at `p` (no effect on semantics).

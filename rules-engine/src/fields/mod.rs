@@ -389,6 +389,11 @@ pub(crate) struct EvalCtx<'e> {
     args: std::cell::OnceCell<String>,
     cmdline: std::cell::OnceCell<String>,
     pcmdline: std::cell::OnceCell<Option<String>>,
+    /// Truth of the sub-conditions rules share, decided once per event.
+    pub memo: crate::eval::Memo,
+    /// Per merged list group (see `eval::sets`): the row of this event's
+    /// value, looked up once.
+    pub set_rows: [std::cell::Cell<u32>; crate::eval::MAX_GROUPS],
 }
 
 impl<'e> EvalCtx<'e> {
@@ -398,6 +403,9 @@ impl<'e> EvalCtx<'e> {
             args: std::cell::OnceCell::new(),
             cmdline: std::cell::OnceCell::new(),
             pcmdline: std::cell::OnceCell::new(),
+            memo: crate::eval::Memo::new(),
+            set_rows: [const { std::cell::Cell::new(crate::eval::ROW_UNKNOWN) };
+                crate::eval::MAX_GROUPS],
         }
     }
 }
