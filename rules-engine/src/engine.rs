@@ -58,12 +58,13 @@ struct ActiveRule {
     name: String,
     priority: Priority,
     tags: Vec<String>,
-    /// The condition as a tree: stateful rules' (their machine evaluates
-    /// it), and every rule's in the reference engine. Stateless rules of a
-    /// fast engine run from the program instead (their tree is emptied).
+    /// The condition as a tree, evaluated by the reference engine; a fast
+    /// engine runs it from its program instead (the tree is emptied).
     node: eval::Node,
     /// Where the condition starts in the engine's program.
     entry: u32,
+    /// Where a sequence's earlier steps start in the program.
+    step_entries: Vec<u32>,
     output: output::OutputFormat,
     /// `threshold:` / `sequence:` rules: their memory across events.
     state: Option<Machine>,
@@ -184,6 +185,7 @@ impl Engine {
                     tags: r.summary.tags.clone(),
                     node,
                     entry: 0,
+                    step_entries: Vec::new(),
                     output: r.output,
                     state: r.state.map(|s| Machine::new(&r.summary.name, s)),
                 });
@@ -402,11 +404,15 @@ impl Engine {
                     prefetch(a.name.as_ptr());
                 }
             }
-            self.matching_rules(ev, &mut idx);
+            // One context for both: shared sub-conditions, merged lists and
+            // composed fields are decided once for the stateless and the
+            // stateful rules.
+            let cx = fields::EvalCtx::new(ev);
+            self.matching_in(&cx, &mut idx);
             for &r in &idx {
                 on_match(i, r);
             }
-            self.stateful_alerts(ev, &mut fired);
+            self.stateful_in(&cx, &mut fired);
             for a in fired.drain(..) {
                 on_stateful(i, a);
             }
@@ -418,27 +424,37 @@ impl Engine {
     /// fire.
     pub fn evaluate(&self, ev: &Event) -> Vec<Alert> {
         let mut idx = Vec::new();
-        self.matching_rules(ev, &mut idx);
+        let cx = fields::EvalCtx::new(ev);
+        self.matching_in(&cx, &mut idx);
         let mut alerts: Vec<Alert> = idx.into_iter().map(|i| self.alert(i, ev)).collect();
-        self.stateful_alerts(ev, &mut alerts);
+        self.stateful_in(&cx, &mut alerts);
         alerts
     }
 
     /// Feed `ev` to the stateful rules of its type; push an alert for each
     /// that fires.
     pub fn stateful_alerts(&self, ev: &Event, out: &mut Vec<Alert>) {
+        self.stateful_in(&fields::EvalCtx::new(ev), out);
+    }
+
+    fn stateful_in(&self, cx: &fields::EvalCtx<'_>, out: &mut Vec<Alert>) {
+        let ev = cx.ev;
         let Some(list) = self.stateful_by_type.get(ev.evt_type as usize) else {
             return;
         };
-        if list.is_empty() {
-            return;
-        }
-        let cx = fields::EvalCtx::new(ev);
         for &i in list {
             let r = &self.rules[i as usize];
             let Some(m) = &r.state else { continue };
             let capture = |step: usize, cx: &fields::EvalCtx<'_>| r.output.capture_step(step, cx);
-            if let Some(view) = m.observe(&r.node, &cx, ev, capture) {
+            // The condition (`None`) or an earlier step's, from the program
+            // when there is one.
+            let truth = |step: Option<usize>| match (&self.program, step) {
+                (Some(p), None) => p.run(r.entry, cx),
+                (Some(p), Some(k)) => r.step_entries.get(k).is_some_and(|&e| p.run(e, cx)),
+                (None, None) => r.node.eval(cx),
+                (None, Some(k)) => m.step_node(k).is_some_and(|n| n.eval(cx)),
+            };
+            if let Some(view) = m.observe(truth, cx, ev, capture) {
                 out.push(self.alert_with(i as usize, ev, Some(&view)));
             }
         }
@@ -485,17 +501,30 @@ impl Engine {
 }
 
 /// Share work across rules, once per event: merge list checks by field,
-/// memoise the sub-conditions several rules use, then compile the stateless
-/// rules' conditions into one program (their trees move into it). Returns
-/// the program; each rule's `entry` is set.
+/// memoise the sub-conditions several rules use, then compile every
+/// condition (stateful rules' earlier steps too) into one program (the
+/// trees move into it). Returns the program; each rule's `entry` and
+/// `step_entries` are set.
 fn share_work(rules: &mut [ActiveRule]) -> eval::Program {
-    let mut roots: Vec<&mut eval::Node> = rules.iter_mut().map(|r| &mut r.node).collect();
+    let mut roots: Vec<&mut eval::Node> = Vec::new();
+    for r in rules.iter_mut() {
+        roots.push(&mut r.node);
+        if let Some(m) = &mut r.state {
+            roots.extend(m.step_nodes_mut());
+        }
+    }
     eval::intern_sets(&mut roots);
     eval::plan_memo(&mut roots);
     let mut program = eval::Program::default();
-    for r in rules.iter_mut().filter(|r| r.state.is_none()) {
+    for r in rules.iter_mut() {
         let node = std::mem::replace(&mut r.node, eval::Node::Unsupported);
         r.entry = program.add(node);
+        if let Some(m) = &mut r.state {
+            for n in m.step_nodes_mut() {
+                let node = std::mem::replace(n, eval::Node::Unsupported);
+                r.step_entries.push(program.add(node));
+            }
+        }
     }
     program
 }

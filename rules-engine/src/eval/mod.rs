@@ -104,6 +104,7 @@ impl CheckNode {
             crate::fields::FieldId::ProcArgs
                 | crate::fields::FieldId::ProcCmdline
                 | crate::fields::FieldId::ProcPCmdline
+                | crate::fields::FieldId::EvtArg
         );
         let any = lhs.field.arg == crate::fields::FieldArg::AnyAncestor;
         let fast = match (plain, lhs.field.str_getter(), lhs.field.int_getter()) {
