@@ -62,7 +62,13 @@ struct ActiveRule {
     name: String,
     priority: Priority,
     tags: Vec<String>,
+    /// The condition as a tree, evaluated by the reference engine; a fast
+    /// engine runs it from its program instead (the tree is emptied).
     node: eval::Node,
+    /// Where the condition starts in the engine's program.
+    entry: u32,
+    /// Where a sequence's earlier steps start in the program.
+    step_entries: Vec<u32>,
     output: output::OutputFormat,
     /// What `append_output` adds to this rule's alerts.
     append: Option<Box<Appended>>,
@@ -87,6 +93,9 @@ pub struct Engine {
     /// Stateful rules by event type (their condition and steps' types); they
     /// see every event of those types, whatever `rule_matching` says.
     stateful_by_type: Vec<Vec<u32>>,
+    /// The stateless conditions compiled to jump code (none in the
+    /// reference engine, which walks each rule's tree on its own).
+    program: Option<eval::Program>,
     matching: RuleMatching,
     hostname: String,
 }
@@ -127,6 +136,25 @@ impl Engine {
     /// Load whatever loads: broken rules are reported and skipped. For tools
     /// that want the full report (`rules validate`, `rules list`).
     pub fn compile(files: &[Arc<yaml::SourceFile>], opts: &LoadOptions) -> (Engine, LoadReport) {
+        Engine::build(files, opts, true)
+    }
+
+    /// The engine as it was before the per-event sharing: each rule's tree
+    /// walked on its own, no merged lists, no memo, no program. What the
+    /// differential tests and the benchmark compare the fast engine with.
+    #[doc(hidden)]
+    pub fn compile_reference(
+        files: &[Arc<yaml::SourceFile>],
+        opts: &LoadOptions,
+    ) -> (Engine, LoadReport) {
+        Engine::build(files, opts, false)
+    }
+
+    fn build(
+        files: &[Arc<yaml::SourceFile>],
+        opts: &LoadOptions,
+        fast: bool,
+    ) -> (Engine, LoadReport) {
         let mut col = collector::Collection::default();
         for f in files {
             col.add_file(f);
@@ -169,6 +197,8 @@ impl Engine {
                     priority: r.summary.priority,
                     tags: r.summary.tags.clone(),
                     node,
+                    entry: 0,
+                    step_entries: Vec::new(),
                     output: r.output,
                     append,
                     state: r.state.map(|s| Machine::new(&r.summary.name, s)),
@@ -209,12 +239,14 @@ impl Engine {
                 ti
             })
             .collect();
+        let program = fast.then(|| share_work(&mut rules));
         let engine = Engine {
             rules,
             summaries,
             by_type,
             index,
             stateful_by_type,
+            program,
             matching: opts.rule_matching,
             hostname: opts.hostname.clone().unwrap_or_else(|| "localhost".into()),
         };
@@ -233,7 +265,38 @@ impl Engine {
     /// Indices of the active rules matching `ev` (allocation-free once `out`
     /// has capacity); respects `rule_matching`.
     pub fn matching_rules(&self, ev: &Event, out: &mut Vec<usize>) {
+        self.matching_in(&fields::EvalCtx::new(ev), out);
+    }
+
+    fn matching_in(&self, cx: &fields::EvalCtx<'_>, out: &mut Vec<usize>) {
         out.clear();
+        self.candidates(cx.ev, |i| {
+            if self.eval_rule(i, cx) {
+                out.push(i as usize);
+                if self.matching == RuleMatching::First {
+                    return false;
+                }
+            }
+            true
+        });
+    }
+
+    /// The truth of stateless rule `i`'s condition.
+    #[inline]
+    fn eval_rule(&self, i: u32, cx: &fields::EvalCtx<'_>) -> bool {
+        let r = &self.rules[i as usize];
+        match &self.program {
+            Some(p) => p.run(r.entry, cx),
+            None => r.node.eval(cx),
+        }
+    }
+
+    /// Call `f` with each stateless rule the index holds for `ev` (its
+    /// type's rules that need no process name, and those that need
+    /// `ev`'s), in load order, so `first` keeps Falco's order; stop when
+    /// `f` returns false.
+    #[inline]
+    fn candidates(&self, ev: &Event, mut f: impl FnMut(u32) -> bool) {
         let Some(ti) = self.index.get(ev.evt_type as usize) else {
             return;
         };
@@ -245,38 +308,42 @@ impl Engine {
                 .map(Vec::as_slice)
                 .unwrap_or(&[])
         };
-        let cx = fields::EvalCtx::new(ev);
-        // Merge the two load-ordered lists, so `first` keeps Falco's order.
-        let (mut g, mut n) = (ti.generic.iter().peekable(), named.iter().peekable());
+        let (mut g, mut n) = (ti.generic.as_slice(), named);
         loop {
-            let i = match (g.peek(), n.peek()) {
-                (Some(&&a), Some(&&b)) if a < b => g.next(),
-                (Some(_), Some(_)) => n.next(),
-                (Some(_), None) => g.next(),
-                (None, Some(_)) => n.next(),
-                (None, None) => break,
-            };
-            let Some(&i) = i else { break };
-            if self.rules[i as usize].node.eval(&cx) {
-                out.push(i as usize);
-                if self.matching == RuleMatching::First {
-                    return;
+            let i = match (g.first(), n.first()) {
+                (Some(&a), Some(&b)) if a < b => {
+                    g = &g[1..];
+                    a
                 }
+                (_, Some(&b)) => {
+                    n = &n[1..];
+                    b
+                }
+                (Some(&a), None) => {
+                    g = &g[1..];
+                    a
+                }
+                (None, None) => return,
+            };
+            if !f(i) {
+                return;
             }
         }
     }
 
-    /// Every rule indexed for the event type, without the name index (for
-    /// tests that check the index changes nothing).
+    /// Every rule indexed for the event type, without the name index, each
+    /// with a fresh per-event context (for tests that check the index and
+    /// the memo change nothing).
     #[doc(hidden)]
     pub fn matching_rules_unindexed(&self, ev: &Event, out: &mut Vec<usize>) {
         out.clear();
         let Some(list) = self.by_type.get(ev.evt_type as usize) else {
             return;
         };
-        let cx = fields::EvalCtx::new(ev);
         for &i in list {
-            if self.rules[i as usize].node.eval(&cx) {
+            // A fresh context per rule: nothing carries over between rules.
+            let cx = fields::EvalCtx::new(ev);
+            if self.eval_rule(i, &cx) {
                 out.push(i as usize);
                 if self.matching == RuleMatching::First {
                     return;
@@ -285,24 +352,24 @@ impl Engine {
         }
     }
 
-    /// Time each active rule over `events` (every indexed rule is evaluated,
-    /// ignoring `rule_matching`): `(rule, evaluations, matches, total ns)`,
-    /// most expensive first. For benchmarks and rule authors.
+    /// Time each active rule over `events` (every rule the index hands the
+    /// event to is evaluated, ignoring `rule_matching`; the first rule to
+    /// need a shared sub-condition pays for it): `(rule, evaluations,
+    /// matches, total ns)`, most expensive first. For benchmarks and rule
+    /// authors.
     pub fn profile(&self, events: &[Event]) -> Vec<(String, u64, u64, u128)> {
         let mut acc = vec![(0u64, 0u64, 0u128); self.rules.len()];
         for ev in events {
             let cx = fields::EvalCtx::new(ev);
-            let Some(list) = self.by_type.get(ev.evt_type as usize) else {
-                continue;
-            };
-            for &i in list {
+            self.candidates(ev, |i| {
                 let t = std::time::Instant::now();
-                let hit = self.rules[i as usize].node.eval(&cx);
+                let hit = self.eval_rule(i, &cx);
                 let a = &mut acc[i as usize];
                 a.2 += t.elapsed().as_nanos();
                 a.0 += 1;
                 a.1 += u64::from(hit);
-            }
+                true
+            });
         }
         let mut out: Vec<_> = self
             .rules
@@ -351,11 +418,15 @@ impl Engine {
                     prefetch(a.name.as_ptr());
                 }
             }
-            self.matching_rules(ev, &mut idx);
+            // One context for both: shared sub-conditions, merged lists and
+            // composed fields are decided once for the stateless and the
+            // stateful rules.
+            let cx = fields::EvalCtx::new(ev);
+            self.matching_in(&cx, &mut idx);
             for &r in &idx {
                 on_match(i, r);
             }
-            self.stateful_alerts(ev, &mut fired);
+            self.stateful_in(&cx, &mut fired);
             for a in fired.drain(..) {
                 on_stateful(i, a);
             }
@@ -367,27 +438,37 @@ impl Engine {
     /// fire.
     pub fn evaluate(&self, ev: &Event) -> Vec<Alert> {
         let mut idx = Vec::new();
-        self.matching_rules(ev, &mut idx);
+        let cx = fields::EvalCtx::new(ev);
+        self.matching_in(&cx, &mut idx);
         let mut alerts: Vec<Alert> = idx.into_iter().map(|i| self.alert(i, ev)).collect();
-        self.stateful_alerts(ev, &mut alerts);
+        self.stateful_in(&cx, &mut alerts);
         alerts
     }
 
     /// Feed `ev` to the stateful rules of its type; push an alert for each
     /// that fires.
     pub fn stateful_alerts(&self, ev: &Event, out: &mut Vec<Alert>) {
+        self.stateful_in(&fields::EvalCtx::new(ev), out);
+    }
+
+    fn stateful_in(&self, cx: &fields::EvalCtx<'_>, out: &mut Vec<Alert>) {
+        let ev = cx.ev;
         let Some(list) = self.stateful_by_type.get(ev.evt_type as usize) else {
             return;
         };
-        if list.is_empty() {
-            return;
-        }
-        let cx = fields::EvalCtx::new(ev);
         for &i in list {
             let r = &self.rules[i as usize];
             let Some(m) = &r.state else { continue };
             let capture = |step: usize, cx: &fields::EvalCtx<'_>| r.output.capture_step(step, cx);
-            if let Some(view) = m.observe(&r.node, &cx, ev, capture) {
+            // The condition (`None`) or an earlier step's, from the program
+            // when there is one.
+            let truth = |step: Option<usize>| match (&self.program, step) {
+                (Some(p), None) => p.run(r.entry, cx),
+                (Some(p), Some(k)) => r.step_entries.get(k).is_some_and(|&e| p.run(e, cx)),
+                (None, None) => r.node.eval(cx),
+                (None, Some(k)) => m.step_node(k).is_some_and(|n| n.eval(cx)),
+            };
+            if let Some(view) = m.observe(truth, cx, ev, capture) {
                 out.push(self.alert_with(i as usize, ev, Some(&view)));
             }
         }
@@ -434,6 +515,35 @@ impl Engine {
             self.hostname.clone(),
         )
     }
+}
+
+/// Share work across rules, once per event: merge list checks by field,
+/// memoise the sub-conditions several rules use, then compile every
+/// condition (stateful rules' earlier steps too) into one program (the
+/// trees move into it). Returns the program; each rule's `entry` and
+/// `step_entries` are set.
+fn share_work(rules: &mut [ActiveRule]) -> eval::Program {
+    let mut roots: Vec<&mut eval::Node> = Vec::new();
+    for r in rules.iter_mut() {
+        roots.push(&mut r.node);
+        if let Some(m) = &mut r.state {
+            roots.extend(m.step_nodes_mut());
+        }
+    }
+    eval::intern_sets(&mut roots);
+    eval::plan_memo(&mut roots);
+    let mut program = eval::Program::default();
+    for r in rules.iter_mut() {
+        let node = std::mem::replace(&mut r.node, eval::Node::Unsupported);
+        r.entry = program.add(node);
+        if let Some(m) = &mut r.state {
+            for n in m.step_nodes_mut() {
+                let node = std::mem::replace(n, eval::Node::Unsupported);
+                r.step_entries.push(program.add(node));
+            }
+        }
+    }
+    program
 }
 
 /// Hint the CPU to load the cache line at `p` (no effect on semantics).

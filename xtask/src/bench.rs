@@ -13,7 +13,7 @@
 //! (`sensor/examples/open_storm.rs`): unpaced, and paced at rising rates,
 //! each with its drop count; and the userspace drain ceiling (decode +
 //! process table + JSON, no kernel).
-//! `rules`: the rule-engine benchmark (`rules-engine/examples/bench_rules.rs`,
+//! `rules`: the rule-engine benchmark (`rules-engine/examples/bench_rules/`,
 //! the kernel-free rules crate alone), then rule loading in rules/s for 1k to
 //! 100k generated rules (`rules-engine/examples/bench_load.rs`).
 

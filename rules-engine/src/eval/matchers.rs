@@ -31,15 +31,24 @@ impl Hasher for Fnv {
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
+            self.add(u64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+            ]));
         }
+        // The tail (0-7 bytes) in at most three fixed-size reads: a
+        // variable-length copy would be a call to memcpy per hashed string.
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w));
+            let n = rest.len();
+            let w = if n >= 4 {
+                let lo = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
+                let hi = u32::from_le_bytes([rest[n - 4], rest[n - 3], rest[n - 2], rest[n - 1]]);
+                lo | (hi as u64) << 32
+            } else {
+                let (a, b, c) = (rest[0] as u64, rest[n / 2] as u64, rest[n - 1] as u64);
+                a | b << 8 | c << 16
+            };
+            self.add(w ^ (n as u64) << 56);
         }
     }
     #[inline]
@@ -83,6 +92,18 @@ impl StrSet {
     pub(crate) fn iter(&self) -> impl Iterator<Item = &String> {
         self.set.iter()
     }
+
+    /// A canonical text of the members (sorted), for telling equal checks apart.
+    pub(crate) fn key(&self) -> String {
+        sorted_key(self.set.iter())
+    }
+}
+
+/// Members sorted and joined unambiguously (debug-quoted).
+pub(crate) fn sorted_key<T: std::fmt::Debug>(items: impl Iterator<Item = T>) -> String {
+    let mut v: Vec<String> = items.map(|x| format!("{x:?}")).collect();
+    v.sort_unstable();
+    v.join(",")
 }
 
 /// An IPv4/IPv6 network.
@@ -138,6 +159,10 @@ pub(crate) struct PathPrefixes {
 }
 
 impl PathPrefixes {
+    pub(crate) fn key(&self) -> String {
+        format!("{}{}", self.root, sorted_key(self.set.iter()))
+    }
+
     pub(crate) fn insert(&mut self, p: &str) {
         let t = p.trim_end_matches('/');
         if t.is_empty() && p.starts_with('/') {
@@ -181,6 +206,10 @@ enum GlobTok {
 }
 
 impl Glob {
+    pub(crate) fn key(&self) -> String {
+        format!("{}{:?}", self.icase, self.toks)
+    }
+
     pub(crate) fn new(pat: &str, icase: bool) -> Glob {
         let mut toks = Vec::new();
         let chars: Vec<char> = pat.chars().collect();
@@ -332,6 +361,10 @@ pub(crate) struct SuffixSet {
 }
 
 impl SuffixSet {
+    pub(crate) fn key(&self) -> String {
+        sorted_key(self.by_last.values().flatten().chain(self.other.iter()))
+    }
+
     pub(crate) fn insert(&mut self, suffix: &str) {
         match suffix.rfind('/') {
             Some(i) => self

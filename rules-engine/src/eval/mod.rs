@@ -23,10 +23,16 @@ use crate::fields::{EvalCtx, Field, IntGetter, StrGetter, Value};
 use crate::parser::{Op, Transformer};
 
 mod matchers;
+mod memo;
 mod optimise;
+mod program;
+mod sets;
 
 pub(crate) use matchers::{FastSet, Fnv, Glob, IpNet, MatchRegex, PathPrefixes, StrSet, SuffixSet};
+pub(crate) use memo::{plan as plan_memo, Memo};
 pub(crate) use optimise::{order_by_cost, required_names, simplify, specialize, type_sets};
+pub(crate) use program::Program;
+pub(crate) use sets::{intern as intern_sets, MAX_GROUPS, ROW_UNKNOWN};
 
 use matchers::{contains_icase, memmem};
 
@@ -48,6 +54,11 @@ pub(crate) enum Node {
     Check(Box<CheckNode>),
     /// A check on a Falco field mamori lacks; the rule is inactive, never evaluated.
     Unsupported,
+    /// A sub-condition several rules share, decided once per event (see
+    /// `memo`): its slot in the event's memo, and the condition.
+    Memo(u32, Box<Node>),
+    /// A membership check answered from its field's merged lists (see `sets`).
+    InSet(Box<sets::SetTest>),
 }
 
 #[derive(Debug)]
@@ -93,6 +104,7 @@ impl CheckNode {
             crate::fields::FieldId::ProcArgs
                 | crate::fields::FieldId::ProcCmdline
                 | crate::fields::FieldId::ProcPCmdline
+                | crate::fields::FieldId::EvtArg
         );
         let any = lhs.field.arg == crate::fields::FieldArg::AnyAncestor;
         let fast = match (plain, lhs.field.str_getter(), lhs.field.int_getter()) {
@@ -207,6 +219,8 @@ impl Node {
             Node::EvtType(mask) => mask & type_bit(cx.ev.evt_type) != 0,
             Node::Check(c) => c.eval(cx),
             Node::Unsupported => false,
+            Node::Memo(slot, n) => cx.memo.get_or(*slot, || n.eval(cx)),
+            Node::InSet(t) => t.eval(cx),
         }
     }
 }

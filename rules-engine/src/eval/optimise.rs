@@ -142,7 +142,8 @@ pub(crate) fn specialize(n: Node, mask: u16) -> Node {
 fn cost(n: &Node) -> u32 {
     match n {
         Node::Const(_) | Node::EvtType(_) | Node::Unsupported => 0,
-        Node::Not(inner) => cost(inner),
+        Node::InSet(_) => 2,
+        Node::Not(inner) | Node::Memo(_, inner) => cost(inner),
         Node::And(v) | Node::Or(v) => v.iter().map(cost).sum::<u32>() + 1,
         Node::Check(c) => {
             use FieldId as F;
@@ -215,6 +216,7 @@ pub(crate) fn required_names(n: &Node) -> Option<Vec<String>> {
                 _ => None,
             }
         }
+        Node::Memo(_, inner) => required_names(inner),
         Node::And(v) => v.iter().filter_map(required_names).min_by_key(Vec::len),
         Node::Or(v) => {
             let mut all = Vec::new();
@@ -238,6 +240,7 @@ pub(crate) fn type_sets(n: &Node) -> (u16, u16) {
             let (t, f) = type_sets(inner);
             (f, t)
         }
+        Node::Memo(_, inner) => type_sets(inner),
         Node::And(v) => v.iter().fold((ALL_TYPES, 0), |(t, f), n| {
             let (nt, nf) = type_sets(n);
             (t & nt, f | nf)
@@ -246,6 +249,6 @@ pub(crate) fn type_sets(n: &Node) -> (u16, u16) {
             let (nt, nf) = type_sets(n);
             (t | nt, f & nf)
         }),
-        Node::Check(_) | Node::Unsupported => (ALL_TYPES, ALL_TYPES),
+        Node::Check(_) | Node::Unsupported | Node::InSet(_) => (ALL_TYPES, ALL_TYPES),
     }
 }

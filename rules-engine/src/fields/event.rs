@@ -94,7 +94,14 @@ const OPEN_FLAGS: &[(u32, &str)] = &[
 
 /// Render open flags the way Falco prints `evt.arg.flags`: `O_RDONLY|O_CLOEXEC`.
 pub(crate) fn render_open_flags(flags: u32) -> String {
-    let mut out = String::from(match flags & 0o3 {
+    let mut out = String::new();
+    write_open_flags(&mut out, flags);
+    out
+}
+
+/// [`render_open_flags`] into a buffer the caller reuses.
+pub(crate) fn write_open_flags(out: &mut String, flags: u32) {
+    out.push_str(match flags & 0o3 {
         0 => "O_RDONLY",
         1 => "O_WRONLY",
         2 => "O_RDWR",
@@ -106,7 +113,17 @@ pub(crate) fn render_open_flags(flags: u32) -> String {
             out.push_str(name);
         }
     }
-    out
+}
+
+/// Whether `field` reads the rendered open flags (`evt.arg.flags` or its
+/// index) of this open-family event.
+pub(crate) fn reads_open_flags(field: &Field, ev: &Event) -> bool {
+    let arg = match field.arg {
+        FieldArg::Arg(a) => Some(a),
+        FieldArg::ArgIndex(n) => SysArg::by_index(ev.evt_type, n),
+        _ => None,
+    };
+    field.info.id == FieldId::EvtArg && arg == Some(SysArg::Flags) && open_args(ev).is_some()
 }
 
 /// The open-family arguments of an event, if it is an open-family event.

@@ -28,6 +28,7 @@ use serde::Serialize;
 use crate::event::Event;
 
 mod container;
+mod ctx;
 mod errno;
 mod event;
 mod fd;
@@ -35,11 +36,12 @@ mod process;
 mod resolve;
 mod value;
 
+pub(crate) use ctx::EvalCtx;
 pub(crate) use errno::errno_name;
 pub(crate) use resolve::{resolve, FieldArg, ResolveError};
 pub(crate) use value::Value;
 
-use process::{ancestor_value, cmdline, Anc};
+use process::{ancestor_value, Anc};
 
 /// Value types of fields (Falco's names in [`FieldType::as_str`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -383,27 +385,6 @@ pub(crate) type StrGetter = for<'c> fn(&'c EvalCtx<'_>) -> Option<&'c str>;
 /// Fast accessor of a plain integer field.
 pub(crate) type IntGetter = fn(&Event) -> Option<i64>;
 
-/// Per-event memo of the composed string fields, so a rule set that reads
-/// `proc.args` twenty times (Falco's credential-search macros do) builds it
-/// once per event, and not at all for events no rule asks it of.
-pub(crate) struct EvalCtx<'e> {
-    pub ev: &'e Event,
-    args: std::cell::OnceCell<String>,
-    cmdline: std::cell::OnceCell<String>,
-    pcmdline: std::cell::OnceCell<Option<String>>,
-}
-
-impl<'e> EvalCtx<'e> {
-    pub(crate) fn new(ev: &'e Event) -> Self {
-        EvalCtx {
-            ev,
-            args: std::cell::OnceCell::new(),
-            cmdline: std::cell::OnceCell::new(),
-            pcmdline: std::cell::OnceCell::new(),
-        }
-    }
-}
-
 impl Field {
     pub(crate) fn ty(&self) -> FieldType {
         self.info.ty
@@ -422,13 +403,8 @@ impl Field {
             (F::ProcExe, _) => |cx| Some(cx.ev.proc.exe()),
             (F::ProcExePath, _) => |cx| Some(&cx.ev.proc.exepath),
             (F::ProcCwd, _) => |cx| cx.ev.proc.cwd.as_deref(),
-            (F::ProcArgs, _) => |cx| Some(cx.args.get_or_init(|| cx.ev.proc.args())),
-            (F::ProcCmdline, _) => |cx| {
-                Some(
-                    cx.cmdline
-                        .get_or_init(|| cmdline(&cx.ev.proc.name, &cx.ev.proc.argv)),
-                )
-            },
+            (F::ProcArgs, _) => |cx| Some(cx.args()),
+            (F::ProcCmdline, _) => |cx| Some(cx.cmdline()),
             (F::ProcPName, _) => |cx| cx.ev.proc.ancestors.first().map(|a| a.name.as_str()),
             (F::ProcPExePath, _) => |cx| cx.ev.proc.ancestors.first().map(|a| a.exepath.as_str()),
             (F::FdName, _) => |cx| cx.ev.fd.as_ref().map(|f| f.name.as_str()),
@@ -490,15 +466,14 @@ impl Field {
 
     /// Read the field through a per-event memo (see [`EvalCtx`]).
     pub(crate) fn extract_in<'c>(&self, cx: &'c EvalCtx<'_>) -> Value<'c> {
-        let p = &cx.ev.proc;
         match self.info.id {
-            FieldId::ProcArgs => s(cx.args.get_or_init(|| p.args())),
-            FieldId::ProcCmdline => s(cx.cmdline.get_or_init(|| cmdline(&p.name, &p.argv))),
-            FieldId::ProcPCmdline => opt_str(
-                cx.pcmdline
-                    .get_or_init(|| p.ancestors.first().map(|a| cmdline(&a.name, &a.argv)))
-                    .as_deref(),
-            ),
+            FieldId::ProcArgs => s(cx.args()),
+            FieldId::ProcCmdline => s(cx.cmdline()),
+            FieldId::ProcPCmdline => opt_str(cx.pcmdline()),
+            FieldId::EvtArg if event::reads_open_flags(self, cx.ev) => match cx.ev.open.as_ref() {
+                Some(o) => s(cx.open_flags(o.flags)),
+                None => Value::Missing,
+            },
             _ => self.extract(cx.ev),
         }
     }

@@ -222,30 +222,54 @@ impl Machine {
         };
     }
 
-    /// Feed one event whose type the rule is indexed for; `cond` is the
-    /// rule's compiled condition; `capture(step, cx)` takes what the output
-    /// needs from a sequence step's event. Returns the view when it fires.
+    /// A sequence's earlier steps' conditions (none for a threshold), for
+    /// the engine to compile.
+    pub(crate) fn step_nodes_mut(&mut self) -> impl Iterator<Item = &mut Node> {
+        let steps = match &mut self.spec {
+            Spec::Sequence(s) => s.steps.as_mut_slice(),
+            Spec::Threshold(_) => &mut [],
+        };
+        steps.iter_mut().map(|(_, n)| n)
+    }
+
+    /// Earlier step `k`'s condition as a tree.
+    pub(crate) fn step_node(&self, k: usize) -> Option<&Node> {
+        match &self.spec {
+            Spec::Sequence(s) => s.steps.get(k).map(|(_, n)| n),
+            Spec::Threshold(_) => None,
+        }
+    }
+
+    /// Feed one event whose type the rule is indexed for; `truth(None)` is
+    /// whether the rule's condition holds for it, `truth(Some(k))` whether
+    /// earlier step `k`'s does (asked only as needed: a threshold whose
+    /// condition is false touches no state); `capture(step, cx)` takes what
+    /// the output needs from a sequence step's event. Returns the view when
+    /// it fires.
     pub(crate) fn observe(
         &self,
-        cond: &Node,
+        truth: impl Fn(Option<usize>) -> bool,
         cx: &EvalCtx<'_>,
         ev: &Event,
         capture: impl Fn(usize, &EvalCtx<'_>) -> Vec<Value<'static>>,
     ) -> Option<StateView> {
         match &self.spec {
             Spec::Threshold(t) => {
-                if !cond.eval(cx) {
+                if !truth(None) {
                     return None;
                 }
                 let key = self.key(&t.by, cx)?;
                 let value = match t.distinct.as_slice() {
                     [] => None,
                     [one] => {
+                        // Extracted once: hashed and kept from one read.
                         let v = one.get(cx);
                         if matches!(v, Value::Missing) {
                             return None;
                         }
-                        Some((self.key(&t.distinct, cx)?, v))
+                        let mut h = self.hasher.build_hasher();
+                        hash_value(&mut h, &v);
+                        Some((h.finish(), v))
                     }
                     many => {
                         let vs: Vec<Value<'_>> = many.iter().map(|o| o.get(cx)).collect();
@@ -264,12 +288,12 @@ impl Machine {
             }
             Spec::Sequence(s) => {
                 // Evaluate outside the lock; only matching events touch state.
-                let last = cond.eval(cx);
+                let last = truth(None);
                 let mut hits = [false; MAX_STEPS];
                 let mut any = false;
-                for (i, (_, n)) in s.steps.iter().enumerate() {
-                    if n.eval(cx) {
-                        hits[i] = true;
+                for (i, hit) in hits.iter_mut().enumerate().take(s.steps.len()) {
+                    if truth(Some(i)) {
+                        *hit = true;
                         any = true;
                     }
                 }
@@ -339,7 +363,25 @@ fn threshold(
             w.last.saturating_add(within) >= ts
                 || w.fired.is_some_and(|f| f.saturating_add(within) > ts)
         };
-        push_key(c, stats, key, Window::default(), live);
+        // At the cap, the least recently used key makes room: its window's
+        // allocations are reused for the new key (no free + malloc per
+        // new key under a flood of distinct keys).
+        let mut fresh = Window::default();
+        if c.len() >= c.cap().get() {
+            if let Some((_, mut old)) = c.pop_lru() {
+                if live(&old) {
+                    stats.evicted += 1;
+                } else {
+                    stats.expired += 1;
+                }
+                old.values.clear();
+                old.times.clear();
+                old.last = 0;
+                old.fired = None;
+                fresh = old;
+            }
+        }
+        push_key(c, stats, key, fresh, live);
     }
     let w = c.get_mut(&key)?;
     w.last = w.last.max(ts);
