@@ -14,7 +14,7 @@
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_buf, generated::bpf_probe_read_user_str},
     macros::map,
-    maps::Array,
+    maps::{Array, PerCpuArray},
 };
 use mamori_common::{
     desc_flags, flags, part, FdInfo, Header, SysBody, SysDesc, FD_RET, PARTS, PART_MAX,
@@ -33,6 +33,13 @@ use crate::{
 #[map]
 static SYSCALLS: Array<SysDesc> = Array::with_max_entries(SYS_NR_MAX, 0);
 
+/// The bytes of parts written so far, kept in map memory rather than a
+/// register (as dpath.rs's walk length): loaded back it is an unknown
+/// scalar to the verifier, so the states after each part's kinds compare
+/// equal and are pruned instead of multiplying per part.
+#[map]
+static PARTS_LEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 const HDR: usize = core::mem::size_of::<Header>();
 const PARTS_AT: usize = HDR + core::mem::size_of::<SysBody>();
 const S_IFSOCK: u16 = 12;
@@ -50,9 +57,20 @@ pub fn wanted(nr: u64) -> Option<&'static SysDesc> {
     SYSCALLS.get(nr as u32).filter(|d| d.id != 0)
 }
 
-/// Argument `i` of the syscall (0 for an index past the sixth).
+/// Argument `i` of the syscall, read from the record's copy of the
+/// arguments with the index masked (one load, no branch per index: a
+/// `match` multiplies the verifier's paths). Indices 6 and 7 read the
+/// capabilities after them; descriptors never use them.
 #[inline(always)]
-fn arg(r: &Regs, i: u8) -> u64 {
+fn arg(args: *const u64, i: u8) -> u64 {
+    // SAFETY: `args` points at `SysBody::args` in the scratch buffer; eight
+    // u64s from there lie inside the body.
+    unsafe { core::ptr::read_volatile(args.add((i & 7) as usize)) }
+}
+
+/// Argument `i` of the registers (for the checks made before the record).
+#[inline(always)]
+fn reg_arg(r: &Regs, i: u8) -> u64 {
     match i {
         0 => r.args[0],
         1 => r.args[1],
@@ -91,34 +109,41 @@ pub fn on_exit(desc: &SysDesc, r: &Regs, ret: i64, cur: &impl Current) -> Result
     body.syscall = desc.id;
     body._pad0 = 0;
     caps(me, body);
+    let args = core::ptr::addr_of!(body.args).cast::<u64>();
     let fd = match desc.fd_arg {
         FD_RET => ret as i32,
-        a if a < 6 => arg(r, a) as i32,
+        a if a < 6 => arg(args, a) as i32,
         _ => -1,
     };
     body.fd_num = fd;
     fd_info(me, fd, &mut body.fd);
-    let mut total = 0usize;
+    let slot = PARTS_LEN.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: this CPU's slot; nothing else runs on this CPU meanwhile.
+    unsafe { core::ptr::write_volatile(slot, 0) };
     for i in 0..PARTS {
         let p = desc.parts[i];
         body.part_kind[i] = p.kind;
-        // The offset is masked right where it is used (see dpath.rs).
-        let at = total & (2 * PART_MAX - 1);
+        // The offset is read and masked right where it is used (see dpath.rs).
+        // SAFETY: as above.
+        let at = unsafe { core::ptr::read_volatile(slot) } as usize & (2 * PART_MAX - 1);
         // SAFETY: PARTS_AT + 2 * PART_MAX + PART_MAX + 2 * DIR_MAX + NAME_MAX
         // fits the scratch buffer (checked in common).
         let out = unsafe { buf.add(PARTS_AT + at) };
         let n = match p.kind {
-            part::USTR => ustr(buf, out, arg(r, p.arg)),
-            part::SOCKADDR => sockaddr(buf, out, arg(r, p.arg), arg(r, p.len_arg)),
-            part::MSGHDR => msghdr_name(buf, out, arg(r, p.arg)),
+            part::USTR => ustr(buf, out, arg(args, p.arg)),
+            part::SOCKADDR => sockaddr(buf, out, arg(args, p.arg), arg(args, p.len_arg)),
+            part::MSGHDR => msghdr_name(buf, out, arg(args, p.arg)),
             part::FDPATH if i == 0 => {
-                dpath::resolve_dir(me, arg(r, p.arg) as i32, out).unwrap_or(0)
+                dpath::resolve_dir(me, arg(args, p.arg) as i32, out).unwrap_or(0)
             }
             _ => 0,
         } & (PART_MAX - 1);
         body.part_len[i] = n as u16;
-        total += n;
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(slot, (at + n) as u64) };
     }
+    // SAFETY: as above.
+    let total = unsafe { core::ptr::read_volatile(slot) } as usize & (4 * PART_MAX - 1);
     emit::submit_slot(buf, PARTS_AT + total, desc.slot as u32, false);
     Ok(())
 }
@@ -128,7 +153,7 @@ pub fn on_exit(desc: &SysDesc, r: &Regs, ret: i64, cur: &impl Current) -> Result
 #[inline(always)]
 fn has_address(d: &SysDesc, r: &Regs) -> bool {
     let p = d.parts[0];
-    let ptr = arg(r, p.arg);
+    let ptr = reg_arg(r, p.arg);
     match p.kind {
         // SAFETY: user pointer read through the checked helper.
         part::MSGHDR => {

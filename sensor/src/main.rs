@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use mamori::cli::{capture, rules as cmd_rules, run};
+use mamori::cli::{capture, rules as cmd_rules, rules_events, run};
 use mamori::pipeline::{parse_kinds, KernelArgs};
 
 /// mamori (守り) — runtime security sensor for Kubernetes nodes.
@@ -208,7 +208,7 @@ fn dispatch(cmd: Cmd, verbose: u8) -> anyhow::Result<ExitCode> {
                 paths,
                 json,
                 events: true,
-            } => cmd_rules::list_events(&paths, json),
+            } => rules_events::list_events(&paths, json),
             RulesCmd::List { paths, json, .. } => cmd_rules::list(&paths, json),
             RulesCmd::Test { dirs, rules } => cmd_rules::test(&dirs, &rules),
         },

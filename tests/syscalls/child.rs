@@ -254,12 +254,12 @@ fn injection() {
     assert!(sc(libc::SYS_pivot_root, [p(&none), p(&none), 0, 0, 0, 0]) < 0);
     // capset: our own capabilities set again (success), a bad version fails.
     let mut hdr = [0x2008_0522u32, 0];
+    let bad = [1u32, 0];
     let mut data = [0u32; 6];
     let (hp, dp) = (hdr.as_mut_ptr() as u64, data.as_mut_ptr() as u64);
     assert_eq!(sc(SYS_capget, [hp, dp, 0, 0, 0, 0]), 0);
     assert_eq!(sc(SYS_capset, [hp, dp, 0, 0, 0, 0]), 0);
-    hdr[0] = 1;
-    assert!(sc(SYS_capset, [hp, dp, 0, 0, 0, 0]) < 0);
+    assert!(sc(SYS_capset, [bad.as_ptr() as u64, dp, 0, 0, 0, 0]) < 0);
 }
 
 /// Mounts in a forked child's private mount namespace (also `unshare`,
@@ -273,7 +273,7 @@ fn mounts(dir: &str) {
                 return false;
             }
             let root = c("/");
-            let flags = (libc::MS_REC | libc::MS_PRIVATE) as u64;
+            let flags = libc::MS_REC | libc::MS_PRIVATE;
             if sc(libc::SYS_mount, [0, p(&root), 0, flags, 0, 0]) != 0 {
                 return false;
             }

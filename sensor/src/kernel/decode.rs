@@ -441,6 +441,11 @@ mod tests {
 
     #[test]
     fn round_trip_every_kind() {
+        let kinds: std::collections::HashSet<u16> =
+            samples().iter().map(|e| e.header().kind).collect();
+        for k in EventKind::ALL {
+            assert!(kinds.contains(&(k as u16)), "no sample of {}", k.name());
+        }
         for ev in samples() {
             let ev = with_size(ev);
             assert_eq!(decode(&encode(&ev)).unwrap(), ev);
@@ -471,6 +476,22 @@ mod tests {
             decode(&bytes),
             Err(DecodeError::SizeMismatch { declared, actual }) if actual == declared + 1
         ));
+    }
+
+    #[test]
+    fn a_syscall_id_outside_the_table_or_its_kind_is_rejected() {
+        for (kind, id) in [(EventKind::Net, 999), (EventKind::Fds, syscall::SOCKET)] {
+            let mut ev = sys_samples().remove(0);
+            let RawEvent::Sys { hdr, body, .. } = &mut ev else {
+                unreachable!()
+            };
+            hdr.kind = kind as u16;
+            body.syscall = id;
+            assert!(matches!(
+                decode(&encode(&ev)),
+                Err(DecodeError::UnknownSyscall { .. })
+            ));
+        }
     }
 
     #[test]

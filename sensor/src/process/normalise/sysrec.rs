@@ -219,3 +219,154 @@ fn socket_fd(row: &SysRow, i: &FdInfo, num: i64, parts: &[Vec<u8>; PARTS]) -> Fd
     fd.server = row.server;
     fd
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::decode::RawEvent;
+    use crate::process::{Clock, Users};
+    use mamori_common::{syscall, EventKind};
+
+    fn hdr(kind: EventKind, pid: u32) -> Header {
+        Header {
+            kind: kind as u16,
+            tid: pid,
+            tgid: pid,
+            ..Default::default()
+        }
+    }
+
+    fn sys(
+        kind: EventKind,
+        id: u16,
+        ret: i64,
+        args: [u64; 6],
+        parts: [&[u8]; PARTS],
+        kinds: [u8; PARTS],
+    ) -> RawEvent {
+        let body = SysBody {
+            ret,
+            args,
+            syscall: id,
+            part_kind: kinds,
+            part_len: parts.map(|p| p.len() as u16),
+            fd_num: -1,
+            cap_effective: 1 << 21,
+            ..Default::default()
+        };
+        RawEvent::Sys {
+            hdr: hdr(kind, 7),
+            body,
+            parts: parts.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn sockaddrs_render_as_falco_addresses() {
+        let mut v4 = vec![2, 0, 0x11, 0x5c];
+        v4.extend([10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(sockaddr_text(&v4), "10.0.0.1:4444");
+        let mut v6 = vec![10, 0, 0, 53, 0, 0, 0, 0];
+        v6.extend([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 1]);
+        assert_eq!(sockaddr_text(&v6), "192.0.2.1:53", "v4-mapped is IPv4");
+        assert_eq!(sockaddr_text(b"\x01\x00/run/x.sock\0junk"), "/run/x.sock");
+        assert_eq!(sockaddr_text(b"\x01\x00\0abstract"), "@abstract");
+        assert_eq!(sockaddr_text(&[2, 0, 1]), "", "short: nothing, no panic");
+        assert_eq!(sockaddr_text(&[]), "");
+    }
+
+    #[test]
+    fn dup2_of_a_socket_carries_the_socket_as_fd() {
+        let mut t = ProcTable::new(Clock::fixed(0), Users::default());
+        let RawEvent::Sys {
+            hdr,
+            mut body,
+            parts,
+        } = sys(
+            EventKind::Fds,
+            syscall::DUP2,
+            1,
+            [3, 1, 0, 0, 0, 0],
+            [&[], &[], &[]],
+            [0; PARTS],
+        )
+        else {
+            unreachable!()
+        };
+        body.fd_num = 1;
+        body.fd = FdInfo {
+            ftype: FT_SOCK,
+            family: AF_INET,
+            sock_type: 1,
+            protocol: 6,
+            sport: 51000,
+            dport: 4444,
+            saddr: [10, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            daddr: [10, 0, 0, 66, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..Default::default()
+        };
+        let ev = t.apply(&RawEvent::Sys { hdr, body, parts });
+        assert_eq!(ev.evt_type, EvtType::Dup2);
+        assert_eq!(ev.res, 1);
+        let fd = ev.fd.unwrap();
+        assert_eq!((fd.fd_type, fd.num), (FdType::Ipv4, 3));
+        assert_eq!(fd.name, "10.0.0.9:51000->10.0.0.66:4444");
+        assert_eq!(fd.l4proto.as_deref(), Some("tcp"));
+        let args = ev.args.unwrap();
+        assert_eq!(args["oldfd"], ArgValue::Int(3));
+        assert_eq!(args["newfd"], ArgValue::Int(1));
+        assert_eq!(ev.caps.unwrap().effective, 1 << 21);
+    }
+
+    #[test]
+    fn file_arguments_and_chdir_moves_the_cwd() {
+        let mut t = ProcTable::new(Clock::fixed(0), Users::default());
+        let ev = t.apply(&sys(
+            EventKind::FileOp,
+            syscall::SYMLINKAT,
+            0,
+            [0, (-100i64) as u64, 0, 0, 0, 0],
+            [b"/etc/shadow", b"s", &[]],
+            [part::USTR, part::USTR, 0],
+        ));
+        assert_eq!(ev.evt_type, EvtType::Symlinkat);
+        let args = ev.args.unwrap();
+        assert_eq!(args["target"], ArgValue::Str("/etc/shadow".into()));
+        assert_eq!(args["linkpath"], ArgValue::Str("s".into()));
+        assert_eq!(args["linkdirfd"], ArgValue::Int(-100));
+        assert!(ev.fd.is_none());
+        t.apply(&sys(
+            EventKind::Chdir,
+            syscall::CHDIR,
+            0,
+            [0; 6],
+            [b"/var/log", &[], &[]],
+            [part::USTR, 0, 0],
+        ));
+        t.apply(&sys(
+            EventKind::Chdir,
+            syscall::CHDIR,
+            0,
+            [0; 6],
+            [b"../tmp", &[], &[]],
+            [part::USTR, 0, 0],
+        ));
+        t.apply(&sys(
+            EventKind::Chdir,
+            syscall::CHDIR,
+            -2,
+            [0; 6],
+            [b"/nope", &[], &[]],
+            [part::USTR, 0, 0],
+        ));
+        let ev = t.apply(&sys(
+            EventKind::Chdir,
+            syscall::FCHDIR,
+            -9,
+            [0; 6],
+            [&[], &[], &[]],
+            [part::FDPATH, 0, 0],
+        ));
+        assert_eq!(ev.proc.cwd.as_deref(), Some("/var/tmp"));
+    }
+}
