@@ -262,6 +262,29 @@ impl Engine {
         self.rules.len()
     }
 
+    /// The event types the active rules need, in `EvtType::ALL` order: what
+    /// the sensor selects its table-driven syscalls by (Falco's
+    /// "interesting syscalls"). A rule that does not restrict `evt.type`
+    /// runs on every event captured but selects nothing by itself (it would
+    /// otherwise turn every syscall on; the load warns about such rules).
+    pub fn needed_types(&self) -> Vec<EvtType> {
+        let mut need = vec![false; EvtType::ALL.len()];
+        for s in &self.summaries {
+            if !matches!(s.status, Status::Active) || s.evttypes.len() == EvtType::ALL.len() {
+                continue;
+            }
+            for name in &s.evttypes {
+                if let Some(t) = EvtType::from_name(name) {
+                    need[t as usize] = true;
+                }
+            }
+        }
+        EvtType::ALL
+            .into_iter()
+            .filter(|t| need[*t as usize])
+            .collect()
+    }
+
     /// Indices of the active rules matching `ev` (allocation-free once `out`
     /// has capacity); respects `rule_matching`.
     pub fn matching_rules(&self, ev: &Event, out: &mut Vec<usize>) {

@@ -16,76 +16,9 @@ use std::{net::IpAddr, sync::Arc};
 
 // `proc.ancestors` written to JSON once per chain, not once per event.
 mod ancestors_json;
+mod evt_type;
 
-/// `evt.type` values mamori produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum EvtType {
-    Execve,
-    Execveat,
-    Open,
-    Openat,
-    Openat2,
-    Creat,
-    Connect,
-    /// A new process was created (fork/vfork/clone/clone3 without CLONE_THREAD).
-    Clone,
-    /// A process exited.
-    Procexit,
-    /// mamori's own report that kernel events were lost.
-    Drop,
-}
-
-impl EvtType {
-    pub const ALL: [EvtType; 10] = [
-        EvtType::Execve,
-        EvtType::Execveat,
-        EvtType::Open,
-        EvtType::Openat,
-        EvtType::Openat2,
-        EvtType::Creat,
-        EvtType::Connect,
-        EvtType::Clone,
-        EvtType::Procexit,
-        EvtType::Drop,
-    ];
-
-    /// The Falco name of this event type (`evt.type`).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            EvtType::Execve => "execve",
-            EvtType::Execveat => "execveat",
-            EvtType::Open => "open",
-            EvtType::Openat => "openat",
-            EvtType::Openat2 => "openat2",
-            EvtType::Creat => "creat",
-            EvtType::Connect => "connect",
-            EvtType::Clone => "clone",
-            EvtType::Procexit => "procexit",
-            EvtType::Drop => "drop",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<EvtType> {
-        EvtType::ALL.into_iter().find(|t| t.as_str() == name)
-    }
-
-    /// `evt.category` as Falco names it.
-    pub const fn category(self) -> &'static str {
-        match self {
-            EvtType::Execve | EvtType::Execveat | EvtType::Clone | EvtType::Procexit => "process",
-            EvtType::Open | EvtType::Openat | EvtType::Openat2 | EvtType::Creat => "file",
-            EvtType::Connect => "net",
-            EvtType::Drop => "internal",
-        }
-    }
-}
-
-impl std::fmt::Display for EvtType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use evt_type::EvtType;
 
 /// One event. See the module docs; the JSON schema is documented in README.md.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +53,31 @@ pub struct Event {
     /// Loss report (`evt.type = drop`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drops: Option<Drops>,
+    /// Arguments of a table-driven syscall (`evt.arg.NAME`), by Falco's
+    /// argument names: numbers as passed, strings (paths, names, addresses)
+    /// as read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<std::collections::BTreeMap<String, ArgValue>>,
+    /// The thread's capabilities after the syscall (`thread.cap_*`), when
+    /// the kernel record carried them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caps: Option<Caps>,
+}
+
+/// One syscall argument value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ArgValue {
+    Int(i64),
+    Str(String),
+}
+
+/// Capability sets, bit n = capability n.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caps {
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
 }
 
 /// The process an event belongs to, as the process table knew it at the time.
@@ -216,6 +174,8 @@ impl Event {
             lifecycle: None,
             container: None,
             drops: None,
+            args: None,
+            caps: None,
         }
     }
 }
@@ -320,6 +280,11 @@ pub struct Fd {
     /// `fd.l4proto`: `tcp`, `udp`, `icmp`, `raw`, or absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l4proto: Option<String>,
+    /// The local side is the server (an accepted connection, a bound or
+    /// listening socket): `fd.cip` is then the remote address. False for
+    /// connect, where the local side is the client.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub server: bool,
 }
 
 /// Arguments of an open-family call.
@@ -464,6 +429,9 @@ pub struct Drops {
     pub exit: u64,
     pub open: u64,
     pub connect: u64,
+    /// The table-driven syscalls (network, fds, identity, injection, files).
+    #[serde(default)]
+    pub syscalls: u64,
     /// Records the decoder rejected (truncated or malformed).
     #[serde(default)]
     pub invalid: u64,
@@ -480,17 +448,18 @@ fn is_zero_u64(n: &u64) -> bool {
 
 impl Drops {
     pub fn total(&self) -> u64 {
-        self.exec + self.fork + self.exit + self.open + self.connect + self.invalid
+        self.exec + self.fork + self.exit + self.open + self.connect + self.syscalls + self.invalid
     }
 
     /// Per-kind counts, in a fixed order (for logs, alerts and metrics).
-    pub fn by_kind(&self) -> [(&'static str, u64); 6] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 7] {
         [
             ("exec", self.exec),
             ("fork", self.fork),
             ("exit", self.exit),
             ("open", self.open),
             ("connect", self.connect),
+            ("syscalls", self.syscalls),
             ("undecodable", self.invalid),
         ]
     }
@@ -502,6 +471,7 @@ impl Drops {
         self.exit += other.exit;
         self.open += other.open;
         self.connect += other.connect;
+        self.syscalls += other.syscalls;
         self.invalid += other.invalid;
         self.shed += other.shed;
     }

@@ -424,7 +424,7 @@ mod tests {
             },
         );
         let (f, issues) = OutputFormat::compile(
-            "100% shell %proc.name (cmd=%(proc.cmdline) file=%fd.name. parent=%proc.aname[1] caps=%thread.cap_effective)",
+            "100% shell %proc.name (cmd=%(proc.cmdline) file=%fd.name. parent=%proc.aname[1] sess=%proc.sname)",
         );
         assert_eq!(issues.len(), 1);
         assert!(issues[0].unsupported);
@@ -433,7 +433,7 @@ mod tests {
         f.render(&ev, &mut out, Some(&mut map));
         assert_eq!(
             out,
-            "100% shell bash (cmd=bash -i file=<NA>. parent=<NA> caps=<NA>)"
+            "100% shell bash (cmd=bash -i file=<NA>. parent=<NA> sess=<NA>)"
         );
         assert_eq!(map["proc.name"], "bash");
         assert!(map["fd.name"].is_null());

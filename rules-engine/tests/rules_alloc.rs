@@ -131,6 +131,7 @@ fn events() -> Vec<Event> {
                 sport: None,
                 rip: None,
                 rport: None,
+                server: false,
                 l4proto: None,
             });
             open.open = Some(OpenArgs {
@@ -150,6 +151,7 @@ fn events() -> Vec<Event> {
             sport: Some(40000),
             rip: Some("169.254.169.254".parse().unwrap()),
             rport: Some(80),
+            server: false,
             l4proto: Some("tcp".into()),
         });
         conn.container = container.clone();

@@ -201,6 +201,7 @@ fn name_index_matches_unindexed_evaluation() {
                                     sport: Some(1),
                                     rip: Some("127.0.0.2".parse().unwrap()),
                                     rport: Some(4444),
+                                    server: false,
                                     l4proto: Some(if j % 2 == 0 { "udp" } else { "tcp" }.into()),
                                 },
                                 _ => Fd {
@@ -211,6 +212,7 @@ fn name_index_matches_unindexed_evaluation() {
                                     sport: None,
                                     rip: None,
                                     rport: None,
+                                    server: false,
                                     l4proto: None,
                                 },
                             }),
@@ -230,6 +232,8 @@ fn name_index_matches_unindexed_evaluation() {
                                 .into()
                             }),
                             drops: None,
+                            args: None,
+                            caps: None,
                         };
                         let (mut a, mut b) = (Vec::new(), Vec::new());
                         engine.matching_rules(&ev, &mut a);
@@ -290,6 +294,7 @@ fn contact_k8s_api_server_from_container_fires() {
             sport: Some(40000),
             rip: Some(rip.parse().unwrap()),
             rport: Some(443),
+            server: false,
             l4proto: Some("tcp".into()),
         }),
         open: None,
@@ -304,6 +309,8 @@ fn contact_k8s_api_server_from_container_fires() {
             .into(),
         ),
         drops: None,
+        args: None,
+        caps: None,
     };
     let fired =
         |ev: &Event| -> Vec<String> { engine.evaluate(ev).into_iter().map(|a| a.rule).collect() };

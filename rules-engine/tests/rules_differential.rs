@@ -298,6 +298,7 @@ fn fuzz_event(rng: &mut Rng, v: &Vocab, i: u64) -> Event {
                 sport: Some(40000),
                 rip: Some(rip.parse().unwrap()),
                 rport: Some(rport),
+                server: false,
                 l4proto: Some(if rng.below(3) == 0 { "udp" } else { "tcp" }.into()),
             });
         }
@@ -311,6 +312,7 @@ fn fuzz_event(rng: &mut Rng, v: &Vocab, i: u64) -> Event {
                 sport: None,
                 rip: None,
                 rport: None,
+                server: false,
                 l4proto: None,
             });
             ev.open = Some(OpenArgs {

@@ -91,6 +91,8 @@ fn exec(name: &str, args: &[&str]) -> Event {
         lifecycle: None,
         container: None,
         drops: None,
+        args: None,
+        caps: None,
     }
 }
 
@@ -107,6 +109,7 @@ fn open(path: &str, flags: u32, res: i64) -> Event {
         sport: None,
         rip: None,
         rport: None,
+        server: false,
         l4proto: None,
     });
     e.open = Some(OpenArgs {
@@ -129,6 +132,7 @@ fn connect(rip: &str, rport: u16) -> Event {
         sport: Some(40000),
         rip: Some(rip.parse().unwrap()),
         rport: Some(rport),
+        server: false,
         l4proto: Some("tcp".into()),
     });
     e

@@ -122,14 +122,21 @@ pub fn scratch() -> Option<*mut u8> {
 /// [`wanted`]) at the start of `buf`.
 #[inline(always)]
 pub fn write_header(buf: *mut u8, kind: EventKind, pid_tgid: u64, cur: &impl Current) {
-    let precise = !matches!(kind, EventKind::Open | EventKind::Connect)
-        || config().flags & config_flags::PRECISE_TIME != 0;
+    let precise = !matches!(kind, EventKind::Open | EventKind::Connect);
+    write_header_tag(buf, kind as u16, precise, pid_tgid, cur)
+}
+
+/// [`write_header`] for a type tag from a descriptor (the table-driven
+/// records); `exact` reads the clock even without `PRECISE_TIME`.
+#[inline(always)]
+pub fn write_header_tag(buf: *mut u8, tag: u16, exact: bool, pid_tgid: u64, cur: &impl Current) {
+    let precise = exact || config().flags & config_flags::PRECISE_TIME != 0;
     let uid_gid = cur.uid_gid();
     let h = buf.cast::<Header>();
     // SAFETY: `buf` is the scratch buffer, larger than `Header`, suitably
     // aligned (map values are 8-byte aligned).
     unsafe {
-        (*h).kind = kind as u16;
+        (*h).kind = tag;
         (*h).flags = 0;
         (*h).size = 0;
         (*h).ts_boot_ns = now(precise);
@@ -175,6 +182,22 @@ pub fn set_flag(buf: *mut u8, flag: u16) {
 /// counts a drop for `kind`.
 #[inline(always)]
 pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
+    submit_slot(buf, len, kind.index(), matches!(kind, EventKind::Open))
+}
+
+/// Whether the current process is not mamori itself (the kind's bit is
+/// checked by the caller: table-driven records are enabled per syscall);
+/// the pid/tgid for the header when it is not.
+#[inline(always)]
+pub fn not_self(cur: &impl Current) -> Option<u64> {
+    let pid_tgid = cur.pid_tgid();
+    ((pid_tgid >> 32) as u32 != config().self_tgid).then_some(pid_tgid)
+}
+
+/// [`submit`] with the drop-counter `slot` given; `sheddable` records are
+/// shed while the ring is over `shed_above`.
+#[inline(always)]
+pub fn submit_slot(buf: *mut u8, len: usize, slot: u32, sheddable: bool) {
     // Bound the length for the verifier; real events are far below this.
     let len = len & (SCRATCH_SIZE - 1);
     let h = buf.cast::<Header>();
@@ -182,7 +205,7 @@ pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
     unsafe { (*h).size = len as u32 };
     let mut flags = BPF_RB_NO_WAKEUP;
     if let Some(s) = SCRATCH.get_ptr_mut(0) {
-        if matches!(kind, EventKind::Open) && shedding(s, len as u64) {
+        if sheddable && shedding(s, len as u64) {
             count(SHED_SLOT);
             return;
         }
@@ -208,7 +231,7 @@ pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
     // SAFETY: `buf` holds at least `len` initialised bytes of this event.
     let data = unsafe { core::slice::from_raw_parts(buf as *const u8, len) };
     if EVENTS.output::<[u8]>(data, flags as u64).is_err() {
-        count(kind.index());
+        count(slot & (KIND_SLOTS - 1));
     }
 }
 

@@ -6,6 +6,8 @@
 //!   its result and user memory (paths) is read after the kernel has faulted it
 //!   in. It dispatches to [`open`], [`connect`] and (failed) [`exec`];
 //!   relative opens get their base directory from [`dpath`].
+//! - [`sysrec`]: the table-driven records of every other syscall a loaded
+//!   rule needs (network, fds, identity, injection, files, chdir).
 //! - [`exec`]: successful execs from `sched_process_exec` (filename from the
 //!   kernel's copy, argv from the new mm's argument area).
 //! - [`process`]: fork and exit from the scheduler's raw tracepoints.
@@ -26,6 +28,7 @@ mod exec;
 mod open;
 mod process;
 mod syscalls;
+mod sysrec;
 mod task;
 
 #[cfg(not(test))]

@@ -6,6 +6,10 @@
 //! BTF, not helper calls: the common case (a syscall mamori ignores) costs
 //! one load and a compare.
 //!
+//! Every other syscall a loaded rule needs (network, fds, identity,
+//! injection, files, chdir) is described in a userspace-filled table and
+//! recorded by [`sysrec`]: an unneeded one costs an inlined array lookup.
+//!
 //! Reading arguments at exit (instead of stashing them at entry) means one
 //! program run per syscall, no per-thread map traffic, the result in hand, and
 //! user memory that the kernel has already faulted in.
@@ -16,7 +20,7 @@ use mamori_common::syscall;
 use crate::{
     connect,
     current::{BtfTask, Current, Helpers},
-    exec, open,
+    exec, open, sysrec,
 };
 
 /// Saved user registers (`struct pt_regs`, x86_64 ABI layout, stable).
@@ -54,6 +58,21 @@ fn reg(regs: *const u8, off: u64) -> u64 {
     unsafe { core::ptr::read_volatile(regs.add(off as usize).cast::<u64>()) }
 }
 
+/// The six argument registers.
+#[inline(always)]
+fn args(regs: *const u8) -> Regs {
+    Regs {
+        args: [
+            reg(regs, PT_DI),
+            reg(regs, PT_SI),
+            reg(regs, PT_DX),
+            reg(regs, PT_R10),
+            reg(regs, PT_R8),
+            reg(regs, PT_R9),
+        ],
+    }
+}
+
 /// The hot path: task fields read with plain BTF loads (Linux >= 5.11).
 #[btf_tracepoint(function = "sys_exit")]
 pub fn mamori_sys_exit(ctx: BtfTracePointContext) -> i32 {
@@ -87,23 +106,23 @@ fn try_sys_exit<C: Current>(ctx: &BtfTracePointContext) -> Result<(), i64> {
         NR_CONNECT => syscall::CONNECT,
         NR_EXECVE => syscall::EXECVE,
         NR_EXECVEAT => syscall::EXECVEAT,
-        _ => return Ok(()),
+        // Table-driven families: only the syscalls a rule needs.
+        _ => {
+            let Some(d) = sysrec::wanted(nr) else {
+                return Ok(());
+            };
+            if reg(regs, PT_CS) == USER32_CS {
+                return Ok(());
+            }
+            return sysrec::on_exit(d, &args(regs), ret, &C::get());
+        }
     };
     if reg(regs, PT_CS) == USER32_CS {
         return Ok(());
     }
     // Only now, for the few syscalls mamori reports, look up the task.
     let cur = &C::get();
-    let r = Regs {
-        args: [
-            reg(regs, PT_DI),
-            reg(regs, PT_SI),
-            reg(regs, PT_DX),
-            reg(regs, PT_R10),
-            reg(regs, PT_R8),
-            reg(regs, PT_R9),
-        ],
-    };
+    let r = args(regs);
     match sys {
         syscall::CONNECT => connect::on_exit(&r, ret, cur),
         syscall::EXECVE | syscall::EXECVEAT => {

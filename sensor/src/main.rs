@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use mamori::cli::{capture, rules as cmd_rules, run};
+use mamori::cli::{capture, rules as cmd_rules, rules_events, run};
 use mamori::pipeline::{parse_kinds, KernelArgs};
 
 /// mamori (守り) — runtime security sensor for Kubernetes nodes.
@@ -86,7 +86,9 @@ struct KernelFlags {
     /// Kernel ring buffer size in bytes (power of two).
     #[arg(long, value_name = "BYTES")]
     ring_size: Option<u32>,
-    /// Event kinds to capture (default: all): exec, fork, exit, open, connect.
+    /// Event kinds to capture (default: all): exec, fork, exit, open, connect,
+    /// and the table-driven families net, fds, identity, inject, fileop,
+    /// chdir (for `run`, of those only the syscalls a loaded rule needs).
     #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
     events: Vec<String>,
     /// Read the clock for every open and connect event. By default those
@@ -103,6 +105,7 @@ impl KernelFlags {
             ring_bytes: self.ring_size,
             kinds: parse_kinds(&self.events)?,
             precise_time: self.precise_time,
+            syscalls: None,
         })
     }
 }
@@ -122,6 +125,10 @@ enum RulesCmd {
         paths: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Print the syscalls the kernel captures for these rules instead
+        /// (the per-syscall selection `mamori run` makes).
+        #[arg(long)]
+        events: bool,
     },
     /// Run rule test cases (see rules/README.md).
     Test {
@@ -197,7 +204,12 @@ fn dispatch(cmd: Cmd, verbose: u8) -> anyhow::Result<ExitCode> {
         }
         Cmd::Rules { cmd } => match cmd {
             RulesCmd::Validate { paths, json } => cmd_rules::validate(&paths, json),
-            RulesCmd::List { paths, json } => cmd_rules::list(&paths, json),
+            RulesCmd::List {
+                paths,
+                json,
+                events: true,
+            } => rules_events::list_events(&paths, json),
+            RulesCmd::List { paths, json, .. } => cmd_rules::list(&paths, json),
             RulesCmd::Test { dirs, rules } => cmd_rules::test(&dirs, &rules),
         },
         Cmd::Fields { json } => cmd_rules::fields(json),

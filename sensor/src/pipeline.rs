@@ -95,9 +95,24 @@ pub struct KernelArgs {
     pub kinds: Vec<EventKind>,
     /// A clock read per open/connect event (see [`Options::precise_time`]).
     pub precise_time: bool,
+    /// The table-driven syscalls to capture (mamori syscall ids); `None` =
+    /// all of them (`capture`). `run` selects those its rules need
+    /// ([`syscalls_for`]).
+    pub syscalls: Option<Vec<u16>>,
 }
 
-/// Parse `--events` names (`exec`, `fork`, `exit`, `open`, `connect`).
+/// The table-driven syscalls (mamori ids) that rules needing `types` use:
+/// the kernel records only these.
+pub fn syscalls_for(types: &[EvtType]) -> Vec<u16> {
+    types
+        .iter()
+        .filter_map(|t| crate::kernel::systable::by_evt(*t))
+        .map(|r| r.id)
+        .collect()
+}
+
+/// Parse `--events` names (`exec`, `fork`, `exit`, `open`, `connect`, `net`,
+/// `fds`, `identity`, `inject`, `fileop`, `chdir`).
 pub fn parse_kinds(names: &[String]) -> anyhow::Result<Vec<EventKind>> {
     names
         .iter()
@@ -107,7 +122,8 @@ pub fn parse_kinds(names: &[String]) -> anyhow::Result<Vec<EventKind>> {
                 .find(|k| k.name() == n.trim())
                 .ok_or_else(|| {
                     anyhow::anyhow!(
-                        "unknown event kind {n:?} (expected exec, fork, exit, open, connect)"
+                        "unknown event kind {n:?} (expected exec, fork, exit, open, connect, \
+                         net, fds, identity, inject, fileop, chdir)"
                     )
                 })
         })
@@ -195,6 +211,9 @@ impl Pipeline {
         }
         if !k.kinds.is_empty() {
             opts.kinds = k.kinds.clone();
+        }
+        if let Some(ids) = &k.syscalls {
+            opts.syscalls = ids.clone();
         }
         let sensor = Sensor::load(&opts).context("starting the kernel sensor")?;
         let table = ProcTable::seeded(

@@ -11,7 +11,7 @@
 # Kernel command line knobs (read from /proc/cmdline, set by the host):
 #   mamori.cgroup=v1|v2     cgroup layout to mount (v1: like EKS AL2, v2: like AL2023)
 #   mamori.ready_timeout=N  seconds to wait for mamori's `attached` line (default 120)
-#   mamori.require=LIST     checks that must pass, of exec,open,connect (default: all);
+#   mamori.require=LIST     checks that must pass, of exec,open,connect,symlink (default: all);
 #                           the others are still run and reported as MAMORI-VM-CHECK
 
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
@@ -46,7 +46,7 @@ CGROUP=$(cmdline_param mamori.cgroup)
 READY_TIMEOUT=$(cmdline_param mamori.ready_timeout)
 [ -n "$READY_TIMEOUT" ] || READY_TIMEOUT=120
 REQUIRE=$(cmdline_param mamori.require)
-[ -n "$REQUIRE" ] || REQUIRE=exec,open,connect
+[ -n "$REQUIRE" ] || REQUIRE=exec,open,connect,symlink
 
 if [ "$CGROUP" = v1 ]; then
     # Like EKS AL2: named v1 hierarchies under a tmpfs, no unified hierarchy.
@@ -107,8 +107,10 @@ echo "MAMORI-VM-MARK: $MARK (closed port $PORT)"
 sel_exec() { grep -F '"type":"execve"' | grep -F "\"$MARK\""; }
 sel_open() { grep -E '"type":"(open|openat|openat2|creat)"' | grep -F "\"name\":\"/tmp/$MARK.open\""; }
 sel_connect() { grep -F '"type":"connect"' | grep -F "\"rport\":$PORT" | grep -F '"rip":"127.0.0.1"'; }
+# A table-driven syscall record (sysrec.rs): its two user-string parts.
+sel_symlink() { grep -E '"type":"symlink(at)?"' | grep -F "\"linkpath\":\"/tmp/$MARK.link\"" | grep -F "\"target\":\"/tmp/$MARK\""; }
 required_seen() {
-    for c in exec open connect; do
+    for c in exec open connect symlink; do
         case ",$REQUIRE," in
             *",$c,"*) "sel_$c" 2>/dev/null </events.jsonl | grep -q . || return 1 ;;
         esac
@@ -167,6 +169,8 @@ fi
 /bin/busybox cat "/tmp/$MARK.missing" 2>/dev/null
 # A loopback connect to a closed port derived from the marker (ECONNREFUSED).
 /bin/busybox nc -w 1 127.0.0.1 "$PORT" </dev/null >/dev/null 2>&1
+# A symlink (symlink or symlinkat, as busybox makes it).
+/bin/busybox ln -s "/tmp/$MARK" "/tmp/$MARK.link"
 # Let the reader drain the ring buffer before we stop it: wait (at most 5 s)
 # until the required events are in the file, which mamori flushes often.
 i=0
@@ -236,6 +240,7 @@ check() {
 check exec
 check open
 check connect
+check symlink
 
 if [ -n "$failed" ]; then
     show_diagnostics

@@ -217,6 +217,7 @@ fn open_event(rng: &mut Rng, ts: u64, proc: Process, container: Option<Arc<Conta
             sport: None,
             rip: None,
             rport: None,
+            server: false,
             l4proto: None,
         }),
         open: Some(OpenArgs {
@@ -228,6 +229,8 @@ fn open_event(rng: &mut Rng, ts: u64, proc: Process, container: Option<Arc<Conta
         lifecycle: None,
         container,
         drops: None,
+        args: None,
+        caps: None,
     }
 }
 
@@ -247,6 +250,8 @@ fn exec_event(ts: u64, proc: Process, container: Option<Arc<Container>>) -> Even
         lifecycle: None,
         container,
         drops: None,
+        args: None,
+        caps: None,
     }
 }
 
@@ -273,6 +278,7 @@ fn connect_event(
             sport: Some(40000),
             rip: Some(rip.parse().expect("ip")),
             rport: Some(rport),
+            server: false,
             l4proto: Some(
                 if rng.next().is_multiple_of(5) {
                     "udp"
@@ -287,5 +293,7 @@ fn connect_event(
         lifecycle: None,
         container,
         drops: None,
+        args: None,
+        caps: None,
     }
 }

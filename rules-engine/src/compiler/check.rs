@@ -170,7 +170,7 @@ impl Compiler<'_> {
         if names.is_empty() && !matches!(c.rhs, AstRhs::List(..)) {
             return None;
         }
-        let mut mask = 0u16;
+        let mut mask: eval::TypeMask = 0;
         for n in names {
             if let Some(t) = EvtType::from_name(&n) {
                 mask |= eval::type_bit(t);

@@ -122,7 +122,7 @@ pub(crate) struct CompiledRule {
     pub node: Option<Node>,
     pub output: OutputFormat,
     /// Event types the rule (with its sequence steps) must see.
-    pub mask: u16,
+    pub mask: eval::TypeMask,
     /// The `threshold:` / `sequence:` block, compiled.
     pub state: Option<Spec>,
 }
@@ -351,7 +351,7 @@ impl<'c> Compiler<'c> {
         &mut self,
         r: &RuleInfo,
         node: &Node,
-        mask: u16,
+        mask: eval::TypeMask,
         never_step: bool,
         rcx: &mut RuleCx,
     ) -> Status {

@@ -37,11 +37,15 @@ pub(crate) use sets::{intern as intern_sets, MAX_GROUPS, ROW_UNKNOWN};
 use matchers::{contains_icase, memmem};
 
 /// Bit for an event type in a mask.
-pub(crate) fn type_bit(t: EvtType) -> u16 {
-    1 << (t as u16)
+pub(crate) fn type_bit(t: EvtType) -> TypeMask {
+    1 << (t as u32)
 }
 
-pub(crate) const ALL_TYPES: u16 = (1 << EvtType::ALL.len()) - 1;
+/// A set of event types, one bit per [`EvtType`] (at most 128 of them).
+pub(crate) type TypeMask = u128;
+
+pub(crate) const ALL_TYPES: TypeMask = TypeMask::MAX >> (128 - EvtType::ALL.len());
+const _: () = assert!(EvtType::ALL.len() <= 128);
 
 #[derive(Debug)]
 pub(crate) enum Node {
@@ -50,7 +54,7 @@ pub(crate) enum Node {
     Or(Box<[Node]>),
     Not(Box<Node>),
     /// `evt.type in (...)` as a bit mask.
-    EvtType(u16),
+    EvtType(TypeMask),
     Check(Box<CheckNode>),
     /// A check on a Falco field mamori lacks; the rule is inactive, never evaluated.
     Unsupported,

@@ -114,7 +114,7 @@ fn merge_suffixes(nodes: Vec<Node>) -> Vec<Node> {
 
 /// Decide `evt.type` checks for a rule indexed under `mask`: a check that
 /// every indexed type passes is true, one that none passes is false.
-pub(crate) fn specialize(n: Node, mask: u16) -> Node {
+pub(crate) fn specialize(n: Node, mask: super::TypeMask) -> Node {
     let n = match n {
         Node::EvtType(m) if m & mask == mask => Node::Const(true),
         Node::EvtType(m) if m & mask == 0 => Node::Const(false),
@@ -231,7 +231,7 @@ pub(crate) fn required_names(n: &Node) -> Option<Vec<String>> {
 
 /// For which event types a node may be true / may be false; a rule is
 /// indexed under its `may_true` set.
-pub(crate) fn type_sets(n: &Node) -> (u16, u16) {
+pub(crate) fn type_sets(n: &Node) -> (super::TypeMask, super::TypeMask) {
     match n {
         Node::Const(true) => (ALL_TYPES, 0),
         Node::Const(false) => (0, ALL_TYPES),

@@ -12,7 +12,7 @@
 
 use super::memo::Memo;
 use super::sets::SetTest;
-use super::{type_bit, CheckNode, Node};
+use super::{type_bit, CheckNode, Node, TypeMask};
 use crate::fields::EvalCtx;
 
 const TRUE: u32 = 0;
@@ -48,6 +48,8 @@ pub(crate) struct Program {
     code: Vec<Ins>,
     checks: Vec<CheckNode>,
     sets: Vec<SetTest>,
+    /// Event-type masks of `Kind::Type` instructions (wider than `Ins::a`).
+    masks: Vec<TypeMask>,
 }
 
 impl Default for Program {
@@ -68,6 +70,7 @@ impl Default for Program {
                 },
             ],
             checks: Vec::new(),
+            masks: Vec::new(),
             sets: Vec::new(),
         }
     }
@@ -98,7 +101,16 @@ impl Program {
             }
             // Inactive rules are never compiled; a stray one never matches.
             Node::Unsupported => f,
-            Node::EvtType(m) => self.push(Kind::Type, u32::from(m), t, f),
+            Node::EvtType(m) => {
+                let at = match self.masks.iter().position(|x| *x == m) {
+                    Some(i) => i,
+                    None => {
+                        self.masks.push(m);
+                        self.masks.len() - 1
+                    }
+                };
+                self.push(Kind::Type, at as u32, t, f)
+            }
             Node::Not(x) => self.emit(*x, f, t),
             Node::And(v) => v
                 .into_vec()
@@ -138,7 +150,10 @@ impl Program {
             };
             let hit = match ins.kind {
                 Kind::End(b) => return b,
-                Kind::Type => ins.a & u32::from(type_bit(cx.ev.evt_type)) != 0,
+                Kind::Type => self
+                    .masks
+                    .get(ins.a as usize)
+                    .is_some_and(|m| m & type_bit(cx.ev.evt_type) != 0),
                 Kind::Check => self.checks.get(ins.a as usize).is_some_and(|c| c.eval(cx)),
                 Kind::Set => self.sets.get(ins.a as usize).is_some_and(|s| s.eval(cx)),
                 Kind::MemoGet(slot) => match memo.peek(slot) {

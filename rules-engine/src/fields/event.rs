@@ -54,6 +54,9 @@ impl SysArg {
 
     /// Positional argument `evt.arg[n]` of an exit event, as Falco numbers them.
     fn by_index(t: EvtType, n: usize) -> Option<SysArg> {
+        if t.is_table_driven() {
+            return None;
+        }
         use SysArg::*;
         let table: &[SysArg] = match t {
             EvtType::Open => &[Fd, Name, Flags, Mode],
@@ -65,7 +68,7 @@ impl SysArg {
             }
             EvtType::Connect => &[Res, Tuple, Fd],
             EvtType::Procexit => &[Status],
-            EvtType::Drop => &[],
+            _ => &[],
         };
         table.get(n).copied()
     }
@@ -119,7 +122,7 @@ pub(crate) fn write_open_flags(out: &mut String, flags: u32) {
 /// index) of this open-family event.
 pub(crate) fn reads_open_flags(field: &Field, ev: &Event) -> bool {
     let arg = match field.arg {
-        FieldArg::Arg(a) => Some(a),
+        FieldArg::Arg(a, _) => Some(a),
         FieldArg::ArgIndex(n) => SysArg::by_index(ev.evt_type, n),
         _ => None,
     };
@@ -170,8 +173,22 @@ pub(super) fn extract<'a>(field: &Field, ev: &'a Event) -> Value<'a> {
             })
         }
         F::EvtArg | F::EvtRawArg => {
+            let raw = field.info.id == F::EvtRawArg;
+            if ev.evt_type.is_table_driven() {
+                let name = match field.arg {
+                    FieldArg::Arg(_, name) => Some(name),
+                    FieldArg::ArgIndex(n) => ev.evt_type.arg_names().get(n).copied(),
+                    _ => None,
+                };
+                return match name {
+                    Some("res") if raw => Value::Int(ev.res),
+                    Some("res") => owned(ev.res.to_string()),
+                    Some(name) => super::sysargs::arg(ev, name, raw).unwrap_or(Value::Missing),
+                    None => Value::Missing,
+                };
+            }
             let arg = match field.arg {
-                FieldArg::Arg(a) => Some(a),
+                FieldArg::Arg(a, _) => Some(a),
                 FieldArg::ArgIndex(n) => SysArg::by_index(ev.evt_type, n),
                 _ => None,
             };

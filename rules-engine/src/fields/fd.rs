@@ -108,11 +108,22 @@ fn net_field(id: FieldId, fd: Option<&crate::event::Fd>) -> Value<'static> {
             Value::List(v)
         }
     };
+    // `sip`/`sport` hold the local side, `rip`/`rport` the remote one; the
+    // client is the local side unless the socket is a server's.
+    let (cip, cport, sip, sport) = if f.server {
+        (f.rip, f.rport, f.sip, f.sport)
+    } else {
+        (f.sip, f.sport, f.rip, f.rport)
+    };
     match id {
-        F::FdCip | F::FdLip | F::FdCnet | F::FdLnet => ip(f.sip),
-        F::FdSip | F::FdRip | F::FdSnet | F::FdRnet => ip(f.rip),
-        F::FdCport | F::FdLport => port(f.sport),
-        F::FdSport | F::FdRport => port(f.rport),
+        F::FdLip | F::FdLnet => ip(f.sip),
+        F::FdRip | F::FdRnet => ip(f.rip),
+        F::FdCip | F::FdCnet => ip(cip),
+        F::FdSip | F::FdSnet => ip(sip),
+        F::FdLport => port(f.sport),
+        F::FdRport => port(f.rport),
+        F::FdCport => port(cport),
+        F::FdSport => port(sport),
         F::FdIp | F::FdNet => both(ip(f.sip), ip(f.rip)),
         F::FdPort => both(port(f.sport), port(f.rport)),
         _ => Value::Missing,
@@ -147,6 +158,7 @@ mod tests {
             rip: Some("127.0.0.2".parse().unwrap()),
             rport: Some(443),
             l4proto: Some("tcp".into()),
+            server: false,
         });
         assert_eq!(get("fd.sip", None, &e), "127.0.0.2");
         assert_eq!(get("fd.cip", None, &e), "127.0.0.1");

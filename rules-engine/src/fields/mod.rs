@@ -34,11 +34,13 @@ mod event;
 mod fd;
 mod process;
 mod resolve;
+mod sysargs;
 mod value;
 
 pub(crate) use ctx::EvalCtx;
 pub(crate) use errno::errno_name;
 pub(crate) use resolve::{resolve, FieldArg, ResolveError};
+pub use sysargs::cap_names;
 pub(crate) use value::Value;
 
 use process::{ancestor_value, Anc};
@@ -134,6 +136,9 @@ pub enum FieldId {
     ProcACmdline,
     ProcLoginShellId,
     ThreadTid,
+    ThreadCapEffective,
+    ThreadCapPermitted,
+    ThreadCapInheritable,
     UserUid,
     UserName,
     UserLoginUid,
@@ -252,7 +257,7 @@ pub static FIELDS: &[FieldInfo] = &[
     f!("evt.is_open_write", Bool, None, EvtIsOpenWrite, "true for an open-family event opened for writing (O_WRONLY or O_RDWR)."),
     f!("evt.is_open_exec", Bool, None, EvtIsOpenExec, "true for an open-family event that created an executable file (O_CREAT with an execute bit in mode)."),
     f!("evt.is_open_create", Bool, None, EvtIsOpenCreate, "true for an open-family event with O_CREAT (creat always)."),
-    f!("evt.arg", String, SyscallArg, EvtArg, "A syscall argument by name (evt.arg.flags) or index (evt.arg[0]), rendered as text. Names: fd, dirfd, name, flags, mode, resolve (open family); res, exe, args, filename, cwd, pid, tid, ptid (exec, clone); res, tuple, fd (connect); status (procexit)."),
+    f!("evt.arg", String, SyscallArg, EvtArg, "A syscall argument by name (evt.arg.flags) or index (evt.arg[0]), rendered as text. Names: fd, dirfd, name, flags, mode, resolve (open family); res, exe, args, filename, cwd, pid, tid, ptid (exec, clone); res, tuple, fd (connect); status (procexit); the other syscalls use Falco's names (domain, type, proto of socket; oldfd, newfd of dup2; request, pid of ptrace; target, linkpath of symlink; oldpath, newpath of rename; ...: see `mamori rules list --events`)."),
     f!("evt.rawarg", Int, SyscallArg, EvtRawArg, "A numeric syscall argument by name, unrendered (evt.rawarg.flags)."),
     f!(
         "evt.num",
@@ -291,6 +296,9 @@ pub static FIELDS: &[FieldInfo] = &[
     f!("proc.acmdline", String, Ancestor, ProcACmdline, "Command line of an ancestor, indexed like proc.aname."),
     f!("proc.loginshellid", Int, None, ProcLoginShellId, "Pid of the oldest shell (a name ending in `sh`) among the process and its ancestors, as Falco: one value per login session or shell tree; absent when there is none."),
     f!("thread.tid", Int, None, ThreadTid, "Thread id."),
+    f!("thread.cap_effective", String, None, ThreadCapEffective, "The thread's effective capabilities after the syscall (CAP_CHOWN CAP_SYS_ADMIN ...), read from its credentials in the kernel; on the table-driven syscalls (socket, dup, ptrace, init_module, ...), missing on other events."),
+    f!("thread.cap_permitted", String, None, ThreadCapPermitted, "The thread's permitted capabilities, as thread.cap_effective."),
+    f!("thread.cap_inheritable", String, None, ThreadCapInheritable, "The thread's inheritable capabilities, as thread.cap_effective."),
     f!("user.uid", Int, None, UserUid, "User id."),
     f!("user.name", String, None, UserName, "User name (from the host's passwd, when resolved)."),
     f!("user.loginuid", Int, None, UserLoginUid, "Audit login uid; -1 when unset."),
@@ -530,6 +538,7 @@ mod tests {
                 rip: None,
                 rport: None,
                 l4proto: None,
+                server: false,
             }),
             open: Some(OpenArgs {
                 flags: 0o2000000,
@@ -540,6 +549,8 @@ mod tests {
             lifecycle: None,
             container: None,
             drops: None,
+            args: None,
+            caps: None,
         }
     }
 

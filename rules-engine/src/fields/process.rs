@@ -139,6 +139,14 @@ pub(super) fn extract<'a>(field: &Field, ev: &'a Event) -> Value<'a> {
         }
         F::ProcLoginShellId => login_shell(p).map_or(Value::Missing, |pid| Value::Int(pid as i64)),
         F::ThreadTid => Value::Int(if p.tid == 0 { p.pid } else { p.tid } as i64),
+        F::ThreadCapEffective | F::ThreadCapPermitted | F::ThreadCapInheritable => match ev.caps {
+            Some(c) => owned(super::cap_names(match field.info.id {
+                F::ThreadCapEffective => c.effective,
+                F::ThreadCapPermitted => c.permitted,
+                _ => c.inheritable,
+            })),
+            None => Value::Missing,
+        },
         F::UserUid => Value::Int(p.uid as i64),
         F::UserName => opt_str(p.user.as_deref()),
         F::UserLoginUid => Value::Int(p.loginuid),

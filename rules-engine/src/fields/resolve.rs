@@ -93,7 +93,6 @@ pub(crate) static FALCO_ONLY: &[&str] = &[
     "proc.aenv",
     "proc.cgroup",
     "proc.pgid",
-    "thread.cap_",
     "thread.exectime",
     "thread.totexectime",
     "thread.vtid",
@@ -164,7 +163,9 @@ pub(crate) enum FieldArg {
     Index(usize),
     /// `proc.aname` without an index: any ancestor.
     AnyAncestor,
-    Arg(SysArg),
+    /// `evt.arg.NAME`: the argument as mamori's fixed events know it, and
+    /// its name (interned) for the table-driven syscalls' arguments.
+    Arg(SysArg, &'static str),
     ArgIndex(usize),
     /// `k8s.pod.label[key]` (interned: a rule file's keys live for the process).
     Key(&'static str),
@@ -253,15 +254,14 @@ fn bind(name: &str, arg: Option<&str>) -> Result<Field, ResolveError> {
         (ArgKind::SyscallArg, Some(a)) => {
             if let Ok(n) = a.parse::<usize>() {
                 FieldArg::ArgIndex(n)
-            } else if let Some(s) = SysArg::from_name(a) {
-                FieldArg::Arg(s)
-            } else if matches!(a, "dev" | "ino") {
-                // Real arguments of the open family that mamori does not capture.
+            } else if a == "ino" {
+                // A real argument of the open family that mamori does not capture.
                 return Err(ResolveError::Unsupported);
             } else {
-                // An argument of a syscall mamori does not capture (uid of
-                // setuid, oldpath of rename): absent on mamori's events.
-                FieldArg::Arg(SysArg::Absent)
+                // A table-driven syscall's argument (uid of setuid, oldpath
+                // of rename) is looked up by name; absent on other events.
+                let known = SysArg::from_name(a).unwrap_or(SysArg::Absent);
+                FieldArg::Arg(known, intern(a))
             }
         }
     };
@@ -293,16 +293,13 @@ mod tests {
             resolve("prc.name", None).unwrap_err(),
             ResolveError::Unknown
         );
-        assert_eq!(
-            resolve("thread.cap_effective", None).unwrap_err(),
-            ResolveError::Unsupported
-        );
+        assert!(resolve("thread.cap_effective", None).is_ok());
         assert!(matches!(
             resolve("evt.arg.uid", None).unwrap().arg,
-            FieldArg::Arg(SysArg::Absent)
+            FieldArg::Arg(SysArg::Absent, "uid")
         ));
         assert_eq!(
-            resolve("evt.arg.dev", None).unwrap_err(),
+            resolve("evt.arg.ino", None).unwrap_err(),
             ResolveError::Unsupported
         );
         assert!(matches!(

@@ -65,8 +65,8 @@ pub(crate) fn spec(
 /// Simplify and specialize a sequence's step conditions. Returns the spec,
 /// the event types its steps need (bit mask) and whether a step can never
 /// match any event mamori captures.
-pub(crate) fn finish(mut spec: Spec) -> (Spec, u16, bool) {
-    let (mut mask, mut never) = (0u16, false);
+pub(crate) fn finish(mut spec: Spec) -> (Spec, eval::TypeMask, bool) {
+    let (mut mask, mut never) = (0 as eval::TypeMask, false);
     if let Spec::Sequence(q) = &mut spec {
         q.steps = std::mem::take(&mut q.steps)
             .into_iter()

@@ -13,7 +13,7 @@ fn event_type_indexing_and_rule_matching() {
             "NotOpen",
             "not evt.type in (open, openat, openat2, creat) and proc.name = a"
         ),
-        rule("Setuid", "evt.type = setuid and proc.name = a"),
+        rule("Mprotect", "evt.type = mprotect and proc.name = a"),
     );
     let (e, r) = load(&yaml);
     let s = |n: &str| e.rules().iter().find(|r| r.name == n).unwrap().clone();
@@ -22,9 +22,17 @@ fn event_type_indexing_and_rule_matching() {
     assert!(!s("NotOpen").evttypes.contains(&"openat"));
     assert!(s("NotOpen").evttypes.contains(&"connect"));
     assert!(matches!(
-        s("Setuid").status,
-        Status::Inactive { code: Code::UnsupportedEvttype, ref reason } if reason.contains("setuid")
+        s("Mprotect").status,
+        Status::Inactive { code: Code::UnsupportedEvttype, ref reason } if reason.contains("mprotect")
     ));
+    // What the sensor selects its table-driven syscalls by: the types the
+    // rules name, never all of them for a rule without an evt.type check.
+    let (e2, _) = load(&format!(
+        "{}{}",
+        rule("Ptrace", "evt.type = ptrace and proc.name = a"),
+        rule("Any", "proc.name = a"),
+    ));
+    assert_eq!(e2.needed_types(), [EvtType::Ptrace]);
     let no_evt: Vec<&Diagnostic> = r.with_code(Code::NoEvttype).collect();
     assert_eq!(no_evt.len(), 1);
     assert_eq!(no_evt[0].item.as_ref().unwrap().name, "Any");
@@ -47,11 +55,11 @@ fn unknown_and_unsupported_fields() {
     // A Falco field mamori lacks: inactive with the field named.
     let (e, r) = load(&rule(
         "R",
-        "evt.type = execve and thread.cap_effective contains CAP_SYS_ADMIN",
+        "evt.type = execve and proc.sname contains CAP_SYS_ADMIN",
     ));
     assert!(!r.has_errors());
     assert!(matches!(&e.rules()[0].status,
-        Status::Inactive { code: Code::UnsupportedField, reason } if reason.contains("thread.cap_effective")));
+        Status::Inactive { code: Code::UnsupportedField, reason } if reason.contains("proc.sname")));
     let d = r.with_code(Code::UnsupportedField).next().unwrap();
     assert_eq!((d.line, d.col), (3, 36));
 
@@ -59,7 +67,7 @@ fn unknown_and_unsupported_fields() {
     let (_, r) = Engine::from_sources(
         &[(
             "t.yaml",
-            &rule("R", "evt.type = execve and thread.cap_effective contains X"),
+            &rule("R", "evt.type = execve and proc.sname contains X"),
         )],
         &LoadOptions {
             strict_fields: true,
@@ -85,10 +93,7 @@ fn unknown_and_unsupported_fields() {
     ));
 
     // Event types take precedence as the reason.
-    let (e, _) = load(&rule(
-        "R",
-        "evt.type = ptrace and thread.cap_effective contains X",
-    ));
+    let (e, _) = load(&rule("R", "evt.type = mprotect and proc.sname contains X"));
     assert!(matches!(
         &e.rules()[0].status,
         Status::Inactive {

@@ -39,16 +39,39 @@ pub enum EventKind {
     Open = 0x0201,
     /// `connect` with its result.
     Connect = 0x0301,
+    /// Other network syscalls (`socket`, `bind`, `listen`, `accept`,
+    /// `accept4`, `sendto`/`sendmsg`/`sendmmsg` to an address, `shutdown`):
+    /// a [`SysBody`] record.
+    Net = 0x0302,
+    /// fd duplication (`dup`, `dup2`, `dup3`, `fcntl(F_DUPFD)`): a [`SysBody`].
+    Fds = 0x0401,
+    /// Identity changes (`setuid` family, `capset`): a [`SysBody`].
+    Identity = 0x0501,
+    /// Injection and kernel (`ptrace`, `process_vm_writev`, module loads,
+    /// `bpf`, `memfd_create`, mounts, namespaces, `chroot`, `pivot_root`):
+    /// a [`SysBody`].
+    Inject = 0x0601,
+    /// File tampering (`unlink*`, `rename*`, `symlink*`, `link*`, `mkdir*`,
+    /// `rmdir`, `chmod*`, `chown*`, `truncate`, `ftruncate`): a [`SysBody`].
+    FileOp = 0x0701,
+    /// `chdir`, `fchdir`: a [`SysBody`].
+    Chdir = 0x0801,
 }
 
 impl EventKind {
     /// Every kind, in counter-index order.
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
         EventKind::Open,
         EventKind::Connect,
+        EventKind::Net,
+        EventKind::Fds,
+        EventKind::Identity,
+        EventKind::Inject,
+        EventKind::FileOp,
+        EventKind::Chdir,
     ];
 
     /// Decode a type tag.
@@ -59,6 +82,12 @@ impl EventKind {
             0x0103 => Some(EventKind::Exit),
             0x0201 => Some(EventKind::Open),
             0x0301 => Some(EventKind::Connect),
+            0x0302 => Some(EventKind::Net),
+            0x0401 => Some(EventKind::Fds),
+            0x0501 => Some(EventKind::Identity),
+            0x0601 => Some(EventKind::Inject),
+            0x0701 => Some(EventKind::FileOp),
+            0x0801 => Some(EventKind::Chdir),
             _ => None,
         }
     }
@@ -71,6 +100,12 @@ impl EventKind {
             EventKind::Exit => 2,
             EventKind::Open => 3,
             EventKind::Connect => 4,
+            EventKind::Net => 5,
+            EventKind::Fds => 6,
+            EventKind::Identity => 7,
+            EventKind::Inject => 8,
+            EventKind::FileOp => 9,
+            EventKind::Chdir => 10,
         }
     }
 
@@ -82,12 +117,32 @@ impl EventKind {
             EventKind::Exit => "exit",
             EventKind::Open => "open",
             EventKind::Connect => "connect",
+            EventKind::Net => "net",
+            EventKind::Fds => "fds",
+            EventKind::Identity => "identity",
+            EventKind::Inject => "inject",
+            EventKind::FileOp => "fileop",
+            EventKind::Chdir => "chdir",
         }
+    }
+
+    /// Whether records of this kind carry a [`SysBody`] (the table-driven
+    /// syscalls, see [`SysDesc`]).
+    pub const fn is_sys(self) -> bool {
+        matches!(
+            self,
+            EventKind::Net
+                | EventKind::Fds
+                | EventKind::Identity
+                | EventKind::Inject
+                | EventKind::FileOp
+                | EventKind::Chdir
+        )
     }
 }
 
 /// Number of per-kind counter slots in the `DROPS` map.
-pub const KIND_SLOTS: u32 = 8;
+pub const KIND_SLOTS: u32 = 32;
 
 /// The slot of the drop counters that counts open events *shed* under load:
 /// not submitted because the ring held more than
@@ -104,6 +159,74 @@ pub mod syscall {
     pub const EXECVE: u16 = 5;
     pub const EXECVEAT: u16 = 6;
     pub const CONNECT: u16 = 7;
+    // Network (numbers shared with the flow/DNS hooks).
+    pub const SOCKET: u16 = 8;
+    pub const BIND: u16 = 9;
+    pub const LISTEN: u16 = 10;
+    pub const ACCEPT: u16 = 11;
+    pub const ACCEPT4: u16 = 12;
+    pub const SENDTO: u16 = 13;
+    pub const SENDMSG: u16 = 14;
+    pub const SENDMMSG: u16 = 15;
+    pub const SHUTDOWN: u16 = 16;
+    pub const WRITE: u16 = 17;
+    pub const WRITEV: u16 = 18;
+    pub const SENDFILE: u16 = 19;
+    pub const SPLICE: u16 = 20;
+    pub const RECVFROM: u16 = 21;
+    pub const RECVMSG: u16 = 22;
+    // fds.
+    pub const DUP: u16 = 30;
+    pub const DUP2: u16 = 31;
+    pub const DUP3: u16 = 32;
+    pub const FCNTL: u16 = 33;
+    // Identity.
+    pub const SETUID: u16 = 34;
+    pub const SETGID: u16 = 35;
+    pub const SETRESUID: u16 = 36;
+    pub const SETRESGID: u16 = 37;
+    pub const SETREUID: u16 = 38;
+    pub const SETREGID: u16 = 39;
+    pub const CAPSET: u16 = 40;
+    // Injection and kernel.
+    pub const PTRACE: u16 = 41;
+    pub const PROCESS_VM_WRITEV: u16 = 42;
+    pub const INIT_MODULE: u16 = 43;
+    pub const FINIT_MODULE: u16 = 44;
+    pub const BPF: u16 = 45;
+    pub const MEMFD_CREATE: u16 = 46;
+    pub const MOUNT: u16 = 47;
+    pub const UMOUNT2: u16 = 48;
+    pub const UNSHARE: u16 = 49;
+    pub const SETNS: u16 = 50;
+    pub const CHROOT: u16 = 51;
+    pub const PIVOT_ROOT: u16 = 52;
+    // Files.
+    pub const UNLINK: u16 = 53;
+    pub const UNLINKAT: u16 = 54;
+    pub const RENAME: u16 = 55;
+    pub const RENAMEAT: u16 = 56;
+    pub const RENAMEAT2: u16 = 57;
+    pub const SYMLINK: u16 = 58;
+    pub const SYMLINKAT: u16 = 59;
+    pub const LINK: u16 = 60;
+    pub const LINKAT: u16 = 61;
+    pub const MKDIR: u16 = 62;
+    pub const MKDIRAT: u16 = 63;
+    pub const RMDIR: u16 = 64;
+    pub const CHMOD: u16 = 65;
+    pub const FCHMOD: u16 = 66;
+    pub const FCHMODAT: u16 = 67;
+    pub const CHOWN: u16 = 68;
+    pub const LCHOWN: u16 = 69;
+    pub const FCHOWN: u16 = 70;
+    pub const FCHOWNAT: u16 = 71;
+    pub const TRUNCATE: u16 = 72;
+    pub const FTRUNCATE: u16 = 73;
+    pub const CHDIR: u16 = 74;
+    pub const FCHDIR: u16 = 75;
+    /// One past the largest id (sizes userspace tables).
+    pub const END: u16 = 76;
 }
 
 /// Bits of [`Header::flags`].
@@ -261,6 +384,125 @@ pub struct ExitBody {
     pub start_boot_ns: u64,
 }
 
+/// Most bytes of one variable part of a [`SysBody`] record (a path or a
+/// string; a sockaddr is at most [`SOCKADDR_MAX`]). Power of two.
+pub const PART_MAX: usize = 4096;
+/// Most bytes of a sockaddr copied into a [`SysBody`] part.
+pub const SOCKADDR_MAX: usize = 128;
+/// Variable parts a [`SysBody`] record carries at most.
+pub const PARTS: usize = 3;
+/// Entries of the per-syscall descriptor map (x86_64 syscall numbers).
+pub const SYS_NR_MAX: u32 = 512;
+
+/// What a variable part of a [`SysBody`] record holds ([`SysDesc::parts`]).
+pub mod part {
+    pub const NONE: u8 = 0;
+    /// A NUL-terminated user string at `args[arg]` (a path, a name).
+    pub const USTR: u8 = 1;
+    /// A sockaddr at `args[arg]`, `args[len_arg]` bytes long (raw bytes).
+    pub const SOCKADDR: u8 = 2;
+    /// The sockaddr named by the `struct msghdr` at `args[arg]` (sendmsg;
+    /// for sendmmsg the first message's).
+    pub const MSGHDR: u8 = 3;
+    /// The path of the file open at fd `args[arg]`: components leaf first,
+    /// each NUL-terminated (as [`flags::DIR_RESOLVED`] directories).
+    pub const FDPATH: u8 = 4;
+}
+
+/// `SysDesc::fd_arg` for "the fd is the syscall's result" (accept, socket, dup).
+pub const FD_RET: u8 = 6;
+/// `SysDesc::fd_arg` for "no fd".
+pub const FD_NONE: u8 = 0xff;
+
+/// Bits of [`SysDesc::flags`].
+pub mod desc_flags {
+    /// Skip the syscall when part 0's user pointer is NULL (`sendto` and
+    /// `sendmsg` on a connected socket carry no destination).
+    pub const NEED_PART0: u8 = 1;
+    /// Report only the fd-duplicating commands of `fcntl` (`F_DUPFD`,
+    /// `F_DUPFD_CLOEXEC` in `args[1]`).
+    pub const DUPFD_ONLY: u8 = 2;
+}
+
+/// One variable part's source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartDesc {
+    /// [`part`] kind.
+    pub kind: u8,
+    /// Argument index the pointer (or fd) is in.
+    pub arg: u8,
+    /// Argument index holding the length (for [`part::SOCKADDR`]).
+    pub len_arg: u8,
+    pub _pad: u8,
+}
+
+/// How the kernel records one syscall (the `SYSCALLS` map, indexed by the
+/// x86_64 syscall number, filled by userspace with the syscalls the loaded
+/// rules need; an all-zero entry is not captured).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysDesc {
+    /// [`syscall`] id; 0 = not captured.
+    pub id: u16,
+    /// The [`EventKind`] tag of its records.
+    pub kind: u16,
+    /// Drop-counter slot ([`EventKind::index`]).
+    pub slot: u8,
+    /// Argument index of the fd whose kernel file/socket is described in
+    /// [`SysBody::fd`] ([`FD_RET`]: the result; [`FD_NONE`]: none).
+    pub fd_arg: u8,
+    /// [`desc_flags`] bits.
+    pub flags: u8,
+    pub _pad: u8,
+    pub parts: [PartDesc; PARTS],
+}
+
+/// What the kernel's `struct file` for an fd says (for [`SysBody::fd`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdInfo {
+    /// `inode->i_mode >> 12` (the `S_IFMT` type: 1 fifo, 2 chr, 4 dir,
+    /// 6 blk, 8 reg, 10 lnk, 12 sock); 0 = unknown or no fd.
+    pub ftype: u16,
+    /// For sockets: `sk_family`, `socket->type`, `sk_protocol`.
+    pub family: u16,
+    pub sock_type: u16,
+    pub protocol: u16,
+    /// Local and peer port, host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u32,
+    /// Local and peer address: IPv4 in the first 4 bytes, or IPv6.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// Body of the table-driven kinds ([`EventKind::is_sys`]); followed by the
+/// variable parts, `part_len[i]` bytes each, in order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysBody {
+    /// Syscall result (-errno on failure).
+    pub ret: i64,
+    /// The six argument registers as they were at exit.
+    pub args: [u64; 6],
+    /// The task's capabilities after the syscall (`cred->cap_*`, bit n =
+    /// capability n).
+    pub cap_effective: u64,
+    pub cap_permitted: u64,
+    pub cap_inheritable: u64,
+    /// [`syscall`] id.
+    pub syscall: u16,
+    pub part_len: [u16; PARTS],
+    /// [`part`] kind of each part (copied from the descriptor).
+    pub part_kind: [u8; PARTS],
+    pub _pad0: u8,
+    /// The fd [`FdInfo`] describes (-1: none).
+    pub fd_num: i32,
+    pub fd: FdInfo,
+}
+
 /// Marks a kernel struct offset the running kernel's BTF did not provide.
 pub const NO_OFFSET: u32 = u32::MAX;
 
@@ -320,6 +562,16 @@ pub struct KernelOffsets {
     pub mount_mountpoint: u32,
     pub file_path: u32,
     pub mm_exe_file: u32,
+    // fd descriptions and capabilities of table-driven records
+    // (`sensor-ebpf/src/sysrec.rs`).
+    pub sock_daddr: u32,
+    pub sock_dport: u32,
+    pub sock_v6_daddr: u32,
+    pub file_inode: u32,
+    pub inode_mode: u32,
+    pub cred_cap_inheritable: u32,
+    pub cred_cap_permitted: u32,
+    pub cred_cap_effective: u32,
 }
 
 impl KernelOffsets {
@@ -373,6 +625,14 @@ impl KernelOffsets {
         mount_mountpoint: NO_OFFSET,
         file_path: NO_OFFSET,
         mm_exe_file: NO_OFFSET,
+        sock_daddr: NO_OFFSET,
+        sock_dport: NO_OFFSET,
+        sock_v6_daddr: NO_OFFSET,
+        file_inode: NO_OFFSET,
+        inode_mode: NO_OFFSET,
+        cred_cap_inheritable: NO_OFFSET,
+        cred_cap_permitted: NO_OFFSET,
+        cred_cap_effective: NO_OFFSET,
     };
 }
 
@@ -423,6 +683,8 @@ mod user {
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SensorConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SysDesc {}
 }
 
 const _: () = {
@@ -444,7 +706,15 @@ const _: () = {
     assert!(core::mem::size_of::<ConnectBody>() == 64);
     assert!(core::mem::size_of::<ForkBody>() == 24);
     assert!(core::mem::size_of::<ExitBody>() == 16);
-    assert!(core::mem::size_of::<KernelOffsets>() == 192);
+    assert!(core::mem::size_of::<KernelOffsets>() == 224);
+    assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<SysBody>()));
+    assert!(core::mem::size_of::<FdInfo>() == 48);
+    assert!(core::mem::size_of::<SysBody>() == 144);
+    assert!(core::mem::size_of::<SysDesc>() == 20);
+    // A table-driven record: header, body and three parts, each read at an
+    // offset masked to 2 * PART_MAX - 1 (room for a path walk's spill too).
+    assert!(256 + 2 * PART_MAX + PART_MAX + 2 * DIR_MAX + NAME_MAX <= SCRATCH_SIZE);
+    assert!(PART_MAX.is_power_of_two() && SOCKADDR_MAX.is_power_of_two());
     assert!(core::mem::size_of::<SensorConfig>() == 32);
     // The exec path masks lengths with 2 * ARGS_MAX - 1 for the verifier.
     assert!(128 + PATH_MAX + 2 * ARGS_MAX <= SCRATCH_SIZE);

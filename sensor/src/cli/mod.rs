@@ -6,4 +6,5 @@ pub mod capture;
 pub mod health;
 mod lines;
 pub mod rules;
+pub mod rules_events;
 pub mod run;

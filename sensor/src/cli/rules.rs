@@ -31,7 +31,7 @@ pub fn default_rules_dir() -> PathBuf {
     }
 }
 
-fn rule_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
+pub(crate) fn rule_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
     if paths.is_empty() {
         vec![default_rules_dir()]
     } else {

@@ -104,7 +104,7 @@ impl LastStage for DetectAndQueue<'_> {
     }
 }
 
-pub async fn run(rules: Vec<PathBuf>, kernel: KernelArgs, rc: RunConfig) -> anyhow::Result<()> {
+pub async fn run(rules: Vec<PathBuf>, mut kernel: KernelArgs, rc: RunConfig) -> anyhow::Result<()> {
     let cfg = load_config(&rc)?;
     let paths = if rules.is_empty() {
         default_rules()?
@@ -128,6 +128,8 @@ pub async fn run(rules: Vec<PathBuf>, kernel: KernelArgs, rc: RunConfig) -> anyh
     if engine.active_rules() == 0 {
         anyhow::bail!("no active rules: nothing to detect");
     }
+    // The kernel records only the table-driven syscalls the rules need.
+    kernel.syscalls = Some(pipeline::syscalls_for(&engine.needed_types()));
     let outputs = Outputs::start(&cfg.outputs).context("starting outputs")?;
     let reopen = outputs.reopener();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

@@ -184,7 +184,7 @@ mod tests {
         assert_eq!(a.output_fields["n_drops_open"], 7);
         assert_eq!(a.output_fields["n_drops_open_shed"], 5);
         assert!(a.output.contains(
-            "Critical mamori internal: kernel event drop. 9 events lost (exec=0 fork=0 exit=0 open=7 connect=2 undecodable=0); 5 of the opens shed to keep room for exec, fork, exit and connect events"
+            "Critical mamori internal: kernel event drop. 9 events lost (exec=0 fork=0 exit=0 open=7 connect=2 syscalls=0 undecodable=0); 5 of the opens shed to keep room for exec, fork, exit and connect events"
         ), "{}", a.output);
         assert_eq!(a.hostname, "node-1");
         let mut quiet = ev.clone();

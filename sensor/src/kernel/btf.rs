@@ -310,6 +310,14 @@ impl Btf {
             mount_mountpoint: get("mount", "mnt_mountpoint"),
             file_path: get("file", "f_path"),
             mm_exe_file: get("mm_struct", "exe_file"),
+            sock_daddr: get("sock", "__sk_common.skc_daddr"),
+            sock_dport: get("sock", "__sk_common.skc_dport"),
+            sock_v6_daddr: get("sock", "__sk_common.skc_v6_daddr"),
+            file_inode: get("file", "f_inode"),
+            inode_mode: get("inode", "i_mode"),
+            cred_cap_inheritable: get("cred", "cap_inheritable"),
+            cred_cap_permitted: get("cred", "cap_permitted"),
+            cred_cap_effective: get("cred", "cap_effective"),
         }
     }
 }
@@ -433,6 +441,11 @@ mod tests {
             ("css_set_dfl_cgrp", o.css_set_dfl_cgrp),
             ("cgroup_kn", o.cgroup_kn),
             ("kernfs_node_id", o.kernfs_node_id),
+            ("sock_daddr", o.sock_daddr),
+            ("sock_dport", o.sock_dport),
+            ("file_inode", o.file_inode),
+            ("inode_mode", o.inode_mode),
+            ("cred_cap_effective", o.cred_cap_effective),
         ] {
             assert_ne!(v, NO_OFFSET, "{name} unresolved");
         }

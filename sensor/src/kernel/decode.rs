@@ -4,7 +4,9 @@
 //! panics on hostile or truncated input, and says what was wrong with a typed
 //! [`DecodeError`]. [`encode`] is its inverse, used by tests and benchmarks.
 
-use mamori_common::{ConnectBody, EventKind, ExecBody, ExitBody, ForkBody, Header, OpenBody};
+use mamori_common::{
+    ConnectBody, EventKind, ExecBody, ExitBody, ForkBody, Header, OpenBody, SysBody, PARTS,
+};
 
 /// One decoded kernel record: the fixed parts as the kernel wrote them, plus
 /// the variable-length byte strings that followed.
@@ -41,6 +43,13 @@ pub enum RawEvent {
         body: ConnectBody,
         unix_path: Vec<u8>,
     },
+    /// A table-driven syscall (`EventKind::is_sys`).
+    Sys {
+        hdr: Header,
+        body: SysBody,
+        /// The variable parts (`body.part_kind` says what each holds).
+        parts: [Vec<u8>; PARTS],
+    },
 }
 
 impl RawEvent {
@@ -50,7 +59,8 @@ impl RawEvent {
             | RawEvent::Fork { hdr, .. }
             | RawEvent::Exit { hdr, .. }
             | RawEvent::Open { hdr, .. }
-            | RawEvent::Connect { hdr, .. } => hdr,
+            | RawEvent::Connect { hdr, .. }
+            | RawEvent::Sys { hdr, .. } => hdr,
         }
     }
 }
@@ -67,6 +77,8 @@ pub enum DecodeError {
     SizeMismatch { declared: usize, actual: usize },
     #[error("unknown event type tag {0:#06x}")]
     UnknownKind(u16),
+    #[error("{kind} record of unknown syscall id {id}")]
+    UnknownSyscall { kind: &'static str, id: u16 },
     #[error("{kind} record: strings need {need} bytes after the body but {got} remain")]
     StringsOverrun {
         kind: &'static str,
@@ -84,6 +96,7 @@ impl Wire for OpenBody {}
 impl Wire for ConnectBody {}
 impl Wire for ForkBody {}
 impl Wire for ExitBody {}
+impl Wire for SysBody {}
 
 fn read<T: Wire>(bytes: &[u8], at: usize, what: &'static str) -> Result<T, DecodeError> {
     let need = at + std::mem::size_of::<T>();
@@ -190,6 +203,20 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
                 unix_path,
             }
         }
+        k if k.is_sys() => {
+            let body: SysBody = read(bytes, HDR, "syscall body")?;
+            if crate::kernel::systable::by_id(body.syscall).is_none_or(|r| r.kind != k) {
+                return Err(DecodeError::UnknownSyscall {
+                    kind: k.name(),
+                    id: body.syscall,
+                });
+            }
+            let at = HDR + std::mem::size_of::<SysBody>();
+            let lens = body.part_len.map(usize::from);
+            let parts = strings(bytes, at, lens, k.name())?;
+            RawEvent::Sys { hdr, body, parts }
+        }
+        k => return Err(DecodeError::UnknownKind(k as u16)),
     })
 }
 
@@ -227,6 +254,12 @@ pub fn encode(ev: &RawEvent) -> Vec<u8> {
         } => {
             out.extend_from_slice(as_bytes(body));
             out.extend_from_slice(unix_path);
+        }
+        RawEvent::Sys { body, parts, .. } => {
+            out.extend_from_slice(as_bytes(body));
+            for p in parts {
+                out.extend_from_slice(p);
+            }
         }
     }
     let size = out.len() as u32;
@@ -329,6 +362,67 @@ mod tests {
                 unix_path: Vec::new(),
             },
         ]
+        .into_iter()
+        .chain(sys_samples())
+        .collect()
+    }
+
+    /// One table-driven record of every such kind, with parts of every shape.
+    fn sys_samples() -> Vec<RawEvent> {
+        use mamori_common::part;
+        let mk = |kind: EventKind, sys: u16, parts: [&[u8]; PARTS], kinds: [u8; PARTS]| {
+            let mut body = SysBody {
+                ret: -13,
+                args: [3, 0, 1, 2, 0x7fff_0000, 16],
+                cap_effective: 1 << 21,
+                syscall: sys,
+                fd_num: 3,
+                part_kind: kinds,
+                ..Default::default()
+            };
+            body.fd.ftype = 12;
+            body.fd.family = 2;
+            body.fd.daddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+            body.part_len = parts.map(|p| p.len() as u16);
+            RawEvent::Sys {
+                hdr: hdr(kind),
+                body,
+                parts: parts.map(<[u8]>::to_vec),
+            }
+        };
+        vec![
+            mk(
+                EventKind::Net,
+                syscall::BIND,
+                [&[2, 0, 0, 80, 127, 0, 0, 1], &[], &[]],
+                [part::SOCKADDR, 0, 0],
+            ),
+            mk(EventKind::Fds, syscall::DUP2, [&[], &[], &[]], [0; PARTS]),
+            mk(
+                EventKind::Identity,
+                syscall::SETUID,
+                [&[], &[], &[]],
+                [0; PARTS],
+            ),
+            mk(
+                EventKind::Inject,
+                syscall::MOUNT,
+                [b"none", b"/mnt", b"tmpfs"],
+                [part::USTR; PARTS],
+            ),
+            mk(
+                EventKind::FileOp,
+                syscall::RENAME,
+                [b"a", b"/tmp/b", &[]],
+                [part::USTR, part::USTR, 0],
+            ),
+            mk(
+                EventKind::Chdir,
+                syscall::FCHDIR,
+                [b"tmp\0", &[], &[]],
+                [part::FDPATH, 0, 0],
+            ),
+        ]
     }
 
     fn with_size(mut ev: RawEvent) -> RawEvent {
@@ -339,13 +433,19 @@ mod tests {
             | RawEvent::Fork { hdr, .. }
             | RawEvent::Exit { hdr, .. }
             | RawEvent::Open { hdr, .. }
-            | RawEvent::Connect { hdr, .. } => hdr.size = size,
+            | RawEvent::Connect { hdr, .. }
+            | RawEvent::Sys { hdr, .. } => hdr.size = size,
         }
         ev
     }
 
     #[test]
     fn round_trip_every_kind() {
+        let kinds: std::collections::HashSet<u16> =
+            samples().iter().map(|e| e.header().kind).collect();
+        for k in EventKind::ALL {
+            assert!(kinds.contains(&(k as u16)), "no sample of {}", k.name());
+        }
         for ev in samples() {
             let ev = with_size(ev);
             assert_eq!(decode(&encode(&ev)).unwrap(), ev);
@@ -376,6 +476,22 @@ mod tests {
             decode(&bytes),
             Err(DecodeError::SizeMismatch { declared, actual }) if actual == declared + 1
         ));
+    }
+
+    #[test]
+    fn a_syscall_id_outside_the_table_or_its_kind_is_rejected() {
+        for (kind, id) in [(EventKind::Net, 999), (EventKind::Fds, syscall::SOCKET)] {
+            let mut ev = sys_samples().remove(0);
+            let RawEvent::Sys { hdr, body, .. } = &mut ev else {
+                unreachable!()
+            };
+            hdr.kind = kind as u16;
+            body.syscall = id;
+            assert!(matches!(
+                decode(&encode(&ev)),
+                Err(DecodeError::UnknownSyscall { .. })
+            ));
+        }
     }
 
     #[test]

@@ -11,13 +11,16 @@ pub mod btf;
 pub mod decode;
 pub mod ring;
 mod startup;
+pub mod systable;
 
 use aya::{
-    maps::{MapData, PerCpuArray},
+    maps::{Array, MapData, PerCpuArray},
     programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
-use mamori_common::{config_flags, EventKind, KernelOffsets, SensorConfig, NO_OFFSET, SHED_SLOT};
+use mamori_common::{
+    config_flags, EventKind, KernelOffsets, SensorConfig, SysDesc, NO_OFFSET, SHED_SLOT,
+};
 
 use crate::kernel::btf::Btf;
 use mamori_rules::event::Drops;
@@ -58,7 +61,8 @@ pub const PROBES: &[Probe] = &[
         program: "mamori_sys_exit",
         attach: Attach::Btf("sys_exit"),
         required: true,
-        why: "open/openat/openat2/creat, connect, failed execve/execveat",
+        why: "open/openat/openat2/creat, connect, failed execve/execveat, and the table-driven \
+              syscalls the rules need (network, fds, identity, injection, files, chdir)",
         // Task fields through helper calls instead of BTF loads (< 5.11).
         fallback: Some("mamori_sys_exit_compat"),
     },
@@ -156,6 +160,9 @@ pub struct Options {
     /// the rest stays free for exec, fork, exit and connect events
     /// (`SensorConfig::shed_above`); `None`: never shed.
     pub shed_opens_above: Option<f64>,
+    /// The table-driven syscalls to capture (mamori syscall ids, see
+    /// [`systable`]), when their kind is in `kinds` too.
+    pub syscalls: Vec<u16>,
 }
 
 impl Default for Options {
@@ -166,6 +173,7 @@ impl Default for Options {
             self_tgid: std::process::id(),
             precise_time: false,
             shed_opens_above: Some(DEFAULT_SHED_ABOVE),
+            syscalls: systable::SYSCALLS.iter().map(|r| r.id).collect(),
         }
     }
 }
@@ -176,8 +184,7 @@ pub struct Sensor {
     _ebpf: Ebpf,
     ring: Option<crate::kernel::ring::BatchRing>,
     drops: PerCpuArray<MapData, u64>,
-    last_drops: [u64; EventKind::ALL.len()],
-    last_shed: u64,
+    last_drops: Drops,
     /// Programs attached (name, where).
     pub attached: Vec<&'static str>,
     /// Optional probes that could not attach, with the reason.
@@ -255,6 +262,7 @@ impl Sensor {
             .map_max_entries("EVENTS", opts.ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| AttachError::Load(Box::new(e)))?;
+        fill_syscalls(&mut ebpf, opts)?;
         let kernel_btf = AyaBtf::from_sys_fs().map_err(|e| AttachError::AyaBtf(Box::new(e)))?;
         let mut attached = Vec::new();
         let mut skipped = Vec::new();
@@ -290,8 +298,7 @@ impl Sensor {
             _ebpf: ebpf,
             ring: Some(ring),
             drops,
-            last_drops: [0; EventKind::ALL.len()],
-            last_shed: 0,
+            last_drops: Drops::default(),
             attached,
             skipped,
         })
@@ -318,17 +325,47 @@ impl Sensor {
     /// Drops per kind since the previous call.
     pub fn drops_since_last(&mut self) -> Drops {
         let total = self.drops_total();
-        let mut delta = Drops::default();
-        for kind in EventKind::ALL {
-            let now = get_kind(&total, kind);
-            let i = kind.index() as usize;
-            set_kind(&mut delta, kind, now.saturating_sub(self.last_drops[i]));
-            self.last_drops[i] = now;
+        let last = std::mem::replace(&mut self.last_drops, total.clone());
+        Drops {
+            exec: total.exec.saturating_sub(last.exec),
+            fork: total.fork.saturating_sub(last.fork),
+            exit: total.exit.saturating_sub(last.exit),
+            open: total.open.saturating_sub(last.open),
+            connect: total.connect.saturating_sub(last.connect),
+            syscalls: total.syscalls.saturating_sub(last.syscalls),
+            invalid: 0,
+            shed: total.shed.saturating_sub(last.shed),
         }
-        delta.shed = total.shed.saturating_sub(self.last_shed);
-        self.last_shed = total.shed;
-        delta
     }
+}
+
+/// Fill the per-syscall descriptor map with the table-driven syscalls
+/// `opts` selects (before attaching: no record of an unselected one is made).
+fn fill_syscalls(ebpf: &mut Ebpf, opts: &Options) -> Result<(), AttachError> {
+    let map = ebpf
+        .map_mut("SYSCALLS")
+        .ok_or(AttachError::MissingMap("SYSCALLS"))?;
+    let mut table: Array<&mut MapData, SysDesc> =
+        Array::try_from(map).map_err(|e| AttachError::Map {
+            name: "SYSCALLS",
+            source: Box::new(e),
+        })?;
+    for row in selected_rows(opts) {
+        table
+            .set(row.nr, row.desc(), 0)
+            .map_err(|e| AttachError::Map {
+                name: "SYSCALLS",
+                source: Box::new(e),
+            })?;
+    }
+    Ok(())
+}
+
+/// The table-driven syscalls `opts` selects: in `syscalls`, of a kind in `kinds`.
+pub fn selected_rows(opts: &Options) -> impl Iterator<Item = &'static systable::SysRow> + '_ {
+    systable::SYSCALLS
+        .iter()
+        .filter(|r| opts.syscalls.contains(&r.id) && opts.kinds.contains(&r.kind))
 }
 
 /// The ring fill (bytes) above which opens are shed; 0 = never.
@@ -346,16 +383,8 @@ fn set_kind(d: &mut Drops, kind: EventKind, n: u64) {
         EventKind::Exit => d.exit = n,
         EventKind::Open => d.open = n,
         EventKind::Connect => d.connect = n,
-    }
-}
-
-fn get_kind(d: &Drops, kind: EventKind) -> u64 {
-    match kind {
-        EventKind::Exec => d.exec,
-        EventKind::Fork => d.fork,
-        EventKind::Exit => d.exit,
-        EventKind::Open => d.open,
-        EventKind::Connect => d.connect,
+        // The table-driven kinds are counted together.
+        _ => d.syscalls += n,
     }
 }
 

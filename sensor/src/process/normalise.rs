@@ -49,6 +49,7 @@ impl ProcTable {
                 body,
                 unix_path,
             } => self.apply_connect(hdr, body, unix_path),
+            RawEvent::Sys { hdr, body, parts } => self.apply_sys(hdr, body, parts),
         }
     }
 
@@ -193,6 +194,7 @@ impl ProcTable {
             rip: None,
             rport: None,
             l4proto: None,
+            server: false,
         });
         ev.open = Some(OpenArgs {
             flags: body.flags,
@@ -407,6 +409,7 @@ fn connect_fd(body: &ConnectBody, unix_path: &[u8]) -> Fd {
         rip,
         rport: is_ip.then_some(body.dport),
         l4proto: if is_ip { l4proto(body) } else { None },
+        server: false,
     }
 }
 
@@ -419,6 +422,9 @@ fn unix_name(raw: &[u8]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     lossy(&raw[..end])
 }
+
+// Table-driven syscall records.
+mod sysrec;
 
 #[cfg(test)]
 mod tests;

@@ -60,14 +60,14 @@ pub(crate) struct VmOpts {
     /// Boot this instead of the binary passed in (`MAMORI_VM_BINARY`), e.g.
     /// `tests/vm/fake-mamori.sh` to self-test the lane.
     pub(crate) binary_override: Option<PathBuf>,
-    /// In-VM checks that must pass, of `exec`, `open`, `connect` (default:
+    /// In-VM checks that must pass, of `exec`, `open`, `connect`, `symlink` (default:
     /// all; `MAMORI_VM_REQUIRE`, comma-separated). The others are still run
     /// and reported.
     pub(crate) require: Vec<String>,
 }
 
 /// The checks `tests/vm/init.sh` knows.
-pub(crate) const CHECKS: &[&str] = &["exec", "open", "connect"];
+pub(crate) const CHECKS: &[&str] = &["exec", "open", "connect", "symlink"];
 
 impl Default for VmOpts {
     fn default() -> Self {
