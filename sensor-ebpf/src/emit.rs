@@ -180,23 +180,15 @@ pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
     let h = buf.cast::<Header>();
     // SAFETY: as in `write_header`.
     unsafe { (*h).size = len as u32 };
-    let mut flags = BPF_RB_NO_WAKEUP;
-    if let Some(s) = SCRATCH.get_ptr_mut(0) {
-        if matches!(kind, EventKind::Open) && shedding(s, len as u64) {
-            count(SHED_SLOT);
-            return;
-        }
-        // SAFETY: this CPU's scratch slot; nothing else runs on this CPU.
-        unsafe {
-            let n = (*s).unwoken_bytes + len as u64;
-            if n >= config().wakeup_bytes {
-                (*s).unwoken_bytes = 0;
-                flags = BPF_RB_FORCE_WAKEUP;
-            } else {
-                (*s).unwoken_bytes = n;
+    if matches!(kind, EventKind::Open) {
+        if let Some(s) = SCRATCH.get_ptr_mut(0) {
+            if shedding(s, len as u64) {
+                count(SHED_SLOT);
+                return;
             }
         }
     }
+    let flags = wake_flags(len as u64);
     // The length again, re-read from the header and masked right before the
     // call: the compiler may prove the mask above redundant and drop it,
     // while a verifier older than 5.13 forgets a spilled length's bounds
@@ -208,6 +200,37 @@ pub fn submit(buf: *mut u8, len: usize, kind: EventKind) {
     // SAFETY: `buf` holds at least `len` initialised bytes of this event.
     let data = unsafe { core::slice::from_raw_parts(buf as *const u8, len) };
     if EVENTS.output::<[u8]>(data, flags as u64).is_err() {
+        count(kind.index());
+    }
+}
+
+/// The ring-output flags for `len` more bytes from this CPU: a wakeup once
+/// per `wakeup_bytes`, none otherwise.
+#[inline(always)]
+fn wake_flags(len: u64) -> u32 {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return BPF_RB_NO_WAKEUP;
+    };
+    // SAFETY: this CPU's scratch slot; nothing else runs on this CPU.
+    unsafe {
+        let n = (*s).unwoken_bytes + len;
+        if n >= config().wakeup_bytes {
+            (*s).unwoken_bytes = 0;
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            (*s).unwoken_bytes = n;
+            BPF_RB_NO_WAKEUP
+        }
+    }
+}
+
+/// Submit a whole fixed-size record built on the stack (flow reports, which
+/// may be made from softirq context, where the scratch buffer can be in use
+/// by the program they interrupted). A full ring counts a drop for `kind`.
+#[inline(always)]
+pub fn submit_record<T>(rec: &T, kind: EventKind) {
+    let flags = wake_flags(core::mem::size_of::<T>() as u64);
+    if EVENTS.output::<T>(rec, flags as u64).is_err() {
         count(kind.index());
     }
 }

@@ -16,7 +16,7 @@ use mamori_common::syscall;
 use crate::{
     connect,
     current::{BtfTask, Current, Helpers},
-    exec, open,
+    dns, exec, flow, open,
 };
 
 /// Saved user registers (`struct pt_regs`, x86_64 ABI layout, stable).
@@ -54,6 +54,21 @@ fn reg(regs: *const u8, off: u64) -> u64 {
     unsafe { core::ptr::read_volatile(regs.add(off as usize).cast::<u64>()) }
 }
 
+/// The six syscall arguments from the saved registers.
+#[inline(always)]
+fn args(regs: *const u8) -> Regs {
+    Regs {
+        args: [
+            reg(regs, PT_DI),
+            reg(regs, PT_SI),
+            reg(regs, PT_DX),
+            reg(regs, PT_R10),
+            reg(regs, PT_R8),
+            reg(regs, PT_R9),
+        ],
+    }
+}
+
 /// The hot path: task fields read with plain BTF loads (Linux >= 5.11).
 #[btf_tracepoint(function = "sys_exit")]
 pub fn mamori_sys_exit(ctx: BtfTracePointContext) -> i32 {
@@ -80,6 +95,25 @@ fn try_sys_exit<C: Current>(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let ret: i64 = ctx.arg(1);
     let nr = reg(regs, PT_ORIG_AX);
     let sys = match nr {
+        flow::NR_SENDTO => syscall::SENDTO,
+        flow::NR_SENDMSG => syscall::SENDMSG,
+        flow::NR_SENDMMSG => syscall::SENDMMSG,
+        flow::NR_READ
+        | flow::NR_WRITE
+        | flow::NR_READV
+        | flow::NR_WRITEV
+        | flow::NR_SENDFILE
+        | flow::NR_RECVFROM
+        | flow::NR_RECVMSG
+        | flow::NR_SPLICE
+        | flow::NR_RECVMMSG => {
+            // Byte counts at syscall exit only where the kernel lacks the
+            // sock length tracepoints (a flag test otherwise).
+            if reg(regs, PT_CS) != USER32_CS {
+                flow::on_sys_exit(nr, &args(regs), ret);
+            }
+            return Ok(());
+        }
         NR_OPEN => syscall::OPEN,
         NR_OPENAT => syscall::OPENAT,
         NR_OPENAT2 => syscall::OPENAT2,
@@ -92,20 +126,15 @@ fn try_sys_exit<C: Current>(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if reg(regs, PT_CS) == USER32_CS {
         return Ok(());
     }
+    let r = args(regs);
+    if matches!(sys, syscall::SENDTO | syscall::SENDMSG | syscall::SENDMMSG) {
+        flow::on_sys_exit(nr, &r, ret);
+    }
     // Only now, for the few syscalls mamori reports, look up the task.
     let cur = &C::get();
-    let r = Regs {
-        args: [
-            reg(regs, PT_DI),
-            reg(regs, PT_SI),
-            reg(regs, PT_DX),
-            reg(regs, PT_R10),
-            reg(regs, PT_R8),
-            reg(regs, PT_R9),
-        ],
-    };
     match sys {
         syscall::CONNECT => connect::on_exit(&r, ret, cur),
+        syscall::SENDTO | syscall::SENDMSG | syscall::SENDMMSG => dns::on_exit(&r, ret, sys, cur),
         syscall::EXECVE | syscall::EXECVEAT => {
             // Successful execs are reported from sched_process_exec, where the
             // new image's arguments are readable.

@@ -39,16 +39,23 @@ pub enum EventKind {
     Open = 0x0201,
     /// `connect` with its result.
     Connect = 0x0301,
+    /// A TCP connection's byte counts (at close, and periodically while
+    /// open), from per-socket counters in a kernel map.
+    Flow = 0x0901,
+    /// A DNS question sent to port 53 (`sendto`/`sendmsg`/`sendmmsg`).
+    Dns = 0x0902,
 }
 
 impl EventKind {
     /// Every kind, in counter-index order.
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
         EventKind::Open,
         EventKind::Connect,
+        EventKind::Flow,
+        EventKind::Dns,
     ];
 
     /// Decode a type tag.
@@ -59,6 +66,8 @@ impl EventKind {
             0x0103 => Some(EventKind::Exit),
             0x0201 => Some(EventKind::Open),
             0x0301 => Some(EventKind::Connect),
+            0x0901 => Some(EventKind::Flow),
+            0x0902 => Some(EventKind::Dns),
             _ => None,
         }
     }
@@ -71,6 +80,8 @@ impl EventKind {
             EventKind::Exit => 2,
             EventKind::Open => 3,
             EventKind::Connect => 4,
+            EventKind::Flow => 20,
+            EventKind::Dns => 21,
         }
     }
 
@@ -82,12 +93,14 @@ impl EventKind {
             EventKind::Exit => "exit",
             EventKind::Open => "open",
             EventKind::Connect => "connect",
+            EventKind::Flow => "flow",
+            EventKind::Dns => "dns",
         }
     }
 }
 
 /// Number of per-kind counter slots in the `DROPS` map.
-pub const KIND_SLOTS: u32 = 8;
+pub const KIND_SLOTS: u32 = 32;
 
 /// The slot of the drop counters that counts open events *shed* under load:
 /// not submitted because the ring held more than
@@ -104,6 +117,21 @@ pub mod syscall {
     pub const EXECVE: u16 = 5;
     pub const EXECVEAT: u16 = 6;
     pub const CONNECT: u16 = 7;
+    pub const SOCKET: u16 = 8;
+    pub const BIND: u16 = 9;
+    pub const LISTEN: u16 = 10;
+    pub const ACCEPT: u16 = 11;
+    pub const ACCEPT4: u16 = 12;
+    pub const SENDTO: u16 = 13;
+    pub const SENDMSG: u16 = 14;
+    pub const SENDMMSG: u16 = 15;
+    pub const SHUTDOWN: u16 = 16;
+    pub const WRITE: u16 = 17;
+    pub const WRITEV: u16 = 18;
+    pub const SENDFILE: u16 = 19;
+    pub const SPLICE: u16 = 20;
+    pub const RECVFROM: u16 = 21;
+    pub const RECVMSG: u16 = 22;
 }
 
 /// Bits of [`Header::flags`].
@@ -239,6 +267,79 @@ pub struct ConnectBody {
     pub saddr: [u8; 16],
 }
 
+/// [`FlowBody::state`] values.
+pub mod flow_state {
+    /// An interim report of a connection still open (bytes since the
+    /// previous report).
+    pub const OPEN: u16 = 1;
+    /// The connection closed after it was established.
+    pub const CLOSED: u16 = 2;
+    /// The connection closed without ever being established: a connect
+    /// (blocking or not) that was refused, reset or timed out;
+    /// [`FlowBody::err`](super::FlowBody) says which.
+    pub const FAILED: u16 = 3;
+}
+
+/// Body of [`EventKind::Flow`]. The header describes the process that owns
+/// the connection (the one that connected, or first sent or received on
+/// it), not necessarily the task running when the report was made.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowBody {
+    /// Bytes sent since the previous report of this connection.
+    pub bytes_out: u64,
+    /// Bytes received since the previous report.
+    pub bytes_in: u64,
+    /// When mamori first saw the connection (boot clock, ns).
+    pub start_boot_ns: u64,
+    /// `sa_family` (AF_INET, AF_INET6).
+    pub family: u16,
+    /// Local port, host byte order.
+    pub sport: u16,
+    /// Remote port, host byte order.
+    pub dport: u16,
+    /// [`flow_state`].
+    pub state: u16,
+    /// `sock::sk_err` at close (ECONNREFUSED, ETIMEDOUT, ...), 0 if none.
+    pub err: i32,
+    /// `sock::sk_protocol`.
+    pub protocol: u16,
+    pub _pad0: u16,
+    /// Local address: IPv4 in the first 4 bytes, or IPv6.
+    pub saddr: [u8; 16],
+    /// Remote address, same encoding.
+    pub daddr: [u8; 16],
+}
+
+/// Most bytes of a DNS message a [`EventKind::Dns`] record carries (the
+/// header and the question of any query fit). Power of two.
+pub const DNS_MAX: usize = 512;
+
+/// Body of [`EventKind::Dns`]; followed by `payload_len` bytes of the DNS
+/// message as sent (for TCP, after its 2-byte length prefix).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsBody {
+    /// Bytes sent by the message's send (the syscall's result for one message).
+    pub ret: i64,
+    pub fd: i32,
+    /// [`syscall`] id: SENDTO, SENDMSG or SENDMMSG.
+    pub syscall: u16,
+    /// `sa_family` of the server.
+    pub family: u16,
+    /// Server port, host byte order (53).
+    pub dport: u16,
+    /// Local port, host byte order (0 if unknown).
+    pub sport: u16,
+    pub payload_len: u16,
+    /// `socket::type` (SOCK_DGRAM, SOCK_STREAM), 0 if unknown.
+    pub sock_type: u16,
+    /// Server address: IPv4 in the first 4 bytes, or IPv6.
+    pub daddr: [u8; 16],
+    /// Local address, same encoding (zero if unknown).
+    pub saddr: [u8; 16],
+}
+
 /// Body of [`EventKind::Fork`]. The header describes the parent (current task).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -320,6 +421,13 @@ pub struct KernelOffsets {
     pub mount_mountpoint: u32,
     pub file_path: u32,
     pub mm_exe_file: u32,
+    // Flows and DNS (`sensor-ebpf/src/flow.rs`, `dns.rs`).
+    pub sock_daddr: u32,
+    pub sock_dport: u32,
+    pub sock_v6_daddr: u32,
+    pub sock_err: u32,
+    pub file_inode: u32,
+    pub inode_mode: u32,
 }
 
 impl KernelOffsets {
@@ -373,6 +481,12 @@ impl KernelOffsets {
         mount_mountpoint: NO_OFFSET,
         file_path: NO_OFFSET,
         mm_exe_file: NO_OFFSET,
+        sock_daddr: NO_OFFSET,
+        sock_dport: NO_OFFSET,
+        sock_v6_daddr: NO_OFFSET,
+        sock_err: NO_OFFSET,
+        file_inode: NO_OFFSET,
+        inode_mode: NO_OFFSET,
     };
 }
 
@@ -389,7 +503,9 @@ pub struct SensorConfig {
     pub wakeup_bytes: u64,
     /// [`config_flags`] bits.
     pub flags: u32,
-    pub _pad0: u32,
+    /// Seconds between interim `flow` reports of a connection still open
+    /// (made at its next send or receive once due); 0 = only at close.
+    pub flow_interval_s: u32,
     /// Open events (the high-volume kind) are shed, not submitted, while
     /// the ring holds more than this many unread bytes, so the rest of the
     /// ring stays free for exec, fork, exit and connect events: a flood of
@@ -403,6 +519,10 @@ pub mod config_flags {
     /// carry the CPU's first clock reading of the current scheduler tick
     /// (at most one tick, 1/HZ, early), which saves a clock read per event.
     pub const PRECISE_TIME: u32 = 1;
+    /// Count flow bytes at the exit of write/writev/send*/sendfile/splice
+    /// (and the reads) on socket fds: for kernels without the
+    /// `sock:sock_send_length` / `sock_recv_length` tracepoints (< 6.3).
+    pub const FLOW_SYSCALLS: u32 = 2;
 }
 
 impl SensorConfig {
@@ -411,7 +531,7 @@ impl SensorConfig {
         enabled_kinds: u32::MAX,
         wakeup_bytes: 64 * 1024,
         flags: 0,
-        _pad0: 0,
+        flow_interval_s: 0,
         shed_above: 0,
     };
 }
@@ -437,6 +557,12 @@ const _: () = {
     assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<ConnectBody>()));
     assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<ForkBody>()));
     assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<ExitBody>()));
+    assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<FlowBody>()));
+    assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<DnsBody>()));
+    assert!(core::mem::size_of::<FlowBody>() == 72);
+    assert!(core::mem::size_of::<DnsBody>() == 56);
+    assert!(128 + 2 * DNS_MAX <= SCRATCH_SIZE);
+    assert!(DNS_MAX.is_power_of_two());
     // The kernel side stores `comm` as two aligned u64s.
     assert!(core::mem::offset_of!(Header, comm) % 8 == 0);
     assert!(core::mem::size_of::<ExecBody>() == 48);
@@ -444,7 +570,7 @@ const _: () = {
     assert!(core::mem::size_of::<ConnectBody>() == 64);
     assert!(core::mem::size_of::<ForkBody>() == 24);
     assert!(core::mem::size_of::<ExitBody>() == 16);
-    assert!(core::mem::size_of::<KernelOffsets>() == 192);
+    assert!(core::mem::size_of::<KernelOffsets>() == 216);
     assert!(core::mem::size_of::<SensorConfig>() == 32);
     // The exec path masks lengths with 2 * ARGS_MAX - 1 for the verifier.
     assert!(128 + PATH_MAX + 2 * ARGS_MAX <= SCRATCH_SIZE);

@@ -310,6 +310,12 @@ impl Btf {
             mount_mountpoint: get("mount", "mnt_mountpoint"),
             file_path: get("file", "f_path"),
             mm_exe_file: get("mm_struct", "exe_file"),
+            sock_daddr: get("sock", "__sk_common.skc_daddr"),
+            sock_dport: get("sock", "__sk_common.skc_dport"),
+            sock_v6_daddr: get("sock", "__sk_common.skc_v6_daddr"),
+            sock_err: get("sock", "sk_err"),
+            file_inode: get("file", "f_inode"),
+            inode_mode: get("inode", "i_mode"),
         }
     }
 }
@@ -433,6 +439,12 @@ mod tests {
             ("css_set_dfl_cgrp", o.css_set_dfl_cgrp),
             ("cgroup_kn", o.cgroup_kn),
             ("kernfs_node_id", o.kernfs_node_id),
+            ("sock_daddr", o.sock_daddr),
+            ("sock_dport", o.sock_dport),
+            ("sock_v6_daddr", o.sock_v6_daddr),
+            ("sock_err", o.sock_err),
+            ("file_inode", o.file_inode),
+            ("inode_mode", o.inode_mode),
         ] {
             assert_ne!(v, NO_OFFSET, "{name} unresolved");
         }
