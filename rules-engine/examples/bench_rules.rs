@@ -256,6 +256,8 @@ fn open_event(rng: &mut Rng, ts: u64, proc: Process, container: Option<Arc<Conta
         lifecycle: None,
         container,
         drops: None,
+        flow: None,
+        dns: None,
     }
 }
 
@@ -275,6 +277,8 @@ fn exec_event(ts: u64, proc: Process, container: Option<Arc<Container>>) -> Even
         lifecycle: None,
         container,
         drops: None,
+        flow: None,
+        dns: None,
     }
 }
 
@@ -315,6 +319,8 @@ fn connect_event(
         lifecycle: None,
         container,
         drops: None,
+        flow: None,
+        dns: None,
     }
 }
 

@@ -34,10 +34,15 @@ pub enum EvtType {
     Procexit,
     /// mamori's own report that kernel events were lost.
     Drop,
+    /// mamori extension: a TCP connection's bytes (at close, and
+    /// periodically while open).
+    Flow,
+    /// mamori extension: a DNS question sent to port 53.
+    Dns,
 }
 
 impl EvtType {
-    pub const ALL: [EvtType; 10] = [
+    pub const ALL: [EvtType; 12] = [
         EvtType::Execve,
         EvtType::Execveat,
         EvtType::Open,
@@ -48,6 +53,8 @@ impl EvtType {
         EvtType::Clone,
         EvtType::Procexit,
         EvtType::Drop,
+        EvtType::Flow,
+        EvtType::Dns,
     ];
 
     /// The Falco name of this event type (`evt.type`).
@@ -63,6 +70,8 @@ impl EvtType {
             EvtType::Clone => "clone",
             EvtType::Procexit => "procexit",
             EvtType::Drop => "drop",
+            EvtType::Flow => "flow",
+            EvtType::Dns => "dns",
         }
     }
 
@@ -75,7 +84,7 @@ impl EvtType {
         match self {
             EvtType::Execve | EvtType::Execveat | EvtType::Clone | EvtType::Procexit => "process",
             EvtType::Open | EvtType::Openat | EvtType::Openat2 | EvtType::Creat => "file",
-            EvtType::Connect => "net",
+            EvtType::Connect | EvtType::Flow | EvtType::Dns => "net",
             EvtType::Drop => "internal",
         }
     }
@@ -120,6 +129,12 @@ pub struct Event {
     /// Loss report (`evt.type = drop`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drops: Option<Drops>,
+    /// A connection's byte counts (`evt.type = flow`, `flow.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<Flow>,
+    /// A DNS question (`evt.type = dns`, `dns.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Box<Dns>>,
 }
 
 /// The process an event belongs to, as the process table knew it at the time.
@@ -216,6 +231,8 @@ impl Event {
             lifecycle: None,
             container: None,
             drops: None,
+            flow: None,
+            dns: None,
         }
     }
 }
@@ -455,6 +472,64 @@ pub struct Pod {
     pub service_account: Option<String>,
 }
 
+/// `flow.state` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowState {
+    /// An interim report of a connection still open.
+    Open,
+    /// The connection closed after it was established.
+    Closed,
+    /// The connection closed without being established (refused, reset,
+    /// timed out): the result of a connect, non-blocking ones included.
+    Failed,
+}
+
+impl FlowState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FlowState::Open => "open",
+            FlowState::Closed => "closed",
+            FlowState::Failed => "failed",
+        }
+    }
+}
+
+/// A TCP connection's traffic (`flow.*`); the connection's tuple is the
+/// event's `fd` (local side = client).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    /// Bytes sent since the previous report of this connection.
+    pub bytes_out: u64,
+    /// Bytes received since the previous report.
+    pub bytes_in: u64,
+    /// Nanoseconds from when mamori first saw the connection to this report.
+    pub duration_ns: u64,
+    pub state: FlowState,
+    /// The socket's error at a failed close (`ECONNREFUSED`, ...), 0 if none.
+    #[serde(default)]
+    pub err: i32,
+}
+
+/// A DNS question (`dns.*`); the server is the event's `fd` remote side.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dns {
+    /// The question's name, labels joined by dots, without the final dot;
+    /// bytes outside printable ASCII as `\xNN`.
+    pub qname: String,
+    /// Type name (`A`, `AAAA`, `TXT`, `NULL`, ...) or `TYPEnnn`.
+    pub qtype: String,
+    /// Number of labels.
+    pub labels: u32,
+    /// Length of the longest label.
+    pub longest_label: u32,
+    /// Shannon entropy (bits per character) of the labels left of the
+    /// registered domain (the last two labels): high for encoded data.
+    pub entropy: f64,
+    /// The last two labels (`example.com`), what tunnels vary under.
+    pub domain: String,
+}
+
 /// A loss report: how many events of each kind the kernel could not queue
 /// since the previous report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -464,6 +539,10 @@ pub struct Drops {
     pub exit: u64,
     pub open: u64,
     pub connect: u64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub flow: u64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub dns: u64,
     /// Records the decoder rejected (truncated or malformed).
     #[serde(default)]
     pub invalid: u64,
@@ -480,17 +559,20 @@ fn is_zero_u64(n: &u64) -> bool {
 
 impl Drops {
     pub fn total(&self) -> u64 {
-        self.exec + self.fork + self.exit + self.open + self.connect + self.invalid
+        self.exec + self.fork + self.exit + self.open + self.connect + self.flow + self.dns
+            + self.invalid
     }
 
     /// Per-kind counts, in a fixed order (for logs, alerts and metrics).
-    pub fn by_kind(&self) -> [(&'static str, u64); 6] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 8] {
         [
             ("exec", self.exec),
             ("fork", self.fork),
             ("exit", self.exit),
             ("open", self.open),
             ("connect", self.connect),
+            ("flow", self.flow),
+            ("dns", self.dns),
             ("undecodable", self.invalid),
         ]
     }
@@ -502,6 +584,8 @@ impl Drops {
         self.exit += other.exit;
         self.open += other.open;
         self.connect += other.connect;
+        self.flow += other.flow;
+        self.dns += other.dns;
         self.invalid += other.invalid;
         self.shed += other.shed;
     }
@@ -511,7 +595,12 @@ impl std::fmt::Display for Drops {
     /// `N events lost (exec=.. fork=.. ...)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} events lost (", self.total())?;
-        for (i, (k, n)) in self.by_kind().iter().enumerate() {
+        // The opt-in kinds (flow, dns) are shown only when they lost some.
+        let shown = self
+            .by_kind()
+            .into_iter()
+            .filter(|&(k, n)| n > 0 || !matches!(k, "flow" | "dns"));
+        for (i, (k, n)) in shown.enumerate() {
             let sep = if i == 0 { "" } else { " " };
             write!(f, "{sep}{k}={n}")?;
         }

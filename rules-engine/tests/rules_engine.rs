@@ -91,6 +91,8 @@ fn exec(name: &str, args: &[&str]) -> Event {
         lifecycle: None,
         container: None,
         drops: None,
+        flow: None,
+        dns: None,
     }
 }
 

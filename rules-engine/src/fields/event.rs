@@ -65,7 +65,7 @@ impl SysArg {
             }
             EvtType::Connect => &[Res, Tuple, Fd],
             EvtType::Procexit => &[Status],
-            EvtType::Drop => &[],
+            EvtType::Drop | EvtType::Flow | EvtType::Dns => &[],
         };
         table.get(n).copied()
     }

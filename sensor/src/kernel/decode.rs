@@ -4,7 +4,9 @@
 //! panics on hostile or truncated input, and says what was wrong with a typed
 //! [`DecodeError`]. [`encode`] is its inverse, used by tests and benchmarks.
 
-use mamori_common::{ConnectBody, EventKind, ExecBody, ExitBody, ForkBody, Header, OpenBody};
+use mamori_common::{
+    ConnectBody, DnsBody, EventKind, ExecBody, ExitBody, FlowBody, ForkBody, Header, OpenBody,
+};
 
 /// One decoded kernel record: the fixed parts as the kernel wrote them, plus
 /// the variable-length byte strings that followed.
@@ -41,6 +43,17 @@ pub enum RawEvent {
         body: ConnectBody,
         unix_path: Vec<u8>,
     },
+    /// The header describes the connection's owner.
+    Flow {
+        hdr: Header,
+        body: FlowBody,
+    },
+    Dns {
+        hdr: Header,
+        body: DnsBody,
+        /// The DNS message's first bytes, as sent.
+        payload: Vec<u8>,
+    },
 }
 
 impl RawEvent {
@@ -50,7 +63,9 @@ impl RawEvent {
             | RawEvent::Fork { hdr, .. }
             | RawEvent::Exit { hdr, .. }
             | RawEvent::Open { hdr, .. }
-            | RawEvent::Connect { hdr, .. } => hdr,
+            | RawEvent::Connect { hdr, .. }
+            | RawEvent::Flow { hdr, .. }
+            | RawEvent::Dns { hdr, .. } => hdr,
         }
     }
 }
@@ -84,6 +99,8 @@ impl Wire for OpenBody {}
 impl Wire for ConnectBody {}
 impl Wire for ForkBody {}
 impl Wire for ExitBody {}
+impl Wire for FlowBody {}
+impl Wire for DnsBody {}
 
 fn read<T: Wire>(bytes: &[u8], at: usize, what: &'static str) -> Result<T, DecodeError> {
     let need = at + std::mem::size_of::<T>();
@@ -190,6 +207,16 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
                 unix_path,
             }
         }
+        EventKind::Flow => RawEvent::Flow {
+            hdr,
+            body: read(bytes, HDR, "flow body")?,
+        },
+        EventKind::Dns => {
+            let body: DnsBody = read(bytes, HDR, "dns body")?;
+            let at = HDR + std::mem::size_of::<DnsBody>();
+            let [payload] = strings(bytes, at, [body.payload_len as usize], "dns")?;
+            RawEvent::Dns { hdr, body, payload }
+        }
     })
 }
 
@@ -227,6 +254,11 @@ pub fn encode(ev: &RawEvent) -> Vec<u8> {
         } => {
             out.extend_from_slice(as_bytes(body));
             out.extend_from_slice(unix_path);
+        }
+        RawEvent::Flow { body, .. } => out.extend_from_slice(as_bytes(body)),
+        RawEvent::Dns { body, payload, .. } => {
+            out.extend_from_slice(as_bytes(body));
+            out.extend_from_slice(payload);
         }
     }
     let size = out.len() as u32;
@@ -328,6 +360,33 @@ mod tests {
                 },
                 unix_path: Vec::new(),
             },
+            RawEvent::Flow {
+                hdr: hdr(EventKind::Flow),
+                body: FlowBody {
+                    bytes_out: 52_428_800,
+                    bytes_in: 17,
+                    start_boot_ns: 3,
+                    family: 2,
+                    sport: 40000,
+                    dport: 9000,
+                    state: mamori_common::flow_state::CLOSED,
+                    protocol: 6,
+                    ..Default::default()
+                },
+            },
+            RawEvent::Dns {
+                hdr: hdr(EventKind::Dns),
+                body: DnsBody {
+                    ret: 29,
+                    fd: 3,
+                    syscall: syscall::SENDMMSG,
+                    family: 2,
+                    dport: 53,
+                    payload_len: 5,
+                    ..Default::default()
+                },
+                payload: b"\x12\x34\x01\x00\x00".to_vec(),
+            },
         ]
     }
 
@@ -339,7 +398,9 @@ mod tests {
             | RawEvent::Fork { hdr, .. }
             | RawEvent::Exit { hdr, .. }
             | RawEvent::Open { hdr, .. }
-            | RawEvent::Connect { hdr, .. } => hdr.size = size,
+            | RawEvent::Connect { hdr, .. }
+            | RawEvent::Flow { hdr, .. }
+            | RawEvent::Dns { hdr, .. } => hdr.size = size,
         }
         ev
     }

@@ -17,7 +17,9 @@ use aya::{
     programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
-use mamori_common::{config_flags, EventKind, KernelOffsets, SensorConfig, NO_OFFSET, SHED_SLOT};
+use mamori_common::{
+    config_flags, EventKind, KernelOffsets, SensorConfig, KIND_SLOTS, NO_OFFSET, SHED_SLOT,
+};
 
 use crate::kernel::btf::Btf;
 use mamori_rules::event::Drops;
@@ -50,6 +52,10 @@ pub struct Probe {
     /// A program for the same hook that needs less of the kernel, tried when
     /// `program` does not load (the first one that loads is attached).
     pub fallback: Option<&'static str>,
+    /// Attached only when this kind is captured (and, for the byte
+    /// counters, only where they are the counting method in use): a node
+    /// whose rules do not ask for flows runs no program per send.
+    pub only_for: Option<EventKind>,
 }
 
 /// Every program mamori loads. All need Linux >= 5.8 (ring buffer) with BTF.
@@ -58,9 +64,10 @@ pub const PROBES: &[Probe] = &[
         program: "mamori_sys_exit",
         attach: Attach::Btf("sys_exit"),
         required: true,
-        why: "open/openat/openat2/creat, connect, failed execve/execveat",
+        why: "open/openat/openat2/creat, connect, failed execve/execveat, dns questions (send*), flow bytes on kernels < 6.3",
         // Task fields through helper calls instead of BTF loads (< 5.11).
         fallback: Some("mamori_sys_exit_compat"),
+        only_for: None,
     },
     Probe {
         program: "mamori_sched_exec",
@@ -68,6 +75,7 @@ pub const PROBES: &[Probe] = &[
         required: true,
         why: "successful execs",
         fallback: None,
+        only_for: None,
     },
     Probe {
         program: "mamori_enter_execveat",
@@ -75,6 +83,7 @@ pub const PROBES: &[Probe] = &[
         required: false,
         why: "tells execveat from execve",
         fallback: None,
+        only_for: None,
     },
     Probe {
         program: "mamori_sched_fork",
@@ -82,6 +91,7 @@ pub const PROBES: &[Probe] = &[
         required: true,
         why: "process creation (process table)",
         fallback: None,
+        only_for: None,
     },
     Probe {
         program: "mamori_sched_exit",
@@ -89,8 +99,55 @@ pub const PROBES: &[Probe] = &[
         required: true,
         why: "process exit (process table)",
         fallback: None,
+        only_for: None,
+    },
+    Probe {
+        program: "mamori_sock_set_state",
+        attach: Attach::Raw("inet_sock_set_state"),
+        required: false,
+        why: "flow reports at TCP close, failed connects",
+        fallback: None,
+        only_for: Some(EventKind::Flow),
+    },
+    Probe {
+        program: SEND_LENGTH,
+        attach: Attach::Raw("sock_send_length"),
+        required: false,
+        why: "bytes sent per connection (Linux >= 6.3)",
+        fallback: None,
+        only_for: Some(EventKind::Flow),
+    },
+    Probe {
+        program: RECV_LENGTH,
+        attach: Attach::Raw("sock_recv_length"),
+        required: false,
+        why: "bytes received per connection (Linux >= 6.3)",
+        fallback: None,
+        only_for: Some(EventKind::Flow),
     },
 ];
+
+const SEND_LENGTH: &str = "mamori_sock_send_length";
+const RECV_LENGTH: &str = "mamori_sock_recv_length";
+
+/// How flow bytes are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlowCounting {
+    /// The sock length tracepoints where the kernel has them (>= 6.3),
+    /// else the syscall exits.
+    #[default]
+    Auto,
+    /// The syscall exits (what kernels before 6.3 use), even where the
+    /// tracepoints exist: for tests of that path.
+    Syscalls,
+}
+
+/// Whether the running kernel has the `sock:sock_send_length` tracepoint.
+fn has_sock_length_tracepoints() -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|t| std::path::Path::new(t).join("events/sock/sock_send_length").exists())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
@@ -140,6 +197,9 @@ pub enum AttachError {
 /// connect events while userspace catches up.
 pub const DEFAULT_SHED_ABOVE: f64 = 0.75;
 
+/// A live connection is reported at least this often while it moves bytes.
+pub const DEFAULT_FLOW_INTERVAL_S: u32 = 30;
+
 /// Load-time settings.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -156,6 +216,11 @@ pub struct Options {
     /// the rest stays free for exec, fork, exit and connect events
     /// (`SensorConfig::shed_above`); `None`: never shed.
     pub shed_opens_above: Option<f64>,
+    /// Seconds between interim flow reports of a live connection (0: only
+    /// at close).
+    pub flow_interval_s: u32,
+    /// How flow bytes are counted.
+    pub flow_counting: FlowCounting,
 }
 
 impl Default for Options {
@@ -166,6 +231,8 @@ impl Default for Options {
             self_tgid: std::process::id(),
             precise_time: false,
             shed_opens_above: Some(DEFAULT_SHED_ABOVE),
+            flow_interval_s: DEFAULT_FLOW_INTERVAL_S,
+            flow_counting: FlowCounting::Auto,
         }
     }
 }
@@ -176,7 +243,7 @@ pub struct Sensor {
     _ebpf: Ebpf,
     ring: Option<crate::kernel::ring::BatchRing>,
     drops: PerCpuArray<MapData, u64>,
-    last_drops: [u64; EventKind::ALL.len()],
+    last_drops: [u64; KIND_SLOTS as usize],
     last_shed: u64,
     /// Programs attached (name, where).
     pub attached: Vec<&'static str>,
@@ -236,17 +303,23 @@ impl Sensor {
         ensure_tracefs();
         let offsets = Btf::from_sys_fs()?.kernel_offsets();
         check_offsets(&offsets)?;
+        let flows = opts.kinds.contains(&EventKind::Flow);
+        let by_syscalls = flows
+            && (opts.flow_counting == FlowCounting::Syscalls || !has_sock_length_tracepoints());
+        let mut flags = 0;
+        if opts.precise_time {
+            flags |= config_flags::PRECISE_TIME;
+        }
+        if by_syscalls {
+            flags |= config_flags::FLOW_SYSCALLS;
+        }
         let config = SensorConfig {
             self_tgid: opts.self_tgid,
             enabled_kinds: opts.kinds.iter().fold(0, |m, k| m | 1 << k.index()),
             // An eighth of the ring across all CPUs between wakeups.
             wakeup_bytes: wakeup_bytes_per_cpu(opts.ring_bytes, possible_cpus()),
-            flags: if opts.precise_time {
-                config_flags::PRECISE_TIME
-            } else {
-                0
-            },
-            _pad0: 0,
+            flags,
+            flow_interval_s: opts.flow_interval_s,
             shed_above: shed_above(opts.ring_bytes, opts.shed_opens_above),
         };
         let mut ebpf = EbpfLoader::new()
@@ -259,6 +332,12 @@ impl Sensor {
         let mut attached = Vec::new();
         let mut skipped = Vec::new();
         for probe in PROBES {
+            let off_by_kind = probe.only_for.is_some_and(|k| !opts.kinds.contains(&k));
+            let counted_elsewhere =
+                by_syscalls && (probe.program == SEND_LENGTH || probe.program == RECV_LENGTH);
+            if off_by_kind || counted_elsewhere {
+                continue;
+            }
             match attach_or_fallback(&mut ebpf, probe, &kernel_btf, &mut skipped) {
                 Ok(program) => attached.push(program),
                 Err(e) if !probe.required => {
@@ -290,7 +369,7 @@ impl Sensor {
             _ebpf: ebpf,
             ring: Some(ring),
             drops,
-            last_drops: [0; EventKind::ALL.len()],
+            last_drops: [0; KIND_SLOTS as usize],
             last_shed: 0,
             attached,
             skipped,
@@ -346,6 +425,8 @@ fn set_kind(d: &mut Drops, kind: EventKind, n: u64) {
         EventKind::Exit => d.exit = n,
         EventKind::Open => d.open = n,
         EventKind::Connect => d.connect = n,
+        EventKind::Flow => d.flow = n,
+        EventKind::Dns => d.dns = n,
     }
 }
 
@@ -356,6 +437,8 @@ fn get_kind(d: &Drops, kind: EventKind) -> u64 {
         EventKind::Exit => d.exit,
         EventKind::Open => d.open,
         EventKind::Connect => d.connect,
+        EventKind::Flow => d.flow,
+        EventKind::Dns => d.dns,
     }
 }
 
