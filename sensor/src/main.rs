@@ -86,7 +86,9 @@ struct KernelFlags {
     /// Kernel ring buffer size in bytes (power of two).
     #[arg(long, value_name = "BYTES")]
     ring_size: Option<u32>,
-    /// Event kinds to capture (default: all): exec, fork, exit, open, connect.
+    /// Event kinds to capture: exec, fork, exit, open, connect, flow, dns
+    /// (default: the first five; `run` adds flow and dns when a rule asks
+    /// for them).
     #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
     events: Vec<String>,
     /// Read the clock for every open and connect event. By default those

@@ -91,13 +91,14 @@ impl Heartbeat {
 pub struct KernelArgs {
     /// Ring buffer size (default: [`Options::default`]'s).
     pub ring_bytes: Option<u32>,
-    /// Kinds to capture; empty = all.
+    /// Kinds to capture; empty = [`crate::kernel::DEFAULT_KINDS`].
     pub kinds: Vec<EventKind>,
     /// A clock read per open/connect event (see [`Options::precise_time`]).
     pub precise_time: bool,
 }
 
-/// Parse `--events` names (`exec`, `fork`, `exit`, `open`, `connect`).
+/// Parse `--events` names (`exec`, `fork`, `exit`, `open`, `connect`,
+/// `flow`, `dns`).
 pub fn parse_kinds(names: &[String]) -> anyhow::Result<Vec<EventKind>> {
     names
         .iter()
@@ -107,7 +108,7 @@ pub fn parse_kinds(names: &[String]) -> anyhow::Result<Vec<EventKind>> {
                 .find(|k| k.name() == n.trim())
                 .ok_or_else(|| {
                     anyhow::anyhow!(
-                        "unknown event kind {n:?} (expected exec, fork, exit, open, connect)"
+                        "unknown event kind {n:?} (expected exec, fork, exit, open, connect, flow, dns)"
                     )
                 })
         })

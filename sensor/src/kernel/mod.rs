@@ -197,6 +197,17 @@ pub enum AttachError {
 /// connect events while userspace catches up.
 pub const DEFAULT_SHED_ABOVE: f64 = 0.75;
 
+/// What is captured unless asked otherwise: flows and DNS questions cost
+/// work on every send, so they are captured only when asked for (`--events`,
+/// or a loaded rule naming `evt.type = flow` / `dns`).
+pub const DEFAULT_KINDS: [EventKind; 5] = [
+    EventKind::Exec,
+    EventKind::Fork,
+    EventKind::Exit,
+    EventKind::Open,
+    EventKind::Connect,
+];
+
 /// A live connection is reported at least this often while it moves bytes.
 pub const DEFAULT_FLOW_INTERVAL_S: u32 = 30;
 
@@ -227,7 +238,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             ring_bytes: 16 * 1024 * 1024,
-            kinds: EventKind::ALL.to_vec(),
+            kinds: DEFAULT_KINDS.to_vec(),
             self_tgid: std::process::id(),
             precise_time: false,
             shed_opens_above: Some(DEFAULT_SHED_ABOVE),
