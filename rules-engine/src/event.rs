@@ -528,6 +528,9 @@ pub struct Dns {
     pub entropy: f64,
     /// The last two labels (`example.com`), what tunnels vary under.
     pub domain: String,
+    /// The syscall that sent it: `sendto`, `sendmsg` or `sendmmsg`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub syscall: String,
 }
 
 /// A loss report: how many events of each kind the kernel could not queue

@@ -68,6 +68,7 @@ mod tests {
             longest_label: 7,
             entropy: 1.584_96,
             domain: "example.com".into(),
+            syscall: "sendto".into(),
         }));
         assert_eq!(get("dns.qtype", None, &e), "TXT");
         assert_eq!(get("dns.entropy", None, &e), "158");

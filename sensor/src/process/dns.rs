@@ -56,6 +56,7 @@ pub fn question(msg: &[u8], tcp: bool) -> Option<Dns> {
         longest_label: labels.iter().map(|l| l.len()).max().unwrap_or(0) as u32,
         entropy: entropy(&sub),
         domain,
+        syscall: String::new(),
     })
 }
 

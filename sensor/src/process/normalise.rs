@@ -280,7 +280,15 @@ impl ProcTable {
             ..ConnectBody::default()
         };
         ev.fd = Some(connect_fd(&tuple, &[]));
-        ev.dns = super::dns::question(payload, tcp).map(Box::new);
+        ev.dns = super::dns::question(payload, tcp).map(|mut d| {
+            d.syscall = match body.syscall {
+                syscall::SENDMSG => "sendmsg",
+                syscall::SENDMMSG => "sendmmsg",
+                _ => "sendto",
+            }
+            .to_string();
+            Box::new(d)
+        });
         ev
     }
 
