@@ -6,7 +6,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_ktime_get_boot_ns, generated as gen},
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{ring_buf::RingBufEntry, PerCpuArray, RingBuf},
 };
 use mamori_common::{
     config_flags, EventKind, Header, KernelOffsets, SensorConfig, KIND_SLOTS, SCRATCH_SIZE,
@@ -224,15 +224,25 @@ fn wake_flags(len: u64) -> u32 {
     }
 }
 
-/// Submit a whole fixed-size record built on the stack (flow reports, which
-/// may be made from softirq context, where the scratch buffer can be in use
-/// by the program they interrupted). A full ring counts a drop for `kind`.
+/// Room for a fixed-size record of `kind`, written in place in the ring
+/// (flow reports: they may be made from softirq context, where the scratch
+/// buffer can be in use by the program they interrupted, and they are too
+/// big for the stack of the `sys_exit` program they are inlined into). A
+/// full ring counts a drop for `kind`.
 #[inline(always)]
-pub fn submit_record<T>(rec: &T, kind: EventKind) {
-    let flags = wake_flags(core::mem::size_of::<T>() as u64);
-    if EVENTS.output::<T>(rec, flags as u64).is_err() {
+pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<T>> {
+    let e = EVENTS.reserve::<T>(0);
+    if e.is_none() {
         count(kind.index());
     }
+    e
+}
+
+/// Submit a record from [`reserve`].
+#[inline(always)]
+pub fn commit<T>(e: RingBufEntry<T>) {
+    let flags = wake_flags(core::mem::size_of::<T>() as u64);
+    e.submit(flags as u64);
 }
 
 /// Whether this CPU sheds open events now: the ring held more than

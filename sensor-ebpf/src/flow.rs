@@ -15,12 +15,13 @@
 //! Connections are keyed by their `struct sock`. An entry is made when a
 //! connect starts (`inet_sock_set_state` to SYN_SENT, in the connecting
 //! process) or at the first counted byte (accepted connections), and the
-//! process it was made in owns the flow. `inet_sock_set_state` to CLOSE
-//! reports and removes it: a connection closed before it was established
-//! is a failed connect (refused, reset, timed out), which is how the result
-//! of a non-blocking connect is seen. Only TCP is counted.
+//! process it was made in owns the flow. `tcp:tcp_destroy_sock` reports and
+//! removes it: a connection that reached CLOSE before it was established
+//! is a failed connect (refused, reset, timed out; `sk_err` is kept at
+//! CLOSE), which is how the result of a non-blocking connect is seen. Only
+//! TCP is counted.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -29,7 +30,7 @@ use aya_ebpf::{
         bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_user,
     },
     macros::{map, raw_tracepoint},
-    maps::LruHashMap,
+    maps::{LruHashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
 use mamori_common::{config_flags, flow_state, EventKind, FlowBody, Header};
@@ -70,6 +71,18 @@ const MMSG_LEN_AT: u64 = 56;
 /// Messages of one sendmmsg/recvmmsg whose lengths are added up.
 const MMSG_COUNTED: u64 = 8;
 
+/// A connection's addresses, kept from its close: a failed blocking
+/// connect is disconnected (its remote port zeroed) before the socket dies.
+#[repr(C)]
+pub struct Tuple {
+    family: u16,
+    sport: u16,
+    dport: u16,
+    _pad: u16,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+}
+
 /// One connection's counters and owner.
 #[repr(C)]
 pub struct FlowState {
@@ -86,13 +99,22 @@ pub struct FlowState {
     gid: u32,
     comm: [u8; 16],
     established: u32,
-    _pad: u32,
+    /// `sk_err` when the connection closed unestablished.
+    err: i32,
+    /// Set at the first CLOSE (family 0 until then).
+    tuple: Tuple,
 }
 
 /// Live connections by `struct sock` address. LRU: a socket whose close was
 /// never seen ages out instead of filling the map.
 #[map]
 static FLOWS: LruHashMap<u64, FlowState> = LruHashMap::with_max_entries(16384, 0);
+
+/// Where a new entry is assembled (the BPF stack is small, and the
+/// `sys_exit` program this is inlined into uses much of it). Only process
+/// context makes entries, so nothing nested on this CPU shares it.
+#[map]
+static FLOW_INIT: PerCpuArray<FlowState> = PerCpuArray::with_max_entries(1, 0);
 
 #[repr(C)]
 struct FlowRecord {
@@ -120,25 +142,29 @@ fn new_flow(sk: u64, established: u32) -> Option<*mut FlowState> {
     }
     let uid_gid = bpf_get_current_uid_gid();
     let now = emit::now(false);
-    let st = FlowState {
-        bytes_out: 0,
-        bytes_in: 0,
-        reported_out: 0,
-        reported_in: 0,
-        start_ns: now,
-        last_report_ns: now,
-        // SAFETY: helper without preconditions.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        tid: pid_tgid as u32,
-        tgid,
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        established,
-        _pad: 0,
-    };
+    let st = FLOW_INIT.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot of FLOW_INIT (see there); helpers without
+    // preconditions.
+    unsafe {
+        (*st).bytes_out = 0;
+        (*st).bytes_in = 0;
+        (*st).reported_out = 0;
+        (*st).reported_in = 0;
+        (*st).start_ns = now;
+        (*st).last_report_ns = now;
+        (*st).cgroup_id = bpf_get_current_cgroup_id();
+        (*st).tid = pid_tgid as u32;
+        (*st).tgid = tgid;
+        (*st).uid = uid_gid as u32;
+        (*st).gid = (uid_gid >> 32) as u32;
+        (*st).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*st).established = established;
+        (*st).err = 0;
+        (*st).tuple.family = 0;
+    }
     // Another CPU may have made it meanwhile: keep theirs.
-    let _ = FLOWS.insert(sk, st, BPF_NOEXIST as u64);
+    // SAFETY: as above.
+    let _ = FLOWS.insert(sk, unsafe { &*st }, BPF_NOEXIST as u64);
     FLOWS.get_ptr_mut(sk)
 }
 
@@ -161,17 +187,22 @@ pub fn account(sk: u64, out: u64, inb: u64) {
             }
         }
     };
-    // SAFETY: `st` points at a live map value; the adds are atomic (two
-    // CPUs may send on one socket) and their results unused, so they are
-    // the plain atomic add every kernel's verifier accepts.
+    // SAFETY: `st` points at a live, 8-byte aligned map value. The adds are
+    // atomic (two CPUs may send on one socket) and their results unused, so
+    // they compile to the plain atomic add (BPF_XADD) every kernel's
+    // verifier accepts. (The BPF target has no `AtomicU64::fetch_add`.)
     unsafe {
         if out != 0 {
-            AtomicU64::from_ptr(core::ptr::addr_of_mut!((*st).bytes_out))
-                .fetch_add(out, Ordering::Relaxed);
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+                core::ptr::addr_of_mut!((*st).bytes_out),
+                out,
+            );
         }
         if inb != 0 {
-            AtomicU64::from_ptr(core::ptr::addr_of_mut!((*st).bytes_in))
-                .fetch_add(inb, Ordering::Relaxed);
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+                core::ptr::addr_of_mut!((*st).bytes_in),
+                inb,
+            );
         }
     }
     let every = emit::config().flow_interval_s as u64 * 1_000_000_000;
@@ -189,10 +220,32 @@ pub fn account(sk: u64, out: u64, inb: u64) {
     report(sk, st, flow_state::OPEN, 0);
 }
 
+/// Read `sk`'s addresses into `t`.
+///
+/// # Safety
+/// `t` must be valid for writes (a map value's field).
+#[inline(always)]
+unsafe fn fill_tuple(sk: u64, t: *mut Tuple) {
+    let o = offsets();
+    let family = task::read::<u16>(sk, off(&o.sock_family)).unwrap_or(0);
+    (*t).family = family;
+    (*t).sport = task::read::<u16>(sk, off(&o.sock_num)).unwrap_or(0);
+    (*t).dport = u16::from_be(task::read::<u16>(sk, off(&o.sock_dport)).unwrap_or(0));
+    (*t)._pad = 0;
+    if family == AF_INET6 {
+        (*t).saddr = task::read(sk, off(&o.sock_v6_rcv_saddr)).unwrap_or([0; 16]);
+        (*t).daddr = task::read(sk, off(&o.sock_v6_daddr)).unwrap_or([0; 16]);
+    } else {
+        let s4: [u8; 4] = task::read(sk, off(&o.sock_rcv_saddr)).unwrap_or([0; 4]);
+        let d4: [u8; 4] = task::read(sk, off(&o.sock_daddr)).unwrap_or([0; 4]);
+        (*t).saddr = [s4[0], s4[1], s4[2], s4[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        (*t).daddr = [d4[0], d4[1], d4[2], d4[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    }
+}
+
 /// Emit `st`'s bytes since its previous report, with `sk`'s addresses.
 #[inline(always)]
 fn report(sk: u64, st: *mut FlowState, state: u16, err: i32) {
-    let o = offsets();
     // SAFETY: `st` points at a live map value.
     let (out, inb) = unsafe {
         let (out, inb) = ((*st).bytes_out, (*st).bytes_in);
@@ -204,52 +257,47 @@ fn report(sk: u64, st: *mut FlowState, state: u16, err: i32) {
         (*st).reported_in = inb;
         d
     };
-    let family = task::read::<u16>(sk, off(&o.sock_family)).unwrap_or(0);
-    let mut body = FlowBody {
-        bytes_out: out,
-        bytes_in: inb,
-        // SAFETY: as above.
-        start_boot_ns: unsafe { (*st).start_ns },
-        family,
-        sport: task::read::<u16>(sk, off(&o.sock_num)).unwrap_or(0),
-        dport: u16::from_be(task::read::<u16>(sk, off(&o.sock_dport)).unwrap_or(0)),
-        state,
-        err,
-        protocol: IPPROTO_TCP,
-        _pad0: 0,
-        saddr: [0; 16],
-        daddr: [0; 16],
+    let Some(mut entry) = emit::reserve::<FlowRecord>(EventKind::Flow) else {
+        return;
     };
-    if family == AF_INET6 {
-        body.saddr = task::read(sk, off(&o.sock_v6_rcv_saddr)).unwrap_or([0; 16]);
-        body.daddr = task::read(sk, off(&o.sock_v6_daddr)).unwrap_or([0; 16]);
-    } else {
-        let s4: [u8; 4] = task::read(sk, off(&o.sock_rcv_saddr)).unwrap_or([0; 4]);
-        let d4: [u8; 4] = task::read(sk, off(&o.sock_daddr)).unwrap_or([0; 4]);
-        body.saddr[..4].copy_from_slice(&s4);
-        body.daddr[..4].copy_from_slice(&d4);
-    }
-    // SAFETY: as above.
-    let hdr = unsafe {
-        Header {
-            kind: EventKind::Flow as u16,
-            flags: 0,
-            size: core::mem::size_of::<FlowRecord>() as u32,
-            // SAFETY: helper without preconditions.
-            ts_boot_ns: bpf_ktime_get_boot_ns(),
-            tid: (*st).tid,
-            tgid: (*st).tgid,
-            uid: (*st).uid,
-            gid: (*st).gid,
-            cgroup_id: (*st).cgroup_id,
-            comm: (*st).comm,
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` is the reserved ring record, sized for a FlowRecord;
+    // every byte is written before the commit. `st` is a live map value.
+    unsafe {
+        let t = core::ptr::addr_of_mut!((*st).tuple);
+        if (*t).family == 0 {
+            fill_tuple(sk, t);
         }
-    };
-    emit::submit_record(&FlowRecord { hdr, body }, EventKind::Flow);
+        let b = core::ptr::addr_of_mut!((*rec).body);
+        (*b).bytes_out = out;
+        (*b).bytes_in = inb;
+        (*b).start_boot_ns = (*st).start_ns;
+        (*b).family = (*t).family;
+        (*b).sport = (*t).sport;
+        (*b).dport = (*t).dport;
+        (*b).state = state;
+        (*b).err = err;
+        (*b).protocol = IPPROTO_TCP;
+        (*b)._pad0 = 0;
+        (*b).saddr = (*t).saddr;
+        (*b).daddr = (*t).daddr;
+        let h = core::ptr::addr_of_mut!((*rec).hdr);
+        (*h).kind = EventKind::Flow as u16;
+        (*h).flags = 0;
+        (*h).size = core::mem::size_of::<FlowRecord>() as u32;
+        (*h).ts_boot_ns = bpf_ktime_get_boot_ns();
+        (*h).tid = (*st).tid;
+        (*h).tgid = (*st).tgid;
+        (*h).uid = (*st).uid;
+        (*h).gid = (*st).gid;
+        (*h).cgroup_id = (*st).cgroup_id;
+        (*h).comm = (*st).comm;
+    }
+    emit::commit(entry);
 }
 
 /// TCP state changes: a connect starting (the flow's owner), established,
-/// closed (the final report).
+/// closed (its error kept for the final report).
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn mamori_sock_set_state(ctx: RawTracePointContext) -> i32 {
     if !enabled() {
@@ -273,18 +321,44 @@ pub fn mamori_sock_set_state(ctx: RawTracePointContext) -> i32 {
         TCP_CLOSE => {
             if let Some(p) = FLOWS.get_ptr_mut(sk) {
                 // SAFETY: a live map value.
-                let est = unsafe { (*p).established } != 0;
-                let (state, err) = if est {
-                    (flow_state::CLOSED, 0)
-                } else {
-                    let e = task::read::<i32>(sk, off(&offsets().sock_err)).unwrap_or(0);
-                    (flow_state::FAILED, e)
-                };
-                report(sk, p, state, err);
-                let _ = FLOWS.remove(sk);
+                unsafe {
+                    let t = core::ptr::addr_of_mut!((*p).tuple);
+                    if (*t).family == 0 {
+                        fill_tuple(sk, t);
+                    }
+                    if (*p).established == 0 && (*p).err == 0 {
+                        // Read now: a getsockopt(SO_ERROR) (how a
+                        // non-blocking connect learns its result) clears it.
+                        (*p).err = task::read::<i32>(sk, off(&offsets().sock_err)).unwrap_or(0);
+                    }
+                }
             }
         }
         _ => {}
+    }
+    0
+}
+
+/// The socket is destroyed (its last fd closed, or its orphan done): the
+/// final report. Not at TCP_CLOSE: a connection half-closed by its peer
+/// goes to CLOSE while its owner can still read what is queued.
+#[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
+pub fn mamori_tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
+    if !enabled() {
+        return 0;
+    }
+    // TP_PROTO(struct sock *sk)
+    let sk: u64 = ctx.arg(0);
+    if let Some(p) = FLOWS.get_ptr_mut(sk) {
+        // SAFETY: a live map value.
+        let (est, err) = unsafe { ((*p).established != 0, (*p).err) };
+        let state = if est {
+            flow_state::CLOSED
+        } else {
+            flow_state::FAILED
+        };
+        report(sk, p, state, err);
+        let _ = FLOWS.remove(sk);
     }
     0
 }

@@ -20,6 +20,9 @@
 //! buffer without waking the reader (see [`emit`]).
 #![no_std]
 #![no_main]
+// Atomic adds for the flow counters: the BPF target has no `fetch_add`.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod connect;
 mod current;

@@ -91,7 +91,8 @@ fn entropy(bytes: &[u8]) -> f64 {
             let p = c as f64 / n;
             -p * p.log2()
         })
-        .sum()
+        .sum::<f64>()
+        + 0.0 // a lone repeated byte sums to -0.0
 }
 
 /// The usual name of a question type (IANA registry), else `TYPEnnn`.
