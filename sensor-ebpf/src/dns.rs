@@ -212,7 +212,8 @@ fn one(fd: i32, sys: u16, uaddr: u64, base: u64, len: u64, pid_tgid: u64, cur: &
     let n = (want as usize) & (2 * DNS_MAX - 1);
     // SAFETY: PAYLOAD_AT + 2 * DNS_MAX fits in the scratch buffer (checked
     // in common); `base` is a user pointer read through the checked helper.
-    let rc = unsafe { gen::bpf_probe_read_user(buf.add(PAYLOAD_AT).cast(), n as u32, base as *const _) };
+    let rc =
+        unsafe { gen::bpf_probe_read_user(buf.add(PAYLOAD_AT).cast(), n as u32, base as *const _) };
     let copied = if rc == 0 { n } else { 0 };
     body.payload_len = copied as u16;
     emit::write_body(buf, body);

@@ -238,8 +238,12 @@ unsafe fn fill_tuple(sk: u64, t: *mut Tuple) {
     } else {
         let s4: [u8; 4] = task::read(sk, off(&o.sock_rcv_saddr)).unwrap_or([0; 4]);
         let d4: [u8; 4] = task::read(sk, off(&o.sock_daddr)).unwrap_or([0; 4]);
-        (*t).saddr = [s4[0], s4[1], s4[2], s4[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        (*t).daddr = [d4[0], d4[1], d4[2], d4[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        (*t).saddr = [
+            s4[0], s4[1], s4[2], s4[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        (*t).daddr = [
+            d4[0], d4[1], d4[2], d4[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
     }
 }
 

@@ -244,7 +244,11 @@ fn threshold_sum_adds_a_field_within_the_window() {
     assert!(!e.names_type(crate::event::EvtType::Dns));
     assert_eq!(e.evaluate(&flow(0, 1, 600)).len(), 0);
     assert_eq!(e.evaluate(&flow(10, 2, 600)).len(), 0, "another key");
-    assert_eq!(e.evaluate(&flow(1500, 1, 600)).len(), 0, "the first expired");
+    assert_eq!(
+        e.evaluate(&flow(1500, 1, 600)).len(),
+        0,
+        "the first expired"
+    );
     let a = e.evaluate(&flow(1600, 1, 400));
     assert_eq!(a.len(), 1);
     assert!(a[0].output.ends_with("sent=1000"), "{}", a[0].output);

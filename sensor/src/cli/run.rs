@@ -112,7 +112,10 @@ fn with_asked_kinds(mut kernel: KernelArgs, engine: &mamori_rules::Engine) -> Ke
     use mamori_rules::event::EvtType;
     if kernel.kinds.is_empty() {
         kernel.kinds = crate::kernel::DEFAULT_KINDS.to_vec();
-        for (t, k) in [(EvtType::Flow, EventKind::Flow), (EvtType::Dns, EventKind::Dns)] {
+        for (t, k) in [
+            (EvtType::Flow, EventKind::Flow),
+            (EvtType::Dns, EventKind::Dns),
+        ] {
             if engine.names_type(t) {
                 kernel.kinds.push(k);
             }

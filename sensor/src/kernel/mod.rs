@@ -154,7 +154,11 @@ pub enum FlowCounting {
 fn has_sock_length_tracepoints() -> bool {
     ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
         .iter()
-        .any(|t| std::path::Path::new(t).join("events/sock/sock_send_length").exists())
+        .any(|t| {
+            std::path::Path::new(t)
+                .join("events/sock/sock_send_length")
+                .exists()
+        })
 }
 
 #[derive(Debug, thiserror::Error)]
