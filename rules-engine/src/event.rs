@@ -16,6 +16,12 @@ use std::{net::IpAddr, sync::Arc};
 
 // `proc.ancestors` written to JSON once per chain, not once per event.
 mod ancestors_json;
+// mamori's own event details: `flow` (bytes per connection) and `dns`.
+mod net;
+pub use net::{Dns, Flow, FlowState};
+// `drop` events' loss counts.
+mod drops;
+pub use drops::Drops;
 
 /// `evt.type` values mamori produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -470,159 +476,6 @@ pub struct Pod {
     /// `k8s.sa.name`: the pod's service account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
-}
-
-/// `flow.state` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FlowState {
-    /// An interim report of a connection still open.
-    Open,
-    /// The connection closed after it was established.
-    Closed,
-    /// The connection closed without being established (refused, reset,
-    /// timed out): the result of a connect, non-blocking ones included.
-    Failed,
-}
-
-impl FlowState {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            FlowState::Open => "open",
-            FlowState::Closed => "closed",
-            FlowState::Failed => "failed",
-        }
-    }
-}
-
-/// A TCP connection's traffic (`flow.*`); the connection's tuple is the
-/// event's `fd` (local side = client).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Flow {
-    /// Bytes sent since the previous report of this connection.
-    pub bytes_out: u64,
-    /// Bytes received since the previous report.
-    pub bytes_in: u64,
-    /// Nanoseconds from when mamori first saw the connection to this report.
-    pub duration_ns: u64,
-    pub state: FlowState,
-    /// The socket's error at a failed close (`ECONNREFUSED`, ...), 0 if none.
-    #[serde(default)]
-    pub err: i32,
-}
-
-/// A DNS question (`dns.*`); the server is the event's `fd` remote side.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Dns {
-    /// The question's name, labels joined by dots, without the final dot;
-    /// bytes outside printable ASCII as `\xNN`.
-    pub qname: String,
-    /// Type name (`A`, `AAAA`, `TXT`, `NULL`, ...) or `TYPEnnn`.
-    pub qtype: String,
-    /// Number of labels.
-    pub labels: u32,
-    /// Length of the longest label.
-    pub longest_label: u32,
-    /// Shannon entropy (bits per character) of the labels left of the
-    /// registered domain (the last two labels): high for encoded data.
-    pub entropy: f64,
-    /// The last two labels (`example.com`), what tunnels vary under.
-    pub domain: String,
-    /// The syscall that sent it: `sendto`, `sendmsg` or `sendmmsg`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub syscall: String,
-}
-
-/// A loss report: how many events of each kind the kernel could not queue
-/// since the previous report.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Drops {
-    pub exec: u64,
-    pub fork: u64,
-    pub exit: u64,
-    pub open: u64,
-    pub connect: u64,
-    #[serde(default, skip_serializing_if = "is_zero_u64")]
-    pub flow: u64,
-    #[serde(default, skip_serializing_if = "is_zero_u64")]
-    pub dns: u64,
-    /// Records the decoder rejected (truncated or malformed).
-    #[serde(default)]
-    pub invalid: u64,
-    /// Of the lost opens (`open`), how many the kernel shed on purpose: the
-    /// ring was filling, and its rest is kept for exec, fork, exit and
-    /// connect events. Not added again in [`Drops::total`].
-    #[serde(default, skip_serializing_if = "is_zero_u64")]
-    pub shed: u64,
-}
-
-fn is_zero_u64(n: &u64) -> bool {
-    *n == 0
-}
-
-impl Drops {
-    pub fn total(&self) -> u64 {
-        self.exec
-            + self.fork
-            + self.exit
-            + self.open
-            + self.connect
-            + self.flow
-            + self.dns
-            + self.invalid
-    }
-
-    /// Per-kind counts, in a fixed order (for logs, alerts and metrics).
-    pub fn by_kind(&self) -> [(&'static str, u64); 8] {
-        [
-            ("exec", self.exec),
-            ("fork", self.fork),
-            ("exit", self.exit),
-            ("open", self.open),
-            ("connect", self.connect),
-            ("flow", self.flow),
-            ("dns", self.dns),
-            ("undecodable", self.invalid),
-        ]
-    }
-
-    /// Add another report's counts.
-    pub fn add(&mut self, other: &Drops) {
-        self.exec += other.exec;
-        self.fork += other.fork;
-        self.exit += other.exit;
-        self.open += other.open;
-        self.connect += other.connect;
-        self.flow += other.flow;
-        self.dns += other.dns;
-        self.invalid += other.invalid;
-        self.shed += other.shed;
-    }
-}
-
-impl std::fmt::Display for Drops {
-    /// `N events lost (exec=.. fork=.. ...)`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} events lost (", self.total())?;
-        // The opt-in kinds (flow, dns) are shown only when they lost some.
-        let shown = self
-            .by_kind()
-            .into_iter()
-            .filter(|&(k, n)| n > 0 || !matches!(k, "flow" | "dns"));
-        for (i, (k, n)) in shown.enumerate() {
-            let sep = if i == 0 { "" } else { " " };
-            write!(f, "{sep}{k}={n}")?;
-        }
-        f.write_str(")")?;
-        if self.shed > 0 {
-            write!(
-                f,
-                "; {} of the opens shed to keep room for exec, fork, exit and connect events",
-                self.shed
-            )?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

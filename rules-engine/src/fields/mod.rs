@@ -1,3 +1,4 @@
+// Over 600 lines: the registry is one table by design (names, types, docs).
 //! The field registry: every field a rule condition or output may name, with
 //! its type, its description and how it is read from an [`Event`].
 //!
