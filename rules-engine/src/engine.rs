@@ -98,6 +98,8 @@ pub struct Engine {
     program: Option<eval::Program>,
     matching: RuleMatching,
     hostname: String,
+    /// Event types some active rule names (see [`Engine::names_type`]).
+    named_types: eval::TypeMask,
 }
 
 impl std::fmt::Debug for Engine {
@@ -172,8 +174,14 @@ impl Engine {
         let mut summaries = Vec::new();
         let mut by_type = vec![Vec::new(); EvtType::ALL.len()];
         let mut stateful_by_type = vec![Vec::new(); EvtType::ALL.len()];
+        let mut named_types: eval::TypeMask = 0;
         for r in compiled.rules {
             if let Some(node) = r.node {
+                // A mask of at most half the types is one the rule named;
+                // a wider one comes from no evt.type or a negation.
+                if (r.mask.count_ones() as usize) * 2 <= EvtType::ALL.len() {
+                    named_types |= r.mask;
+                }
                 let idx = rules.len() as u32;
                 let list = if r.state.is_some() {
                     &mut stateful_by_type
@@ -249,6 +257,7 @@ impl Engine {
             program,
             matching: opts.rule_matching,
             hostname: opts.hostname.clone().unwrap_or_else(|| "localhost".into()),
+            named_types,
         };
         (engine, report)
     }
@@ -256,6 +265,14 @@ impl Engine {
     /// Every rule with its status, in load order.
     pub fn rules(&self) -> &[RuleSummary] {
         &self.summaries
+    }
+
+    /// Whether an active rule asks for events of type `t` by naming it
+    /// (`evt.type = flow`, `evt.type in (dns, connect)`): the costly event
+    /// kinds (flow, dns) are captured only then. A rule without `evt.type`,
+    /// or one that only excludes types, names none.
+    pub fn names_type(&self, t: EvtType) -> bool {
+        self.named_types & eval::type_bit(t) != 0
     }
 
     pub fn active_rules(&self) -> usize {

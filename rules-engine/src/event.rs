@@ -20,6 +20,13 @@ mod evt_type;
 
 pub use evt_type::EvtType;
 
+// mamori's own event details: `flow` (bytes per connection) and `dns`.
+mod net;
+pub use net::{Dns, Flow, FlowState};
+// `drop` events' loss counts.
+mod drops;
+pub use drops::Drops;
+
 /// One event. See the module docs; the JSON schema is documented in README.md.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -53,6 +60,12 @@ pub struct Event {
     /// Loss report (`evt.type = drop`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drops: Option<Drops>,
+    /// A connection's byte counts (`evt.type = flow`, `flow.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<Flow>,
+    /// A DNS question (`evt.type = dns`, `dns.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Box<Dns>>,
     /// Arguments of a table-driven syscall (`evt.arg.NAME`), by Falco's
     /// argument names: numbers as passed, strings (paths, names, addresses)
     /// as read.
@@ -176,6 +189,8 @@ impl Event {
             drops: None,
             args: None,
             caps: None,
+            flow: None,
+            dns: None,
         }
     }
 }
@@ -418,83 +433,6 @@ pub struct Pod {
     /// `k8s.sa.name`: the pod's service account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
-}
-
-/// A loss report: how many events of each kind the kernel could not queue
-/// since the previous report.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Drops {
-    pub exec: u64,
-    pub fork: u64,
-    pub exit: u64,
-    pub open: u64,
-    pub connect: u64,
-    /// The table-driven syscalls (network, fds, identity, injection, files).
-    #[serde(default)]
-    pub syscalls: u64,
-    /// Records the decoder rejected (truncated or malformed).
-    #[serde(default)]
-    pub invalid: u64,
-    /// Of the lost opens (`open`), how many the kernel shed on purpose: the
-    /// ring was filling, and its rest is kept for exec, fork, exit and
-    /// connect events. Not added again in [`Drops::total`].
-    #[serde(default, skip_serializing_if = "is_zero_u64")]
-    pub shed: u64,
-}
-
-fn is_zero_u64(n: &u64) -> bool {
-    *n == 0
-}
-
-impl Drops {
-    pub fn total(&self) -> u64 {
-        self.exec + self.fork + self.exit + self.open + self.connect + self.syscalls + self.invalid
-    }
-
-    /// Per-kind counts, in a fixed order (for logs, alerts and metrics).
-    pub fn by_kind(&self) -> [(&'static str, u64); 7] {
-        [
-            ("exec", self.exec),
-            ("fork", self.fork),
-            ("exit", self.exit),
-            ("open", self.open),
-            ("connect", self.connect),
-            ("syscalls", self.syscalls),
-            ("undecodable", self.invalid),
-        ]
-    }
-
-    /// Add another report's counts.
-    pub fn add(&mut self, other: &Drops) {
-        self.exec += other.exec;
-        self.fork += other.fork;
-        self.exit += other.exit;
-        self.open += other.open;
-        self.connect += other.connect;
-        self.syscalls += other.syscalls;
-        self.invalid += other.invalid;
-        self.shed += other.shed;
-    }
-}
-
-impl std::fmt::Display for Drops {
-    /// `N events lost (exec=.. fork=.. ...)`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} events lost (", self.total())?;
-        for (i, (k, n)) in self.by_kind().iter().enumerate() {
-            let sep = if i == 0 { "" } else { " " };
-            write!(f, "{sep}{k}={n}")?;
-        }
-        f.write_str(")")?;
-        if self.shed > 0 {
-            write!(
-                f,
-                "; {} of the opens shed to keep room for exec, fork, exit and connect events",
-                self.shed
-            )?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

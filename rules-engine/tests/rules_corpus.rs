@@ -234,6 +234,8 @@ fn name_index_matches_unindexed_evaluation() {
                             drops: None,
                             args: None,
                             caps: None,
+                            flow: None,
+                            dns: None,
                         };
                         let (mut a, mut b) = (Vec::new(), Vec::new());
                         engine.matching_rules(&ev, &mut a);
@@ -311,6 +313,8 @@ fn contact_k8s_api_server_from_container_fires() {
         drops: None,
         args: None,
         caps: None,
+        flow: None,
+        dns: None,
     };
     let fired =
         |ev: &Event| -> Vec<String> { engine.evaluate(ev).into_iter().map(|a| a.rule).collect() };

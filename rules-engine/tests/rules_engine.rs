@@ -93,6 +93,8 @@ fn exec(name: &str, args: &[&str]) -> Event {
         drops: None,
         args: None,
         caps: None,
+        flow: None,
+        dns: None,
     }
 }
 

@@ -6,7 +6,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_ktime_get_boot_ns, generated as gen},
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{ring_buf::RingBufEntry, PerCpuArray, RingBuf},
 };
 use mamori_common::{
     config_flags, EventKind, Header, KernelOffsets, SensorConfig, KIND_SLOTS, SCRATCH_SIZE,
@@ -203,23 +203,15 @@ pub fn submit_slot(buf: *mut u8, len: usize, slot: u32, sheddable: bool) {
     let h = buf.cast::<Header>();
     // SAFETY: as in `write_header`.
     unsafe { (*h).size = len as u32 };
-    let mut flags = BPF_RB_NO_WAKEUP;
-    if let Some(s) = SCRATCH.get_ptr_mut(0) {
-        if sheddable && shedding(s, len as u64) {
-            count(SHED_SLOT);
-            return;
-        }
-        // SAFETY: this CPU's scratch slot; nothing else runs on this CPU.
-        unsafe {
-            let n = (*s).unwoken_bytes + len as u64;
-            if n >= config().wakeup_bytes {
-                (*s).unwoken_bytes = 0;
-                flags = BPF_RB_FORCE_WAKEUP;
-            } else {
-                (*s).unwoken_bytes = n;
+    if sheddable {
+        if let Some(s) = SCRATCH.get_ptr_mut(0) {
+            if shedding(s, len as u64) {
+                count(SHED_SLOT);
+                return;
             }
         }
     }
+    let flags = wake_flags(len as u64);
     // The length again, re-read from the header and masked right before the
     // call: the compiler may prove the mask above redundant and drop it,
     // while a verifier older than 5.13 forgets a spilled length's bounds
@@ -233,6 +225,47 @@ pub fn submit_slot(buf: *mut u8, len: usize, slot: u32, sheddable: bool) {
     if EVENTS.output::<[u8]>(data, flags as u64).is_err() {
         count(slot & (KIND_SLOTS - 1));
     }
+}
+
+/// The ring-output flags for `len` more bytes from this CPU: a wakeup once
+/// per `wakeup_bytes`, none otherwise.
+#[inline(always)]
+fn wake_flags(len: u64) -> u32 {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return BPF_RB_NO_WAKEUP;
+    };
+    // SAFETY: this CPU's scratch slot; nothing else runs on this CPU.
+    unsafe {
+        let n = (*s).unwoken_bytes + len;
+        if n >= config().wakeup_bytes {
+            (*s).unwoken_bytes = 0;
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            (*s).unwoken_bytes = n;
+            BPF_RB_NO_WAKEUP
+        }
+    }
+}
+
+/// Room for a fixed-size record of `kind`, written in place in the ring
+/// (flow reports: they may be made from softirq context, where the scratch
+/// buffer can be in use by the program they interrupted, and they are too
+/// big for the stack of the `sys_exit` program they are inlined into). A
+/// full ring counts a drop for `kind`.
+#[inline(always)]
+pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<T>> {
+    let e = EVENTS.reserve::<T>(0);
+    if e.is_none() {
+        count(kind.index());
+    }
+    e
+}
+
+/// Submit a record from [`reserve`].
+#[inline(always)]
+pub fn commit<T>(e: RingBufEntry<T>) {
+    let flags = wake_flags(core::mem::size_of::<T>() as u64);
+    e.submit(flags as u64);
 }
 
 /// Whether this CPU sheds open events now: the ring held more than

@@ -10,6 +10,9 @@
 //!   rule needs (network, fds, identity, injection, files, chdir).
 //! - [`exec`]: successful execs from `sched_process_exec` (filename from the
 //!   kernel's copy, argv from the new mm's argument area).
+//! - [`flow`]: bytes per TCP connection (sock length tracepoints, or the
+//!   send/receive syscalls' exits on older kernels) and `flow` reports from
+//!   `inet_sock_set_state`; [`dns`]: questions sent to port 53.
 //! - [`process`]: fork and exit from the scheduler's raw tracepoints.
 //! - [`current`]: the current task's identity for event headers, read with
 //!   plain BTF loads on the `sys_exit` hot path (helper calls elsewhere and
@@ -19,12 +22,17 @@
 //! buffer without waking the reader (see [`emit`]).
 #![no_std]
 #![no_main]
+// Atomic adds for the flow counters: the BPF target has no `fetch_add`.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod connect;
 mod current;
+mod dns;
 mod dpath;
 mod emit;
 mod exec;
+mod flow;
 mod open;
 mod process;
 mod syscalls;

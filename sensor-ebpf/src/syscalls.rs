@@ -20,7 +20,7 @@ use mamori_common::syscall;
 use crate::{
     connect,
     current::{BtfTask, Current, Helpers},
-    exec, open, sysrec,
+    dns, exec, flow, open, sysrec,
 };
 
 /// Saved user registers (`struct pt_regs`, x86_64 ABI layout, stable).
@@ -58,7 +58,7 @@ fn reg(regs: *const u8, off: u64) -> u64 {
     unsafe { core::ptr::read_volatile(regs.add(off as usize).cast::<u64>()) }
 }
 
-/// The six argument registers.
+/// The six syscall arguments from the saved registers.
 #[inline(always)]
 fn args(regs: *const u8) -> Regs {
     Regs {
@@ -99,6 +99,25 @@ fn try_sys_exit<C: Current>(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let ret: i64 = ctx.arg(1);
     let nr = reg(regs, PT_ORIG_AX);
     let sys = match nr {
+        flow::NR_SENDTO => syscall::SENDTO,
+        flow::NR_SENDMSG => syscall::SENDMSG,
+        flow::NR_SENDMMSG => syscall::SENDMMSG,
+        flow::NR_READ
+        | flow::NR_WRITE
+        | flow::NR_READV
+        | flow::NR_WRITEV
+        | flow::NR_SENDFILE
+        | flow::NR_RECVFROM
+        | flow::NR_RECVMSG
+        | flow::NR_SPLICE
+        | flow::NR_RECVMMSG => {
+            // Byte counts at syscall exit only where the kernel lacks the
+            // sock length tracepoints (a flag test otherwise).
+            if reg(regs, PT_CS) != USER32_CS {
+                flow::on_sys_exit(nr, &args(regs), ret);
+            }
+            return Ok(());
+        }
         NR_OPEN => syscall::OPEN,
         NR_OPENAT => syscall::OPENAT,
         NR_OPENAT2 => syscall::OPENAT2,
@@ -120,11 +139,22 @@ fn try_sys_exit<C: Current>(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if reg(regs, PT_CS) == USER32_CS {
         return Ok(());
     }
+    let r = args(regs);
+    if matches!(sys, syscall::SENDTO | syscall::SENDMSG | syscall::SENDMMSG) {
+        flow::on_sys_exit(nr, &r, ret);
+    }
     // Only now, for the few syscalls mamori reports, look up the task.
     let cur = &C::get();
-    let r = args(regs);
     match sys {
         syscall::CONNECT => connect::on_exit(&r, ret, cur),
+        syscall::SENDTO | syscall::SENDMSG | syscall::SENDMMSG => {
+            // The table-driven record (destination of an unconnected send)
+            // when a rule selects it, and the DNS question when port 53.
+            if let Some(d) = sysrec::wanted(nr) {
+                let _ = sysrec::on_exit(d, &r, ret, cur);
+            }
+            dns::on_exit(&r, ret, sys, cur)
+        }
         syscall::EXECVE | syscall::EXECVEAT => {
             // Successful execs are reported from sched_process_exec, where the
             // new image's arguments are readable.

@@ -86,9 +86,10 @@ struct KernelFlags {
     /// Kernel ring buffer size in bytes (power of two).
     #[arg(long, value_name = "BYTES")]
     ring_size: Option<u32>,
-    /// Event kinds to capture (default: all): exec, fork, exit, open, connect,
-    /// and the table-driven families net, fds, identity, inject, fileop,
-    /// chdir (for `run`, of those only the syscalls a loaded rule needs).
+    /// Event kinds to capture: exec, fork, exit, open, connect, the
+    /// table-driven families net, fds, identity, inject, fileop, chdir (for
+    /// `run`, of those only the syscalls a loaded rule needs), flow and dns
+    /// (default: all but flow and dns; `run` adds those when a rule asks).
     #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
     events: Vec<String>,
     /// Read the clock for every open and connect event. By default those

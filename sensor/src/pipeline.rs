@@ -91,7 +91,7 @@ impl Heartbeat {
 pub struct KernelArgs {
     /// Ring buffer size (default: [`Options::default`]'s).
     pub ring_bytes: Option<u32>,
-    /// Kinds to capture; empty = all.
+    /// Kinds to capture; empty = [`crate::kernel::DEFAULT_KINDS`].
     pub kinds: Vec<EventKind>,
     /// A clock read per open/connect event (see [`Options::precise_time`]).
     pub precise_time: bool,
@@ -112,7 +112,7 @@ pub fn syscalls_for(types: &[EvtType]) -> Vec<u16> {
 }
 
 /// Parse `--events` names (`exec`, `fork`, `exit`, `open`, `connect`, `net`,
-/// `fds`, `identity`, `inject`, `fileop`, `chdir`).
+/// `fds`, `identity`, `inject`, `fileop`, `chdir`, `flow`, `dns`).
 pub fn parse_kinds(names: &[String]) -> anyhow::Result<Vec<EventKind>> {
     names
         .iter()
@@ -123,7 +123,7 @@ pub fn parse_kinds(names: &[String]) -> anyhow::Result<Vec<EventKind>> {
                 .ok_or_else(|| {
                     anyhow::anyhow!(
                         "unknown event kind {n:?} (expected exec, fork, exit, open, connect, \
-                         net, fds, identity, inject, fileop, chdir)"
+                         net, fds, identity, inject, fileop, chdir, flow, dns)"
                     )
                 })
         })

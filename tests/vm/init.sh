@@ -118,7 +118,10 @@ required_seen() {
 }
 
 start=$(cut -d. -f1 /proc/uptime)
-/mamori capture --json --output /events.jsonl </dev/null >/mamori.out 2>/mamori.err &
+# flow and dns are opt-in kinds: asked for here so their programs (and the
+# syscall-exit byte counting these kernels need) go through this verifier.
+/mamori capture --json --events exec,fork,exit,open,connect,flow,dns \
+    --output /events.jsonl </dev/null >/mamori.out 2>/mamori.err &
 MAMORI_PID=$!
 
 # Wait (bounded) for mamori to say its programs are attached.
@@ -144,7 +147,16 @@ if [ "$ready" != yes ]; then
     finish "FAIL $why"
 fi
 echo "MAMORI-VM-ATTACHED: after $((now - start))s"
-echo "MAMORI-VM-PROGRAMS: $(grep -v 'not attached' /mamori.err | grep -m1 attached)"
+programs=$(grep -v 'not attached' /mamori.err | grep -m1 attached)
+echo "MAMORI-VM-PROGRAMS: $programs"
+case "$programs" in
+    *fake-mamori*) ;;
+    *mamori_sock_set_state*mamori_tcp_destroy_sock*) ;;
+    *)
+        show_diagnostics
+        finish "FAIL the flow programs (mamori_sock_set_state, mamori_tcp_destroy_sock) did not attach"
+        ;;
+esac
 
 # The probe: an execve whose filename and argv both carry the marker. It
 # lives for a second so that even a /proc-polling stand-in can see it.

@@ -231,6 +231,8 @@ fn open_event(rng: &mut Rng, ts: u64, proc: Process, container: Option<Arc<Conta
         drops: None,
         args: None,
         caps: None,
+        flow: None,
+        dns: None,
     }
 }
 
@@ -252,6 +254,8 @@ fn exec_event(ts: u64, proc: Process, container: Option<Arc<Container>>) -> Even
         drops: None,
         args: None,
         caps: None,
+        flow: None,
+        dns: None,
     }
 }
 
@@ -295,5 +299,7 @@ fn connect_event(
         drops: None,
         args: None,
         caps: None,
+        flow: None,
+        dns: None,
     }
 }

@@ -52,6 +52,11 @@ evt_types! {
     Procexit = "procexit", "process", [];
     /// mamori's own report that kernel events were lost.
     Drop = "drop", "internal", [];
+    /// mamori extension: a TCP connection's bytes (at close, and
+    /// periodically while open).
+    Flow = "flow", "net", [];
+    /// mamori extension: a DNS question sent to port 53.
+    Dns = "dns", "net", [];
     // Network.
     Socket = "socket", "net", ["fd", "domain", "type", "proto"];
     Bind = "bind", "net", ["res", "addr", "fd"];

@@ -1,3 +1,4 @@
+// Over 600 lines: the registry is one table by design (names, types, docs).
 //! The field registry: every field a rule condition or output may name, with
 //! its type, its description and how it is read from an [`Event`].
 //!
@@ -32,6 +33,7 @@ mod ctx;
 mod errno;
 mod event;
 mod fd;
+mod net;
 mod process;
 mod resolve;
 mod sysargs;
@@ -93,7 +95,8 @@ pub enum ArgKind {
 /// relies on (a test checks it against every registry name): `evt.*`
 /// first, then `proc.*`/`thread.*`/`user.*`/`group.*` from [`FieldId::ProcPid`],
 /// `fd.*` from [`FieldId::FdNum`], `container.*`/`k8s.*` from
-/// [`FieldId::ContainerId`].
+/// [`FieldId::ContainerId`], mamori's `flow.*`/`dns.*` from
+/// [`FieldId::FlowBytesOut`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FieldId {
     EvtType,
@@ -190,6 +193,18 @@ pub enum FieldId {
     K8sWorkloadKind,
     K8sWorkloadName,
     K8sSaName,
+    FlowBytesOut,
+    FlowBytesIn,
+    FlowBytes,
+    FlowDuration,
+    FlowState,
+    DnsQname,
+    DnsQtype,
+    DnsDomain,
+    DnsServer,
+    DnsLabels,
+    DnsLongestLabel,
+    DnsEntropy,
 }
 
 /// Falco field classes, each read by its own module.
@@ -199,6 +214,7 @@ enum Class {
     Process,
     Fd,
     Container,
+    Net,
 }
 
 impl FieldId {
@@ -212,8 +228,10 @@ impl FieldId {
             Class::Process
         } else if i < FieldId::ContainerId as u8 {
             Class::Fd
-        } else {
+        } else if i < FieldId::FlowBytesOut as u8 {
             Class::Container
+        } else {
+            Class::Net
         }
     }
 }
@@ -244,7 +262,7 @@ macro_rules! f {
 
 /// The registry.
 pub static FIELDS: &[FieldInfo] = &[
-    f!("evt.type", String, None, EvtType, "Event type: execve, execveat, open, openat, openat2, creat, connect, clone, procexit, drop."),
+    f!("evt.type", String, None, EvtType, "Event type: execve, execveat, open, openat, openat2, creat, connect, clone, procexit, drop; mamori extensions flow (a TCP connection's bytes) and dns (a DNS question)."),
     f!("evt.dir", String, None, EvtDir, "Event direction. mamori only produces exit events, so always '<'."),
     f!("evt.category", String, None, EvtCategory, "Event category: process, file, net, internal."),
     f!("evt.res", String, None, EvtRes, "Syscall result: SUCCESS, or the errno name (ENOENT, EACCES, ...) on failure."),
@@ -362,6 +380,18 @@ pub static FIELDS: &[FieldInfo] = &[
     f!("k8s.workload.kind", String, None, K8sWorkloadKind, "Kind of the workload that owns the pod: Deployment, DaemonSet, StatefulSet, Job, CronJob, ReplicaSet, ..."),
     f!("k8s.workload.name", String, None, K8sWorkloadName, "Name of the workload that owns the pod (the Deployment, not its ReplicaSet)."),
     f!("k8s.sa.name", String, None, K8sSaName, "Service account of the pod."),
+    f!("flow.bytes_out", Int, None, FlowBytesOut, "mamori extension (evt.type = flow): bytes the connection sent since its previous flow report (the whole connection when it closed before an interim report)."),
+    f!("flow.bytes_in", Int, None, FlowBytesIn, "mamori extension (flow): bytes received since the previous flow report."),
+    f!("flow.bytes", Int, None, FlowBytes, "mamori extension (flow): flow.bytes_out + flow.bytes_in."),
+    f!("flow.duration", Int, None, FlowDuration, "mamori extension (flow): nanoseconds since mamori first saw the connection (its connect, or its first byte)."),
+    f!("flow.state", String, None, FlowState, "mamori extension (flow): open (an interim report of a live connection), closed, or failed (closed without being established: a refused, reset or timed-out connect, blocking or not)."),
+    f!("dns.qname", String, None, DnsQname, "mamori extension (evt.type = dns): the question's name, without the final dot; non-printable bytes as \\xNN."),
+    f!("dns.qtype", String, None, DnsQtype, "mamori extension (dns): the question's type: A, AAAA, TXT, NULL, MX, ... or TYPEnnn."),
+    f!("dns.domain", String, None, DnsDomain, "mamori extension (dns): the last two labels of dns.qname (example.com), what a tunnel varies its subdomains under."),
+    f!("dns.server", Ip, None, DnsServer, "mamori extension (dns): the server the question was sent to (fd.rip)."),
+    f!("dns.labels", Int, None, DnsLabels, "mamori extension (dns): number of labels in dns.qname."),
+    f!("dns.longest_label", Int, None, DnsLongestLabel, "mamori extension (dns): length of the longest label (at most 63)."),
+    f!("dns.entropy", Int, None, DnsEntropy, "mamori extension (dns): Shannon entropy of the labels left of dns.domain, in hundredths of a bit per character (0 to ~600): ordinary names score under ~350, base32/base64/hex-encoded data above."),
 ];
 
 /// A field bound to its argument, ready to extract.
@@ -492,6 +522,7 @@ impl Field {
             Class::Process => process::extract(self, ev),
             Class::Fd => fd::extract(self, ev),
             Class::Container => container::extract(self, ev),
+            Class::Net => net::extract(self, ev),
         }
     }
 }
@@ -551,6 +582,8 @@ mod tests {
             drops: None,
             args: None,
             caps: None,
+            flow: None,
+            dns: None,
         }
     }
 
@@ -576,6 +609,7 @@ mod tests {
                 Some("proc" | "thread" | "user" | "group") => Class::Process,
                 Some("fd") => Class::Fd,
                 Some("container" | "k8s") => Class::Container,
+                Some("flow" | "dns") => Class::Net,
                 _ => panic!("{}: no class", f.name),
             };
             assert_eq!(f.id.class(), class, "{}", f.name);

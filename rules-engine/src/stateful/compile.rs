@@ -23,9 +23,22 @@ pub(crate) fn spec(
     match st {
         StatefulInfo::Threshold(t) => {
             let file = &t.ctx.file.name;
+            let sum = bind(t.sum.as_slice(), rule, file)?.pop();
+            if let (Some(op), Some((name, mark))) = (&sum, &t.sum) {
+                if !op.field.ty().is_numeric() {
+                    return Err(rule_fail(
+                        rule,
+                        file,
+                        *mark,
+                        Code::ErrValidate,
+                        format!("'threshold.sum' field '{name}' is not numeric"),
+                    ));
+                }
+            }
             Ok(Spec::Threshold(ThresholdSpec {
                 by: bind(&t.by, rule, file)?,
                 distinct: bind(&t.distinct, rule, file)?,
+                sum,
                 count: t.count,
                 within_ns: t.within_ns,
                 max_keys: t.max_keys,

@@ -20,7 +20,8 @@ use crate::fields::{EvalCtx, Value};
 /// What a firing stateful rule adds to its alert (`%threshold.*`, `%seq.*`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StateView {
-    /// Threshold: events or distinct values counted in the window.
+    /// Threshold: events or distinct values counted in the window (with
+    /// `sum`, the sum).
     pub count: usize,
     /// Threshold with `distinct`: the values, in natural order.
     pub values: Vec<Value<'static>>,
@@ -57,6 +58,10 @@ struct Window {
     values: HashMap<u64, (u64, u64, Value<'static>)>,
     /// Event times; used without `distinct`.
     times: std::collections::VecDeque<u64>,
+    /// (time, amount) of each event; used with `sum`.
+    amounts: std::collections::VecDeque<(u64, u64)>,
+    /// The sum of `amounts`.
+    total: u64,
     /// Latest event time of the key.
     last: u64,
     /// When the key last alerted: quiet until `fired + within`.
@@ -259,6 +264,13 @@ impl Machine {
                     return None;
                 }
                 let key = self.key(&t.by, cx)?;
+                let amount = match &t.sum {
+                    None => None,
+                    Some(op) => match op.get(cx) {
+                        Value::Int(n) if n > 0 => Some(n as u64),
+                        _ => return None,
+                    },
+                };
                 let value = match t.distinct.as_slice() {
                     [] => None,
                     [one] => {
@@ -284,7 +296,7 @@ impl Machine {
                 let Keys::Threshold(c) = keys else {
                     return None;
                 };
-                threshold(t, c, stats, key, value, ev.ts)
+                threshold(t, c, stats, key, (value, amount), ev.ts)
             }
             Spec::Sequence(s) => {
                 // Evaluate outside the lock; only matching events touch state.
@@ -353,7 +365,7 @@ fn threshold(
     c: &mut LruCache<u64, Window>,
     stats: &mut StateStats,
     key: u64,
-    value: Option<(u64, Value<'_>)>,
+    (value, amount): (Option<(u64, Value<'_>)>, Option<u64>),
     ts: u64,
 ) -> Option<StateView> {
     let within = t.within_ns;
@@ -393,26 +405,42 @@ fn threshold(
         }
         w.fired = None;
     }
-    let count = t.count as usize;
-    let n = match value {
-        Some((h, v)) => {
+    let count = t.count;
+    let n = match (value, amount) {
+        (_, Some(a)) => {
+            w.amounts.push_back((ts, a));
+            w.total = w.total.saturating_add(a);
+            while w.amounts.front().is_some_and(|&(x, _)| x < horizon) {
+                if let Some((_, old)) = w.amounts.pop_front() {
+                    w.total -= old;
+                }
+            }
+            if w.amounts.len() > super::MAX_SUM_ENTRIES {
+                if let (Some((_, a0)), Some(next)) = (w.amounts.pop_front(), w.amounts.front_mut())
+                {
+                    next.1 += a0;
+                }
+            }
+            w.total
+        }
+        (Some((h, v)), None) => {
             match w.values.get_mut(&h) {
                 Some(seen) => seen.1 = seen.1.max(ts),
                 None => {
                     w.values.insert(h, (ts, ts, v.into_owned()));
                 }
             }
-            if w.values.len() >= count {
+            if w.values.len() as u64 >= count {
                 w.values.retain(|_, seen| seen.1 >= horizon);
             }
-            w.values.len()
+            w.values.len() as u64
         }
-        None => {
+        (None, None) => {
             w.times.push_back(ts);
             while w.times.front().is_some_and(|&x| x < horizon) {
                 w.times.pop_front();
             }
-            w.times.len()
+            w.times.len() as u64
         }
     };
     if n < count {
@@ -424,16 +452,19 @@ fn threshold(
         .values()
         .map(|s| s.0)
         .chain(w.times.front().copied())
+        .chain(w.amounts.front().map(|a| a.0))
         .min()
         .unwrap_or(ts)
         .clamp(horizon, ts);
     let mut values: Vec<Value<'static>> = w.values.drain().map(|(_, v)| v.2).collect();
     values.sort_by(value_order);
     w.times.clear();
+    w.amounts.clear();
+    w.total = 0;
     w.fired = Some(ts);
     stats.alerts += 1;
     Some(StateView {
-        count: n,
+        count: n.min(usize::MAX as u64) as usize,
         values,
         window_ns: within,
         elapsed_ns: ts - first,

@@ -18,8 +18,9 @@
 //!
 //! * `threshold: {by, distinct, count, within, max_keys}` fires when a key
 //!   (`by`, default `proc.pid`) sees `count` matching events — or, with
-//!   `distinct`, `count` distinct values — within `within`; the key then stays
-//!   quiet for one window.
+//!   `distinct`, `count` distinct values; with `sum: FIELD`, when the field's
+//!   values add up to `count` (bytes uploaded) — within `within`; the key
+//!   then stays quiet for one window.
 //! * `sequence: {by, tree, within, steps, max_keys}` fires when a key's events
 //!   match each step in order and then the rule's condition, all within
 //!   `within` of the first step; with `tree: true` later steps also match in
@@ -52,6 +53,12 @@ use crate::eval::{Node, Operand};
 pub(crate) const DEFAULT_MAX_KEYS: usize = 10_000;
 /// Largest `count` of a threshold (state per key grows up to it).
 pub(crate) const MAX_THRESHOLD_COUNT: u32 = 10_000;
+/// Largest `count` of a threshold with `sum` (a byte count: 1 PB).
+pub(crate) const MAX_THRESHOLD_SUM: u64 = 1 << 50;
+/// Most (time, amount) entries a `sum` threshold key keeps; past it the
+/// two oldest are merged (the sum is kept, the older one's expiry moves
+/// to the newer one's time).
+pub(crate) const MAX_SUM_ENTRIES: usize = 1024;
 /// Longest window of a stateful rule.
 pub(crate) const MAX_WINDOW_NS: u64 = 3_600 * 1_000_000_000;
 /// Most earlier steps a sequence may have.
@@ -62,7 +69,9 @@ pub(crate) const MAX_STEPS: usize = 8;
 pub(crate) struct ThresholdSpec {
     pub by: Vec<Operand>,
     pub distinct: Vec<Operand>,
-    pub count: u32,
+    /// Added up per key (`sum:`); `count` is then the sum that fires.
+    pub sum: Option<Operand>,
+    pub count: u64,
     pub within_ns: u64,
     pub max_keys: usize,
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{DEFAULT_MAX_KEYS, MAX_STEPS, MAX_THRESHOLD_COUNT, MAX_WINDOW_NS};
+use super::{DEFAULT_MAX_KEYS, MAX_STEPS, MAX_THRESHOLD_COUNT, MAX_THRESHOLD_SUM, MAX_WINDOW_NS};
 use crate::diag::Code;
 use crate::reader::{CondText, Ctx, ItemCx, R};
 use crate::yaml::{Mark, Node, NodeKind, SourceFile};
@@ -17,12 +17,15 @@ pub(crate) enum StatefulInfo {
     Sequence(SequenceInfo),
 }
 
-/// `threshold: {by, distinct, count, within, max_keys}`.
+/// `threshold: {by, distinct | sum, count, within, max_keys}`.
 #[derive(Debug, Clone)]
 pub(crate) struct ThresholdInfo {
     pub by: Vec<(String, Mark)>,
     pub distinct: Vec<(String, Mark)>,
-    pub count: u32,
+    /// A numeric field whose values are added up; `count` is then the sum
+    /// that fires.
+    pub sum: Option<(String, Mark)>,
+    pub count: u64,
     pub within_ns: u64,
     pub max_keys: usize,
     pub ctx: Ctx,
@@ -71,7 +74,7 @@ pub(crate) fn read_stateful(
         ));
     };
     let known: &[&str] = if key == "threshold" {
-        &["by", "distinct", "count", "within", "max_keys"]
+        &["by", "distinct", "sum", "count", "within", "max_keys"]
     } else {
         &["by", "tree", "within", "steps", "max_keys"]
     };
@@ -103,18 +106,32 @@ pub(crate) fn read_stateful(
         by = vec![("proc.pid".to_string(), node.mark)];
     }
     if key == "threshold" {
-        let count = block
-            .number("count", 2, u64::from(MAX_THRESHOLD_COUNT))?
-            .ok_or_else(|| {
-                cx.err(
-                    Code::ErrValidate,
-                    node.mark,
-                    "'threshold' needs 'count' (how many events or distinct values fire it)",
-                )
-            })? as u32;
+        let sum = block.fields("sum")?;
+        let distinct = block.fields("distinct")?;
+        if sum.len() > 1 || (!sum.is_empty() && !distinct.is_empty()) {
+            return Err(cx.err(
+                Code::ErrValidate,
+                sum[0].1,
+                "'threshold.sum' takes one numeric field, and not together with 'distinct'",
+            ));
+        }
+        let max = if sum.is_empty() {
+            u64::from(MAX_THRESHOLD_COUNT)
+        } else {
+            MAX_THRESHOLD_SUM
+        };
+        let min = if sum.is_empty() { 2 } else { 1 };
+        let count = block.number("count", min, max)?.ok_or_else(|| {
+            cx.err(
+                Code::ErrValidate,
+                node.mark,
+                "'threshold' needs 'count' (how many events or distinct values, or the sum, fire it)",
+            )
+        })?;
         return Ok(Some(StatefulInfo::Threshold(ThresholdInfo {
             by,
-            distinct: block.fields("distinct")?,
+            distinct,
+            sum: sum.into_iter().next(),
             count,
             within_ns,
             max_keys,

@@ -217,3 +217,55 @@ fn broken_stateful_blocks_are_errors_naming_the_place() {
         "{errs:?}"
     );
 }
+
+fn flow(ts_ms: u64, pid: u32, bytes_out: u64) -> crate::event::Event {
+    serde_json::from_value(serde_json::json!({
+        "ts": ts_ms * 1_000_000, "type": "flow", "res": 0,
+        "proc": {"pid": pid, "name": "up", "exepath": "/up"},
+        "fd": {"type": "ipv4", "num": -1, "name": "x", "rip": "198.51.100.7", "rport": 443, "l4proto": "tcp"},
+        "flow": {"bytes_out": bytes_out, "bytes_in": 0, "duration_ns": 1, "state": "closed"},
+    }))
+    .expect("event")
+}
+
+const UPLOAD: &str = r#"
+- rule: upload
+  desc: d
+  condition: evt.type = flow
+  threshold: {by: proc.pid, sum: flow.bytes_out, count: 1000, within: 1s}
+  output: "sent=%threshold.count"
+  priority: WARNING
+"#;
+
+#[test]
+fn threshold_sum_adds_a_field_within_the_window() {
+    let e = engine(UPLOAD);
+    assert!(e.names_type(crate::event::EvtType::Flow));
+    assert!(!e.names_type(crate::event::EvtType::Dns));
+    assert_eq!(e.evaluate(&flow(0, 1, 600)).len(), 0);
+    assert_eq!(e.evaluate(&flow(10, 2, 600)).len(), 0, "another key");
+    assert_eq!(
+        e.evaluate(&flow(1500, 1, 600)).len(),
+        0,
+        "the first expired"
+    );
+    let a = e.evaluate(&flow(1600, 1, 400));
+    assert_eq!(a.len(), 1);
+    assert!(a[0].output.ends_with("sent=1000"), "{}", a[0].output);
+    // Zero or missing amounts do not count (and do not fire).
+    assert_eq!(e.evaluate(&flow(5000, 3, 0)).len(), 0);
+    assert_eq!(e.evaluate(&flow(5001, 3, 999)).len(), 0);
+}
+
+#[test]
+fn threshold_sum_is_checked() {
+    for (bad, why) in [
+        ("sum: proc.name", "not numeric"),
+        ("sum: flow.bytes_out, distinct: fd.rip", "not together"),
+    ] {
+        let rules = UPLOAD.replace("sum: flow.bytes_out", bad);
+        let (_, report) = Engine::from_sources(&[("t.yaml", &rules)], &LoadOptions::default());
+        let text = format!("{report:?}");
+        assert!(report.has_errors() && text.contains(why), "{bad}: {text}");
+    }
+}

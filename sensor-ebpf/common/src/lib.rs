@@ -56,11 +56,16 @@ pub enum EventKind {
     FileOp = 0x0701,
     /// `chdir`, `fchdir`: a [`SysBody`].
     Chdir = 0x0801,
+    /// A TCP connection's byte counts (at close, and periodically while
+    /// open), from per-socket counters in a kernel map.
+    Flow = 0x0901,
+    /// A DNS question sent to port 53 (`sendto`/`sendmsg`/`sendmmsg`).
+    Dns = 0x0902,
 }
 
 impl EventKind {
     /// Every kind, in counter-index order.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
@@ -72,6 +77,8 @@ impl EventKind {
         EventKind::Inject,
         EventKind::FileOp,
         EventKind::Chdir,
+        EventKind::Flow,
+        EventKind::Dns,
     ];
 
     /// Decode a type tag.
@@ -88,6 +95,8 @@ impl EventKind {
             0x0601 => Some(EventKind::Inject),
             0x0701 => Some(EventKind::FileOp),
             0x0801 => Some(EventKind::Chdir),
+            0x0901 => Some(EventKind::Flow),
+            0x0902 => Some(EventKind::Dns),
             _ => None,
         }
     }
@@ -106,6 +115,8 @@ impl EventKind {
             EventKind::Inject => 8,
             EventKind::FileOp => 9,
             EventKind::Chdir => 10,
+            EventKind::Flow => 20,
+            EventKind::Dns => 21,
         }
     }
 
@@ -123,6 +134,8 @@ impl EventKind {
             EventKind::Inject => "inject",
             EventKind::FileOp => "fileop",
             EventKind::Chdir => "chdir",
+            EventKind::Flow => "flow",
+            EventKind::Dns => "dns",
         }
     }
 
@@ -362,6 +375,79 @@ pub struct ConnectBody {
     pub saddr: [u8; 16],
 }
 
+/// [`FlowBody::state`] values.
+pub mod flow_state {
+    /// An interim report of a connection still open (bytes since the
+    /// previous report).
+    pub const OPEN: u16 = 1;
+    /// The connection closed after it was established.
+    pub const CLOSED: u16 = 2;
+    /// The connection closed without ever being established: a connect
+    /// (blocking or not) that was refused, reset or timed out;
+    /// [`FlowBody::err`](super::FlowBody) says which.
+    pub const FAILED: u16 = 3;
+}
+
+/// Body of [`EventKind::Flow`]. The header describes the process that owns
+/// the connection (the one that connected, or first sent or received on
+/// it), not necessarily the task running when the report was made.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowBody {
+    /// Bytes sent since the previous report of this connection.
+    pub bytes_out: u64,
+    /// Bytes received since the previous report.
+    pub bytes_in: u64,
+    /// When mamori first saw the connection (boot clock, ns).
+    pub start_boot_ns: u64,
+    /// `sa_family` (AF_INET, AF_INET6).
+    pub family: u16,
+    /// Local port, host byte order.
+    pub sport: u16,
+    /// Remote port, host byte order.
+    pub dport: u16,
+    /// [`flow_state`].
+    pub state: u16,
+    /// `sock::sk_err` at close (ECONNREFUSED, ETIMEDOUT, ...), 0 if none.
+    pub err: i32,
+    /// `sock::sk_protocol`.
+    pub protocol: u16,
+    pub _pad0: u16,
+    /// Local address: IPv4 in the first 4 bytes, or IPv6.
+    pub saddr: [u8; 16],
+    /// Remote address, same encoding.
+    pub daddr: [u8; 16],
+}
+
+/// Most bytes of a DNS message a [`EventKind::Dns`] record carries (the
+/// header and the question of any query fit). Power of two.
+pub const DNS_MAX: usize = 512;
+
+/// Body of [`EventKind::Dns`]; followed by `payload_len` bytes of the DNS
+/// message as sent (for TCP, after its 2-byte length prefix).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsBody {
+    /// Bytes sent by the message's send (the syscall's result for one message).
+    pub ret: i64,
+    pub fd: i32,
+    /// [`syscall`] id: SENDTO, SENDMSG or SENDMMSG.
+    pub syscall: u16,
+    /// `sa_family` of the server.
+    pub family: u16,
+    /// Server port, host byte order (53).
+    pub dport: u16,
+    /// Local port, host byte order (0 if unknown).
+    pub sport: u16,
+    pub payload_len: u16,
+    /// `socket::type` (SOCK_DGRAM, SOCK_STREAM), 0 if unknown.
+    pub sock_type: u16,
+    /// Server address: IPv4 in the first 4 bytes, or IPv6.
+    pub daddr: [u8; 16],
+    /// Local address, same encoding (zero if unknown).
+    pub saddr: [u8; 16],
+}
+
 /// Body of [`EventKind::Fork`]. The header describes the parent (current task).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -563,10 +649,11 @@ pub struct KernelOffsets {
     pub file_path: u32,
     pub mm_exe_file: u32,
     // fd descriptions and capabilities of table-driven records
-    // (`sensor-ebpf/src/sysrec.rs`).
+    // (`sensor-ebpf/src/sysrec.rs`); flows and DNS (`flow.rs`, `dns.rs`).
     pub sock_daddr: u32,
     pub sock_dport: u32,
     pub sock_v6_daddr: u32,
+    pub sock_err: u32,
     pub file_inode: u32,
     pub inode_mode: u32,
     pub cred_cap_inheritable: u32,
@@ -628,6 +715,7 @@ impl KernelOffsets {
         sock_daddr: NO_OFFSET,
         sock_dport: NO_OFFSET,
         sock_v6_daddr: NO_OFFSET,
+        sock_err: NO_OFFSET,
         file_inode: NO_OFFSET,
         inode_mode: NO_OFFSET,
         cred_cap_inheritable: NO_OFFSET,
@@ -649,7 +737,9 @@ pub struct SensorConfig {
     pub wakeup_bytes: u64,
     /// [`config_flags`] bits.
     pub flags: u32,
-    pub _pad0: u32,
+    /// Seconds between interim `flow` reports of a connection still open
+    /// (made at its next send or receive once due); 0 = only at close.
+    pub flow_interval_s: u32,
     /// Open events (the high-volume kind) are shed, not submitted, while
     /// the ring holds more than this many unread bytes, so the rest of the
     /// ring stays free for exec, fork, exit and connect events: a flood of
@@ -663,6 +753,10 @@ pub mod config_flags {
     /// carry the CPU's first clock reading of the current scheduler tick
     /// (at most one tick, 1/HZ, early), which saves a clock read per event.
     pub const PRECISE_TIME: u32 = 1;
+    /// Count flow bytes at the exit of write/writev/send*/sendfile/splice
+    /// (and the reads) on socket fds: for kernels without the
+    /// `sock:sock_send_length` / `sock_recv_length` tracepoints (< 6.3).
+    pub const FLOW_SYSCALLS: u32 = 2;
 }
 
 impl SensorConfig {
@@ -671,7 +765,7 @@ impl SensorConfig {
         enabled_kinds: u32::MAX,
         wakeup_bytes: 64 * 1024,
         flags: 0,
-        _pad0: 0,
+        flow_interval_s: 0,
         shed_above: 0,
     };
 }
@@ -699,6 +793,12 @@ const _: () = {
     assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<ConnectBody>()));
     assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<ForkBody>()));
     assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<ExitBody>()));
+    assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<FlowBody>()));
+    assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<DnsBody>()));
+    assert!(core::mem::size_of::<FlowBody>() == 72);
+    assert!(core::mem::size_of::<DnsBody>() == 56);
+    assert!(128 + 2 * DNS_MAX <= SCRATCH_SIZE);
+    assert!(DNS_MAX.is_power_of_two());
     // The kernel side stores `comm` as two aligned u64s.
     assert!(core::mem::offset_of!(Header, comm) % 8 == 0);
     assert!(core::mem::size_of::<ExecBody>() == 48);
@@ -706,7 +806,7 @@ const _: () = {
     assert!(core::mem::size_of::<ConnectBody>() == 64);
     assert!(core::mem::size_of::<ForkBody>() == 24);
     assert!(core::mem::size_of::<ExitBody>() == 16);
-    assert!(core::mem::size_of::<KernelOffsets>() == 224);
+    assert!(core::mem::size_of::<KernelOffsets>() == 228);
     assert!(core::mem::size_of::<Header>().is_multiple_of(core::mem::align_of::<SysBody>()));
     assert!(core::mem::size_of::<FdInfo>() == 48);
     assert!(core::mem::size_of::<SysBody>() == 144);

@@ -104,6 +104,26 @@ impl LastStage for DetectAndQueue<'_> {
     }
 }
 
+/// The kinds to capture: as given, or the defaults plus the opt-in kinds
+/// (flow, dns) a loaded rule names, so a node whose rules do not ask for
+/// them pays nothing for them.
+fn with_asked_kinds(mut kernel: KernelArgs, engine: &mamori_rules::Engine) -> KernelArgs {
+    use mamori_common::EventKind;
+    use mamori_rules::event::EvtType;
+    if kernel.kinds.is_empty() {
+        kernel.kinds = crate::kernel::DEFAULT_KINDS.to_vec();
+        for (t, k) in [
+            (EvtType::Flow, EventKind::Flow),
+            (EvtType::Dns, EventKind::Dns),
+        ] {
+            if engine.names_type(t) {
+                kernel.kinds.push(k);
+            }
+        }
+    }
+    kernel
+}
+
 pub async fn run(rules: Vec<PathBuf>, mut kernel: KernelArgs, rc: RunConfig) -> anyhow::Result<()> {
     let cfg = load_config(&rc)?;
     let paths = if rules.is_empty() {
@@ -147,6 +167,7 @@ pub async fn run(rules: Vec<PathBuf>, mut kernel: KernelArgs, rc: RunConfig) -> 
             .with_context(|| format!("serving /healthz on {addr}"))?;
         eprintln!("mamori: health endpoint on http://{bound}/healthz");
     }
+    let kernel = with_asked_kinds(kernel, &engine);
     let pipeline = Pipeline::start(&kernel)?;
     ready.set(pipeline.heartbeat());
     let mut last = DetectAndQueue {

@@ -5,7 +5,8 @@
 //! [`DecodeError`]. [`encode`] is its inverse, used by tests and benchmarks.
 
 use mamori_common::{
-    ConnectBody, EventKind, ExecBody, ExitBody, ForkBody, Header, OpenBody, SysBody, PARTS,
+    ConnectBody, DnsBody, EventKind, ExecBody, ExitBody, FlowBody, ForkBody, Header, OpenBody,
+    SysBody, PARTS,
 };
 
 /// One decoded kernel record: the fixed parts as the kernel wrote them, plus
@@ -50,6 +51,17 @@ pub enum RawEvent {
         /// The variable parts (`body.part_kind` says what each holds).
         parts: [Vec<u8>; PARTS],
     },
+    /// The header describes the connection's owner.
+    Flow {
+        hdr: Header,
+        body: FlowBody,
+    },
+    Dns {
+        hdr: Header,
+        body: DnsBody,
+        /// The DNS message's first bytes, as sent.
+        payload: Vec<u8>,
+    },
 }
 
 impl RawEvent {
@@ -60,7 +72,9 @@ impl RawEvent {
             | RawEvent::Exit { hdr, .. }
             | RawEvent::Open { hdr, .. }
             | RawEvent::Connect { hdr, .. }
-            | RawEvent::Sys { hdr, .. } => hdr,
+            | RawEvent::Sys { hdr, .. }
+            | RawEvent::Flow { hdr, .. }
+            | RawEvent::Dns { hdr, .. } => hdr,
         }
     }
 }
@@ -97,6 +111,8 @@ impl Wire for ConnectBody {}
 impl Wire for ForkBody {}
 impl Wire for ExitBody {}
 impl Wire for SysBody {}
+impl Wire for FlowBody {}
+impl Wire for DnsBody {}
 
 fn read<T: Wire>(bytes: &[u8], at: usize, what: &'static str) -> Result<T, DecodeError> {
     let need = at + std::mem::size_of::<T>();
@@ -203,6 +219,16 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
                 unix_path,
             }
         }
+        EventKind::Flow => RawEvent::Flow {
+            hdr,
+            body: read(bytes, HDR, "flow body")?,
+        },
+        EventKind::Dns => {
+            let body: DnsBody = read(bytes, HDR, "dns body")?;
+            let at = HDR + std::mem::size_of::<DnsBody>();
+            let [payload] = strings(bytes, at, [body.payload_len as usize], "dns")?;
+            RawEvent::Dns { hdr, body, payload }
+        }
         k if k.is_sys() => {
             let body: SysBody = read(bytes, HDR, "syscall body")?;
             if crate::kernel::systable::by_id(body.syscall).is_none_or(|r| r.kind != k) {
@@ -260,6 +286,11 @@ pub fn encode(ev: &RawEvent) -> Vec<u8> {
             for p in parts {
                 out.extend_from_slice(p);
             }
+        }
+        RawEvent::Flow { body, .. } => out.extend_from_slice(as_bytes(body)),
+        RawEvent::Dns { body, payload, .. } => {
+            out.extend_from_slice(as_bytes(body));
+            out.extend_from_slice(payload);
         }
     }
     let size = out.len() as u32;
@@ -361,6 +392,33 @@ mod tests {
                 },
                 unix_path: Vec::new(),
             },
+            RawEvent::Flow {
+                hdr: hdr(EventKind::Flow),
+                body: FlowBody {
+                    bytes_out: 52_428_800,
+                    bytes_in: 17,
+                    start_boot_ns: 3,
+                    family: 2,
+                    sport: 40000,
+                    dport: 9000,
+                    state: mamori_common::flow_state::CLOSED,
+                    protocol: 6,
+                    ..Default::default()
+                },
+            },
+            RawEvent::Dns {
+                hdr: hdr(EventKind::Dns),
+                body: DnsBody {
+                    ret: 29,
+                    fd: 3,
+                    syscall: syscall::SENDMMSG,
+                    family: 2,
+                    dport: 53,
+                    payload_len: 5,
+                    ..Default::default()
+                },
+                payload: b"\x12\x34\x01\x00\x00".to_vec(),
+            },
         ]
         .into_iter()
         .chain(sys_samples())
@@ -434,7 +492,9 @@ mod tests {
             | RawEvent::Exit { hdr, .. }
             | RawEvent::Open { hdr, .. }
             | RawEvent::Connect { hdr, .. }
-            | RawEvent::Sys { hdr, .. } => hdr.size = size,
+            | RawEvent::Sys { hdr, .. }
+            | RawEvent::Flow { hdr, .. }
+            | RawEvent::Dns { hdr, .. } => hdr.size = size,
         }
         ev
     }

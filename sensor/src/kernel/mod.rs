@@ -53,6 +53,10 @@ pub struct Probe {
     /// A program for the same hook that needs less of the kernel, tried when
     /// `program` does not load (the first one that loads is attached).
     pub fallback: Option<&'static str>,
+    /// Attached only when this kind is captured (and, for the byte
+    /// counters, only where they are the counting method in use): a node
+    /// whose rules do not ask for flows runs no program per send.
+    pub only_for: Option<EventKind>,
 }
 
 /// Every program mamori loads. All need Linux >= 5.8 (ring buffer) with BTF.
@@ -61,10 +65,12 @@ pub const PROBES: &[Probe] = &[
         program: "mamori_sys_exit",
         attach: Attach::Btf("sys_exit"),
         required: true,
-        why: "open/openat/openat2/creat, connect, failed execve/execveat, and the table-driven \
-              syscalls the rules need (network, fds, identity, injection, files, chdir)",
+        why: "open/openat/openat2/creat, connect, failed execve/execveat, the table-driven \
+              syscalls the rules need (network, fds, identity, injection, files, chdir), dns \
+              questions (send*), flow bytes on kernels < 6.3",
         // Task fields through helper calls instead of BTF loads (< 5.11).
         fallback: Some("mamori_sys_exit_compat"),
+        only_for: None,
     },
     Probe {
         program: "mamori_sched_exec",
@@ -72,6 +78,7 @@ pub const PROBES: &[Probe] = &[
         required: true,
         why: "successful execs",
         fallback: None,
+        only_for: None,
     },
     Probe {
         program: "mamori_enter_execveat",
@@ -79,6 +86,7 @@ pub const PROBES: &[Probe] = &[
         required: false,
         why: "tells execveat from execve",
         fallback: None,
+        only_for: None,
     },
     Probe {
         program: "mamori_sched_fork",
@@ -86,6 +94,7 @@ pub const PROBES: &[Probe] = &[
         required: true,
         why: "process creation (process table)",
         fallback: None,
+        only_for: None,
     },
     Probe {
         program: "mamori_sched_exit",
@@ -93,8 +102,67 @@ pub const PROBES: &[Probe] = &[
         required: true,
         why: "process exit (process table)",
         fallback: None,
+        only_for: None,
+    },
+    Probe {
+        program: "mamori_sock_set_state",
+        attach: Attach::Raw("inet_sock_set_state"),
+        required: false,
+        why: "flow owners (connects), established and failed connections",
+        fallback: None,
+        only_for: Some(EventKind::Flow),
+    },
+    Probe {
+        program: "mamori_tcp_destroy_sock",
+        attach: Attach::Raw("tcp_destroy_sock"),
+        required: false,
+        why: "flow reports when a TCP socket is destroyed",
+        fallback: None,
+        only_for: Some(EventKind::Flow),
+    },
+    Probe {
+        program: SEND_LENGTH,
+        attach: Attach::Raw("sock_send_length"),
+        required: false,
+        why: "bytes sent per connection (Linux >= 6.3)",
+        fallback: None,
+        only_for: Some(EventKind::Flow),
+    },
+    Probe {
+        program: RECV_LENGTH,
+        attach: Attach::Raw("sock_recv_length"),
+        required: false,
+        why: "bytes received per connection (Linux >= 6.3)",
+        fallback: None,
+        only_for: Some(EventKind::Flow),
     },
 ];
+
+const SEND_LENGTH: &str = "mamori_sock_send_length";
+const RECV_LENGTH: &str = "mamori_sock_recv_length";
+
+/// How flow bytes are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlowCounting {
+    /// The sock length tracepoints where the kernel has them (>= 6.3),
+    /// else the syscall exits.
+    #[default]
+    Auto,
+    /// The syscall exits (what kernels before 6.3 use), even where the
+    /// tracepoints exist: for tests of that path.
+    Syscalls,
+}
+
+/// Whether the running kernel has the `sock:sock_send_length` tracepoint.
+fn has_sock_length_tracepoints() -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|t| {
+            std::path::Path::new(t)
+                .join("events/sock/sock_send_length")
+                .exists()
+        })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
@@ -144,6 +212,28 @@ pub enum AttachError {
 /// connect events while userspace catches up.
 pub const DEFAULT_SHED_ABOVE: f64 = 0.75;
 
+/// What is captured unless asked otherwise: flows and DNS questions cost
+/// work on every send, so they are captured only when asked for (`--events`,
+/// or a loaded rule naming `evt.type = flow` / `dns`). The table-driven
+/// families are on, and within them only the syscalls in
+/// [`Options::syscalls`] are recorded.
+pub const DEFAULT_KINDS: [EventKind; 11] = [
+    EventKind::Exec,
+    EventKind::Fork,
+    EventKind::Exit,
+    EventKind::Open,
+    EventKind::Connect,
+    EventKind::Net,
+    EventKind::Fds,
+    EventKind::Identity,
+    EventKind::Inject,
+    EventKind::FileOp,
+    EventKind::Chdir,
+];
+
+/// A live connection is reported at least this often while it moves bytes.
+pub const DEFAULT_FLOW_INTERVAL_S: u32 = 30;
+
 /// Load-time settings.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -163,17 +253,24 @@ pub struct Options {
     /// The table-driven syscalls to capture (mamori syscall ids, see
     /// [`systable`]), when their kind is in `kinds` too.
     pub syscalls: Vec<u16>,
+    /// Seconds between interim flow reports of a live connection (0: only
+    /// at close).
+    pub flow_interval_s: u32,
+    /// How flow bytes are counted.
+    pub flow_counting: FlowCounting,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             ring_bytes: 16 * 1024 * 1024,
-            kinds: EventKind::ALL.to_vec(),
+            kinds: DEFAULT_KINDS.to_vec(),
             self_tgid: std::process::id(),
             precise_time: false,
             shed_opens_above: Some(DEFAULT_SHED_ABOVE),
             syscalls: systable::SYSCALLS.iter().map(|r| r.id).collect(),
+            flow_interval_s: DEFAULT_FLOW_INTERVAL_S,
+            flow_counting: FlowCounting::Auto,
         }
     }
 }
@@ -243,17 +340,23 @@ impl Sensor {
         ensure_tracefs();
         let offsets = Btf::from_sys_fs()?.kernel_offsets();
         check_offsets(&offsets)?;
+        let flows = opts.kinds.contains(&EventKind::Flow);
+        let by_syscalls = flows
+            && (opts.flow_counting == FlowCounting::Syscalls || !has_sock_length_tracepoints());
+        let mut flags = 0;
+        if opts.precise_time {
+            flags |= config_flags::PRECISE_TIME;
+        }
+        if by_syscalls {
+            flags |= config_flags::FLOW_SYSCALLS;
+        }
         let config = SensorConfig {
             self_tgid: opts.self_tgid,
             enabled_kinds: opts.kinds.iter().fold(0, |m, k| m | 1 << k.index()),
             // An eighth of the ring across all CPUs between wakeups.
             wakeup_bytes: wakeup_bytes_per_cpu(opts.ring_bytes, possible_cpus()),
-            flags: if opts.precise_time {
-                config_flags::PRECISE_TIME
-            } else {
-                0
-            },
-            _pad0: 0,
+            flags,
+            flow_interval_s: opts.flow_interval_s,
             shed_above: shed_above(opts.ring_bytes, opts.shed_opens_above),
         };
         let mut ebpf = EbpfLoader::new()
@@ -267,6 +370,12 @@ impl Sensor {
         let mut attached = Vec::new();
         let mut skipped = Vec::new();
         for probe in PROBES {
+            let off_by_kind = probe.only_for.is_some_and(|k| !opts.kinds.contains(&k));
+            let counted_elsewhere =
+                by_syscalls && (probe.program == SEND_LENGTH || probe.program == RECV_LENGTH);
+            if off_by_kind || counted_elsewhere {
+                continue;
+            }
             match attach_or_fallback(&mut ebpf, probe, &kernel_btf, &mut skipped) {
                 Ok(program) => attached.push(program),
                 Err(e) if !probe.required => {
@@ -333,6 +442,8 @@ impl Sensor {
             open: total.open.saturating_sub(last.open),
             connect: total.connect.saturating_sub(last.connect),
             syscalls: total.syscalls.saturating_sub(last.syscalls),
+            flow: total.flow.saturating_sub(last.flow),
+            dns: total.dns.saturating_sub(last.dns),
             invalid: 0,
             shed: total.shed.saturating_sub(last.shed),
         }
@@ -383,6 +494,8 @@ fn set_kind(d: &mut Drops, kind: EventKind, n: u64) {
         EventKind::Exit => d.exit = n,
         EventKind::Open => d.open = n,
         EventKind::Connect => d.connect = n,
+        EventKind::Flow => d.flow = n,
+        EventKind::Dns => d.dns = n,
         // The table-driven kinds are counted together.
         _ => d.syscalls += n,
     }

@@ -11,8 +11,10 @@
 //!   into a normalized [`Event`](mamori_rules::event::Event) (an open record
 //!   becomes `fd.name`, `evt.type`, ...), joined with its process and
 //!   ancestors;
+//! - [`dns`]: the question of a DNS query record (`dns.*`);
 //! - [`users`]: uid → user name from `/etc/passwd` ([`Users`]).
 
+pub mod dns;
 pub mod normalise;
 pub mod seed;
 pub mod users;

@@ -16,9 +16,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use mamori_common::{
-    flags, syscall, ConnectBody, ExecBody, ExitBody, ForkBody, Header, OpenBody, ARGS_HEAD,
+    flags, flow_state, syscall, ConnectBody, DnsBody, ExecBody, ExitBody, FlowBody, ForkBody,
+    Header, OpenBody, ARGS_HEAD,
 };
-use mamori_rules::event::{Event, EvtType, ExecArgs, Fd, FdType, Lifecycle, OpenArgs};
+use mamori_rules::event::{
+    Event, EvtType, ExecArgs, Fd, FdType, Flow, FlowState, Lifecycle, OpenArgs,
+};
 
 use super::{loginuid, lossy, split_args, ProcEntry, ProcTable};
 use crate::kernel::decode::RawEvent;
@@ -50,6 +53,8 @@ impl ProcTable {
                 unix_path,
             } => self.apply_connect(hdr, body, unix_path),
             RawEvent::Sys { hdr, body, parts } => self.apply_sys(hdr, body, parts),
+            RawEvent::Flow { hdr, body } => self.apply_flow(hdr, body),
+            RawEvent::Dns { hdr, body, payload } => self.apply_dns(hdr, body, payload),
         }
     }
 
@@ -215,6 +220,80 @@ impl ProcTable {
         ev
     }
 
+    /// flow: the connection's bytes, its tuple as `fd.*`. The header names
+    /// the owner, which may have exited before its connection closed: the
+    /// table is not touched, and what the header says fills a process the
+    /// table no longer knows.
+    fn apply_flow(&mut self, hdr: &Header, body: &FlowBody) -> Event {
+        let state = match body.state {
+            flow_state::OPEN => FlowState::Open,
+            flow_state::FAILED => FlowState::Failed,
+            _ => FlowState::Closed,
+        };
+        let res = if state == FlowState::Failed {
+            -i64::from(body.err)
+        } else {
+            0
+        };
+        let mut ev = self.base(hdr, EvtType::Flow, res);
+        if ev.proc.name.is_empty() {
+            let end = hdr.comm.iter().position(|&b| b == 0).unwrap_or(16);
+            ev.proc.name = lossy(&hdr.comm[..end]);
+            ev.proc.uid = hdr.uid;
+            ev.proc.gid = hdr.gid;
+            ev.proc.cgroup_id = hdr.cgroup_id;
+        }
+        let tuple = ConnectBody {
+            fd: -1,
+            family: body.family,
+            dport: body.dport,
+            sport: body.sport,
+            sock_type: SOCK_STREAM,
+            protocol: body.protocol,
+            daddr: body.daddr,
+            saddr: body.saddr,
+            ..ConnectBody::default()
+        };
+        ev.fd = Some(connect_fd(&tuple, &[]));
+        ev.flow = Some(Flow {
+            bytes_out: body.bytes_out,
+            bytes_in: body.bytes_in,
+            duration_ns: hdr.ts_boot_ns.saturating_sub(body.start_boot_ns),
+            state,
+            err: body.err,
+        });
+        ev
+    }
+
+    /// dns: the question (`dns.*`), the server as the socket's remote side.
+    fn apply_dns(&mut self, hdr: &Header, body: &DnsBody, payload: &[u8]) -> Event {
+        self.entry_for(hdr);
+        let mut ev = self.base(hdr, EvtType::Dns, body.ret);
+        let tcp = body.sock_type == SOCK_STREAM;
+        let tuple = ConnectBody {
+            fd: body.fd,
+            family: body.family,
+            dport: body.dport,
+            sport: body.sport,
+            sock_type: body.sock_type,
+            protocol: if tcp { 6 } else { 17 },
+            daddr: body.daddr,
+            saddr: body.saddr,
+            ..ConnectBody::default()
+        };
+        ev.fd = Some(connect_fd(&tuple, &[]));
+        ev.dns = super::dns::question(payload, tcp).map(|mut d| {
+            d.syscall = match body.syscall {
+                syscall::SENDMSG => "sendmsg",
+                syscall::SENDMMSG => "sendmmsg",
+                _ => "sendto",
+            }
+            .to_string();
+            Box::new(d)
+        });
+        ev
+    }
+
     /// Make an open's path absolute the way Falco shows `fd.name`: relative to
     /// the cwd (AT_FDCWD) or to the directory fd, read from /proc at the time.
     fn resolve_path(&mut self, pid: u32, dirfd: i32, path: &str) -> String {
@@ -348,6 +427,7 @@ pub fn normalize(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+const SOCK_STREAM: u16 = 1;
 const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
