@@ -28,3 +28,4 @@ pub mod kernel;
 pub mod outputs;
 pub mod pipeline;
 pub mod process;
+pub mod reload;

@@ -120,6 +120,12 @@ pub trait LastStage {
     /// One event, in ring order. An error stops the pipeline (e.g. the
     /// output file became unwritable).
     fn event(&mut self, ev: &Event) -> anyhow::Result<()>;
+
+    /// Called about once a second whatever the event rate (a reload or a
+    /// self-check can be acted on while no event comes).
+    fn tick(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 impl<F: FnMut(&Event) -> anyhow::Result<()>> LastStage for F {
@@ -275,6 +281,7 @@ impl Pipeline {
                     if let Some(ev) = self.losses() {
                         last.event(&ev)?;
                     }
+                    last.tick()?;
                 }
             }
             if backlog {

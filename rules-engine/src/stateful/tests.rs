@@ -229,7 +229,8 @@ fn a_reload_carries_state_only_for_rules_whose_definition_did_not_change() {
     assert!(old.evaluate(&connect(0, 1, "10.0.0.1", 1)).is_empty());
     assert!(old.evaluate(&connect(10, 1, "10.0.0.1", 2)).is_empty());
     // Same rule, moved down by an unrelated rule before it: state carries.
-    let unrelated = "- rule: other\n  desc: d\n  condition: evt.type = open\n  output: o\n  priority: INFO\n";
+    let unrelated =
+        "- rule: other\n  desc: d\n  condition: evt.type = open\n  output: o\n  priority: INFO\n";
     let mut same = load(&format!("{unrelated}{SCAN}"));
     assert_eq!(same.carry_state_from(&mut old), 1);
     let a = same.evaluate(&connect(20, 1, "10.0.0.1", 3));
