@@ -174,6 +174,9 @@ fn rules_reloaded_20_times_under_an_open_storm_evaluate_every_event_exactly_once
             );
             continue;
         }
+        if rule.starts_with("mamori internal: tamper:") {
+            continue; // the test's own SIGHUPs (tests/tamper.rs checks those)
+        }
         assert!(rule.starts_with("reload set "), "unexpected alert: {l}");
         let name = a["output_fields"]["fd.name"].as_str().unwrap();
         let i: usize = name

@@ -9,6 +9,8 @@
 //! - [`exec`]: successful execs from `sched_process_exec` (filename from the
 //!   kernel's copy, argv from the new mm's argument area).
 //! - [`process`]: fork and exit from the scheduler's raw tracepoints.
+//! - [`tamper`]: signals sent to mamori and `ptrace` attach requests, in a
+//!   ring of their own, for its tamper alerts.
 //! - [`current`]: the current task's identity for event headers, read with
 //!   plain BTF loads on the `sys_exit` hot path (helper calls elsewhere and
 //!   on kernels older than 5.11).
@@ -26,6 +28,7 @@ mod exec;
 mod open;
 mod process;
 mod syscalls;
+mod tamper;
 mod task;
 
 #[cfg(not(test))]

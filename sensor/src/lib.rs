@@ -29,3 +29,4 @@ pub mod outputs;
 pub mod pipeline;
 pub mod process;
 pub mod reload;
+pub mod tamper;

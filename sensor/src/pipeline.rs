@@ -247,6 +247,11 @@ impl Pipeline {
         })
     }
 
+    /// The kernel sensor (tamper watch: its programs and tamper ring).
+    pub fn sensor_mut(&mut self) -> &mut Sensor {
+        &mut self.sensor
+    }
+
     /// The pipeline's liveness (for `/healthz`).
     pub fn heartbeat(&self) -> Heartbeat {
         self.heartbeat.clone()

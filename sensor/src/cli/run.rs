@@ -20,6 +20,7 @@ use crate::{
     outputs::{Outputs, ShutdownReport},
     pipeline::{self, KernelArgs, LastStage, Pipeline},
     reload::{self, Reloader, Update},
+    tamper,
 };
 use mamori_rules::{event::Event, LoadError, RuleMatching};
 
@@ -96,6 +97,7 @@ struct DetectAndQueue {
     detector: Detector,
     outputs: Outputs,
     reloader: Reloader,
+    tamper: tamper::Watch,
     alerts: u64,
 }
 
@@ -145,11 +147,21 @@ impl LastStage for DetectAndQueue {
             self.outputs.submit(a);
             self.alerts += 1;
         }
+        if let Some(a) = self.tamper.on_event(ev) {
+            eprintln!("mamori: {}", a.output);
+            self.outputs.submit(&a);
+            self.alerts += 1;
+        }
         Ok(())
     }
 
     fn tick(&mut self) -> anyhow::Result<()> {
         self.apply_reloads();
+        for a in self.tamper.check() {
+            eprintln!("mamori: {}", a.output);
+            self.outputs.submit(&a);
+            self.alerts += 1;
+        }
         Ok(())
     }
 }
@@ -182,6 +194,8 @@ pub async fn run(rules: Vec<PathBuf>, kernel: KernelArgs, rc: RunConfig) -> anyh
     let outputs = Outputs::start(&cfg.outputs).context("starting outputs")?;
     let config_path = config::resolve_path(rc.config.clone());
     let current = reload::Snapshot::new(&sources, config_path.as_deref());
+    let protected =
+        tamper::Protected::new(std::env::current_exe().ok(), &paths, config_path.as_deref());
     let src = reload::Sources {
         rules: paths,
         opts,
@@ -205,12 +219,14 @@ pub async fn run(rules: Vec<PathBuf>, kernel: KernelArgs, rc: RunConfig) -> anyh
             .with_context(|| format!("serving /healthz on {addr}"))?;
         eprintln!("mamori: health endpoint on http://{bound}/healthz");
     }
-    let pipeline = Pipeline::start(&kernel)?;
+    let mut pipeline = Pipeline::start(&kernel)?;
     ready.set(pipeline.heartbeat());
+    let tamper = tamper::Watch::new(pipeline.sensor_mut(), protected, hostname.clone());
     let mut last = DetectAndQueue {
         detector: Detector::new(engine, hostname),
         outputs,
         reloader,
+        tamper,
         alerts: 0,
     };
     let stats = pipeline.run(&mut last, pipeline::shutdown_signal()).await;
@@ -219,6 +235,7 @@ pub async fn run(rules: Vec<PathBuf>, kernel: KernelArgs, rc: RunConfig) -> anyh
         outputs,
         reloader,
         alerts,
+        ..
     } = last;
     hup_task.abort();
     // Drain the outputs even when the pipeline failed: queued alerts matter.
