@@ -69,6 +69,36 @@ fn wait_for(
     }
 }
 
+/// For each marked file, the rules that alerted on it (from the alert
+/// lines); and how many reload failure alerts there were.
+fn sets_by_file(alerts: &[String], files: &Path, opened: usize) -> (Vec<Vec<String>>, usize) {
+    let mut seen_by: Vec<Vec<String>> = vec![Vec::new(); opened];
+    let mut failures = 0;
+    for l in alerts {
+        let a: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        let rule = a["rule"].as_str().unwrap().to_string();
+        if rule == "mamori internal: rules reload failed" {
+            failures += 1;
+            assert!(
+                a["output"].as_str().unwrap().contains("no.such_field"),
+                "{l}"
+            );
+            continue;
+        }
+        if rule.starts_with("mamori internal: tamper:") {
+            continue; // the test's own SIGHUPs (tests/tamper.rs checks those)
+        }
+        assert!(rule.starts_with("reload set "), "unexpected alert: {l}");
+        let name = a["output_fields"]["fd.name"].as_str().unwrap();
+        let i: usize = name
+            .strip_prefix(&format!("{}/f", files.display()))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a marked file: {name}"));
+        seen_by[i].push(rule);
+    }
+    (seen_by, failures)
+}
+
 #[test]
 fn rules_reloaded_20_times_under_an_open_storm_evaluate_every_event_exactly_once() {
     let dir = std::env::temp_dir().join(format!("mamori-reload-e2e-{}", std::process::id()));
@@ -160,31 +190,7 @@ fn rules_reloaded_20_times_under_an_open_storm_evaluate_every_event_exactly_once
         "mamori exited with {status}; stderr: {log:?}"
     );
 
-    // Which set saw file i, from the alerts.
-    let mut seen_by: Vec<Vec<String>> = vec![Vec::new(); opened];
-    let mut failures = 0;
-    for l in &alerts {
-        let a: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
-        let rule = a["rule"].as_str().unwrap().to_string();
-        if rule == "mamori internal: rules reload failed" {
-            failures += 1;
-            assert!(
-                a["output"].as_str().unwrap().contains("no.such_field"),
-                "{l}"
-            );
-            continue;
-        }
-        if rule.starts_with("mamori internal: tamper:") {
-            continue; // the test's own SIGHUPs (tests/tamper.rs checks those)
-        }
-        assert!(rule.starts_with("reload set "), "unexpected alert: {l}");
-        let name = a["output_fields"]["fd.name"].as_str().unwrap();
-        let i: usize = name
-            .strip_prefix(&format!("{}/f", files.display()))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("not a marked file: {name}"));
-        seen_by[i].push(rule);
-    }
+    let (seen_by, failures) = sets_by_file(&alerts, &files, opened);
     assert_eq!(failures, RELOADS / 2, "one failure alert per broken set");
     let mut sets = Vec::with_capacity(opened);
     for (i, by) in seen_by.iter().enumerate() {

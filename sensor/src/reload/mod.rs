@@ -140,7 +140,7 @@ pub struct Counters {
 struct Shared {
     pending: AtomicBool,
     updates: Mutex<Vec<Update>>,
-    counters: Counters,
+    counters: Arc<Counters>,
 }
 
 /// The hot path's handle on the reload thread.
@@ -158,7 +158,7 @@ impl Reloader {
         let shared = Arc::new(Shared {
             pending: AtomicBool::new(false),
             updates: Mutex::new(Vec::new()),
-            counters: Counters::default(),
+            counters: Arc::default(),
         });
         let (tx, rx) = mpsc::channel();
         let watcher = watch::watch(&watch::dirs(&src.rules, src.config.as_deref()), tx.clone())?;
@@ -201,8 +201,9 @@ impl Reloader {
         Some(std::mem::take(&mut *u))
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.shared.counters
+    /// The reload counters (a handle a metrics endpoint can keep).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.shared.counters.clone()
     }
 
     /// Drop a replaced rule set off the hot path (freeing a large set takes
