@@ -74,6 +74,10 @@ struct ActiveRule {
     append: Option<Box<Appended>>,
     /// `threshold:` / `sequence:` rules: their memory across events.
     state: Option<Machine>,
+    /// Fingerprint of a stateful rule's compiled definition (condition,
+    /// steps, window, key, output), so a reload can tell an unchanged rule
+    /// from a changed one of the same name; 0 for stateless rules.
+    definition: u64,
 }
 
 /// The rules of one event type: those that require a process name, by name,
@@ -82,6 +86,21 @@ struct ActiveRule {
 struct TypeIndex {
     generic: Vec<u32>,
     by_name: std::collections::HashMap<String, Vec<u32>, std::hash::BuildHasherDefault<eval::Fnv>>,
+}
+
+/// A stable fingerprint of a stateful rule's compiled parts. The `Debug`
+/// forms are deterministic (the matchers' sets use a fixed hasher) and
+/// `DefaultHasher::new()` has fixed keys.
+fn definition_hash(
+    node: &eval::Node,
+    spec: &crate::stateful::Spec,
+    out: &output::OutputFormat,
+    mask: eval::TypeMask,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{node:?}|{spec:?}|{out:?}|{mask}").hash(&mut h);
+    h.finish()
 }
 
 /// A compiled, indexed rule set.
@@ -200,7 +219,12 @@ impl Engine {
                     &r.summary.tags,
                     &r.output,
                 );
+                let definition = r
+                    .state
+                    .as_ref()
+                    .map_or(0, |s| definition_hash(&node, s, &r.output, r.mask));
                 rules.push(ActiveRule {
+                    definition,
                     name: r.summary.name.clone(),
                     priority: r.summary.priority,
                     tags: r.summary.tags.clone(),
@@ -520,6 +544,26 @@ impl Engine {
             .iter()
             .filter_map(|r| r.state.as_ref().map(Machine::stats))
             .collect()
+    }
+
+    /// Take over the memory of `old`'s stateful rules whose definition did
+    /// not change (same name, same compiled condition, steps, window, key and
+    /// output), for a reload with no lost state. `old`'s machines are moved,
+    /// not copied: the caller swaps `self` in and drops `old`. Returns how
+    /// many rules kept their state.
+    pub fn carry_state_from(&mut self, old: &mut Engine) -> usize {
+        let mut carried = 0;
+        for r in self.rules.iter_mut().filter(|r| r.state.is_some()) {
+            let same = old
+                .rules
+                .iter_mut()
+                .find(|o| o.name == r.name && o.state.is_some() && o.definition == r.definition);
+            if let Some(o) = same {
+                r.state = o.state.take();
+                carried += 1;
+            }
+        }
+        carried
     }
 
     /// Forget what the stateful rules remember (between independent tests).

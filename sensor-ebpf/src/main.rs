@@ -14,6 +14,8 @@
 //!   send/receive syscalls' exits on older kernels) and `flow` reports from
 //!   `inet_sock_set_state`; [`dns`]: questions sent to port 53.
 //! - [`process`]: fork and exit from the scheduler's raw tracepoints.
+//! - [`tamper`]: signals sent to mamori and `ptrace` attach requests, in a
+//!   ring of their own, for its tamper alerts.
 //! - [`current`]: the current task's identity for event headers, read with
 //!   plain BTF loads on the `sys_exit` hot path (helper calls elsewhere and
 //!   on kernels older than 5.11).
@@ -37,6 +39,7 @@ mod open;
 mod process;
 mod syscalls;
 mod sysrec;
+mod tamper;
 mod task;
 
 #[cfg(not(test))]

@@ -28,3 +28,5 @@ pub mod kernel;
 pub mod outputs;
 pub mod pipeline;
 pub mod process;
+pub mod reload;
+pub mod tamper;

@@ -136,6 +136,12 @@ pub trait LastStage {
     /// One event, in ring order. An error stops the pipeline (e.g. the
     /// output file became unwritable).
     fn event(&mut self, ev: &Event) -> anyhow::Result<()>;
+
+    /// Called about once a second whatever the event rate (a reload or a
+    /// self-check can be acted on while no event comes).
+    fn tick(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 impl<F: FnMut(&Event) -> anyhow::Result<()>> LastStage for F {
@@ -260,6 +266,11 @@ impl Pipeline {
         })
     }
 
+    /// The kernel sensor (tamper watch: its programs and tamper ring).
+    pub fn sensor_mut(&mut self) -> &mut Sensor {
+        &mut self.sensor
+    }
+
     /// The pipeline's liveness (for `/healthz`).
     pub fn heartbeat(&self) -> Heartbeat {
         self.heartbeat.clone()
@@ -294,6 +305,7 @@ impl Pipeline {
                     if let Some(ev) = self.losses() {
                         last.event(&ev)?;
                     }
+                    last.tick()?;
                 }
             }
             if backlog {

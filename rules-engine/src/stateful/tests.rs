@@ -269,3 +269,27 @@ fn threshold_sum_is_checked() {
         assert!(report.has_errors() && text.contains(why), "{bad}: {text}");
     }
 }
+
+#[test]
+fn a_reload_carries_state_only_for_rules_whose_definition_did_not_change() {
+    let load = |text: &str| {
+        let (e, report) = Engine::from_sources(&[("t.yaml", text)], &LoadOptions::default());
+        assert!(!report.has_errors(), "{report:?}");
+        e
+    };
+    let mut old = load(SCAN);
+    assert!(old.evaluate(&connect(0, 1, "10.0.0.1", 1)).is_empty());
+    assert!(old.evaluate(&connect(10, 1, "10.0.0.1", 2)).is_empty());
+    // Same rule, moved down by an unrelated rule before it: state carries.
+    let unrelated =
+        "- rule: other\n  desc: d\n  condition: evt.type = open\n  output: o\n  priority: INFO\n";
+    let mut same = load(&format!("{unrelated}{SCAN}"));
+    assert_eq!(same.carry_state_from(&mut old), 1);
+    let a = same.evaluate(&connect(20, 1, "10.0.0.1", 3));
+    assert_eq!(a.len(), 1, "the third port completes the carried window");
+    // Changed threshold count: a fresh machine, nothing carried.
+    let mut changed = load(&SCAN.replace("count: 3", "count: 4"));
+    assert_eq!(changed.carry_state_from(&mut same), 0);
+    assert!(changed.evaluate(&connect(30, 1, "10.0.0.1", 4)).is_empty());
+    assert_eq!(changed.state_stats()[0].keys, 1, "only the new event's key");
+}

@@ -589,6 +589,38 @@ pub struct SysBody {
     pub fd: FdInfo,
 }
 
+/// Tamper records (`sensor-ebpf/src/tamper.rs`): acts aimed at mamori
+/// itself. They travel in their own small ring (`TAMPER`), not the event
+/// ring, so a flood of events can never crowd them out.
+pub mod tamper {
+    /// A signal generated for mamori's thread group (`signal_generate`).
+    pub const SIGNAL: u16 = 0x0a01;
+    /// A `ptrace(PTRACE_ATTACH | PTRACE_SEIZE, pid)` call (any target: the
+    /// reader checks whether `pid` is one of its threads).
+    pub const PTRACE: u16 = 0x0a02;
+}
+
+/// One tamper record; the acting (current) task is the sender/tracer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TamperRecord {
+    /// [`tamper`] kind.
+    pub kind: u16,
+    pub _pad0: u16,
+    /// The signal number, or the ptrace request.
+    pub what: u32,
+    /// The target thread (signal: the task it was generated for; ptrace:
+    /// the `pid` argument).
+    pub target: u32,
+    /// Signal: the `signal_generate` result (0 delivered, 1 ignored, ...).
+    pub result: i32,
+    pub actor_tgid: u32,
+    pub actor_tid: u32,
+    pub actor_uid: u32,
+    pub _pad1: u32,
+    pub actor_comm: [u8; COMM_LEN],
+}
+
 /// Marks a kernel struct offset the running kernel's BTF did not provide.
 pub const NO_OFFSET: u32 = u32::MAX;
 
@@ -779,6 +811,7 @@ mod user {
     unsafe impl aya::Pod for super::SensorConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SysDesc {}
+    unsafe impl aya::Pod for super::TamperRecord {}
 }
 
 const _: () = {
@@ -815,6 +848,7 @@ const _: () = {
     // offset masked to 2 * PART_MAX - 1 (room for a path walk's spill too).
     assert!(256 + 2 * PART_MAX + PART_MAX + 2 * DIR_MAX + NAME_MAX <= SCRATCH_SIZE);
     assert!(PART_MAX.is_power_of_two() && SOCKADDR_MAX.is_power_of_two());
+    assert!(core::mem::size_of::<TamperRecord>() == 48);
     assert!(core::mem::size_of::<SensorConfig>() == 32);
     // The exec path masks lengths with 2 * ARGS_MAX - 1 for the verifier.
     assert!(128 + PATH_MAX + 2 * ARGS_MAX <= SCRATCH_SIZE);

@@ -7,6 +7,8 @@
 //! become an alert too (Falco's "syscall event drop" equivalent), so they are
 //! as visible as detections. On SIGINT/SIGTERM the outputs get the configured
 //! grace period to drain; what is left, dropped or failed is reported.
+//! SIGHUP or a change to a rules/config file reloads rules and outputs
+//! without stopping the pipeline ([`crate::reload`]).
 
 use std::path::PathBuf;
 
@@ -17,8 +19,10 @@ use crate::{
     detect::{rule_files, Detector},
     outputs::{Outputs, ShutdownReport},
     pipeline::{self, KernelArgs, LastStage, Pipeline},
+    reload::{self, Reloader, Update},
+    tamper,
 };
-use mamori_rules::{event::Event, RuleMatching};
+use mamori_rules::{event::Event, LoadError, RuleMatching};
 
 /// Where rules are looked for when `--rules` is not given.
 pub const DEFAULT_RULE_DIRS: &[&str] = &["/etc/mamori/rules", "rules"];
@@ -87,17 +91,75 @@ pub fn report_outputs(r: &ShutdownReport, verbose: bool) {
     }
 }
 
-/// `run`'s last stage: detect, then queue each alert for the outputs.
-struct DetectAndQueue<'a> {
+/// `run`'s last stage: detect, then queue each alert for the outputs; a
+/// reloaded rule set or outputs are swapped in between two events.
+struct DetectAndQueue {
     detector: Detector,
-    outputs: &'a Outputs,
+    outputs: Outputs,
+    reloader: Reloader,
+    tamper: tamper::Watch,
     alerts: u64,
 }
 
-impl LastStage for DetectAndQueue<'_> {
+impl DetectAndQueue {
+    /// Apply what the reload thread published (one relaxed load when
+    /// nothing did).
+    fn apply_reloads(&mut self) {
+        let Some(updates) = self.reloader.take() else {
+            return;
+        };
+        for u in updates {
+            match u {
+                Update::Reopen => {
+                    log::info!("SIGHUP: reopening output files");
+                    self.outputs.reopen();
+                }
+                Update::Failed(a) => {
+                    eprintln!("mamori: {}", a.output);
+                    self.outputs.submit(&a);
+                    self.alerts += 1;
+                }
+                Update::Swap(set) => {
+                    let mut carried = 0;
+                    if let Some(engine) = set.engine {
+                        let (old, n) = self.detector.swap_engine(engine);
+                        carried = n;
+                        self.reloader.retire_engine(old);
+                    }
+                    if let Some(outputs) = set.outputs {
+                        let old = std::mem::replace(&mut self.outputs, outputs);
+                        self.reloader.retire_outputs(old);
+                    }
+                    eprintln!(
+                        "mamori: {} ({carried} stateful rules kept their state)",
+                        set.summary
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl LastStage for DetectAndQueue {
     fn event(&mut self, ev: &Event) -> anyhow::Result<()> {
+        self.apply_reloads();
         for a in &self.detector.evaluate(ev) {
             self.outputs.submit(a);
+            self.alerts += 1;
+        }
+        if let Some(a) = self.tamper.on_event(ev) {
+            eprintln!("mamori: {}", a.output);
+            self.outputs.submit(&a);
+            self.alerts += 1;
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> anyhow::Result<()> {
+        self.apply_reloads();
+        for a in self.tamper.check() {
+            eprintln!("mamori: {}", a.output);
+            self.outputs.submit(&a);
             self.alerts += 1;
         }
         Ok(())
@@ -134,7 +196,9 @@ pub async fn run(rules: Vec<PathBuf>, mut kernel: KernelArgs, rc: RunConfig) -> 
     let mut opts = rule_files::options(RuleMatching::First);
     opts.append_output = cfg.append_output.clone();
     let hostname = opts.hostname.clone().unwrap_or_default();
-    let (engine, report) = rule_files::load(&paths, &opts).context("loading rules")?;
+    let (engine, report, sources) = reload::load_rules(&paths, &opts)
+        .map_err(|report| LoadError::Invalid { report })
+        .context("loading rules")?;
     let warnings = report.diagnostics.len();
     eprintln!(
         "mamori: {} active rules from {} ({warnings} warnings; `mamori rules validate` shows them)",
@@ -151,13 +215,24 @@ pub async fn run(rules: Vec<PathBuf>, mut kernel: KernelArgs, rc: RunConfig) -> 
     // The kernel records only the table-driven syscalls the rules need.
     kernel.syscalls = Some(pipeline::syscalls_for(&engine.needed_types()));
     let outputs = Outputs::start(&cfg.outputs).context("starting outputs")?;
-    let reopen = outputs.reopener();
+    let config_path = config::resolve_path(rc.config.clone());
+    let current = reload::Snapshot::new(&sources, config_path.as_deref());
+    let protected =
+        tamper::Protected::new(std::env::current_exe().ok(), &paths, config_path.as_deref());
+    let src = reload::Sources {
+        rules: paths,
+        opts,
+        config: config_path,
+        overrides: rc.overrides.clone(),
+    };
+    let reloader = Reloader::start(src, current, hostname.clone()).context("starting reloads")?;
+    let hup_trigger = reloader.trigger();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     let hup_task = tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            log::info!("SIGHUP: reopening output files");
-            reopen.reopen();
+            log::info!("SIGHUP: reloading rules and outputs, reopening output files");
+            let _ = hup_trigger.send(reload::Cause::Hangup);
         }
     });
     let ready = crate::cli::health::Ready::default();
@@ -168,20 +243,33 @@ pub async fn run(rules: Vec<PathBuf>, mut kernel: KernelArgs, rc: RunConfig) -> 
         eprintln!("mamori: health endpoint on http://{bound}/healthz");
     }
     let kernel = with_asked_kinds(kernel, &engine);
-    let pipeline = Pipeline::start(&kernel)?;
+    let mut pipeline = Pipeline::start(&kernel)?;
     ready.set(pipeline.heartbeat());
+    let tamper = tamper::Watch::new(pipeline.sensor_mut(), protected, hostname.clone());
     let mut last = DetectAndQueue {
         detector: Detector::new(engine, hostname),
-        outputs: &outputs,
+        outputs,
+        reloader,
+        tamper,
         alerts: 0,
     };
     let stats = pipeline.run(&mut last, pipeline::shutdown_signal()).await;
-    let (detector, alerts) = (last.detector, last.alerts);
+    let DetectAndQueue {
+        detector,
+        outputs,
+        reloader,
+        alerts,
+        ..
+    } = last;
     hup_task.abort();
     // Drain the outputs even when the pipeline failed: queued alerts matter.
-    let report = tokio::task::spawn_blocking(move || outputs.shutdown())
-        .await
-        .context("waiting for the outputs")?;
+    let report = tokio::task::spawn_blocking(move || {
+        let r = outputs.shutdown();
+        reloader.finish();
+        r
+    })
+    .await
+    .context("waiting for the outputs")?;
     let stats = stats?;
     eprintln!("mamori: {}", stats.summary(Some(alerts)));
     report_outputs(&report, rc.verbose);

@@ -37,6 +37,16 @@ impl Detector {
         &self.engine
     }
 
+    /// Swap in a reloaded rule set between two events, carrying the memory
+    /// of unchanged stateful rules over; returns the old set (to be dropped
+    /// off the hot path) and how many stateful rules kept their state.
+    pub fn swap_engine(&mut self, mut new: Engine) -> (Engine, usize) {
+        let carried = new.carry_state_from(&mut self.engine);
+        let old = std::mem::replace(&mut self.engine, new);
+        self.evictions.rebase(&self.engine);
+        (old, carried)
+    }
+
     /// The alerts `ev` raises, in order: the drop alert for a `drop` event,
     /// else the rules' alerts; then an eviction alert when one is due.
     pub fn evaluate(&mut self, ev: &Event) -> Vec<Alert> {
@@ -81,6 +91,12 @@ struct EvictionWatch {
 
 impl EvictionWatch {
     const EVERY: Duration = Duration::from_secs(60);
+
+    /// After a swap: count evictions from what the new set's (partly
+    /// carried) machines already hold.
+    fn rebase(&mut self, engine: &Engine) {
+        self.reported = engine.state_stats().iter().map(|s| s.evicted).sum();
+    }
 
     fn check(&mut self, engine: &Engine, ts: u64, hostname: &str) -> Option<Alert> {
         self.calls = self.calls.wrapping_add(1);

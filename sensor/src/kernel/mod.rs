@@ -136,6 +136,22 @@ pub const PROBES: &[Probe] = &[
         fallback: None,
         only_for: Some(EventKind::Flow),
     },
+    Probe {
+        program: "mamori_signal_generate",
+        attach: Attach::Raw("signal_generate"),
+        required: false,
+        why: "signals sent to mamori (tamper alerts)",
+        fallback: None,
+        only_for: None,
+    },
+    Probe {
+        program: "mamori_enter_ptrace",
+        attach: Attach::TracePoint("syscalls", "sys_enter_ptrace"),
+        required: false,
+        why: "ptrace attach requests (tamper alerts)",
+        fallback: None,
+        only_for: None,
+    },
 ];
 
 const SEND_LENGTH: &str = "mamori_sock_send_length";
@@ -162,6 +178,15 @@ fn has_sock_length_tracepoints() -> bool {
                 .join("events/sock/sock_send_length")
                 .exists()
         })
+}
+
+/// One of mamori's loaded programs, as the kernel names it (for the
+/// tamper check that they stay loaded and attached).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedProgram {
+    pub name: String,
+    pub id: u32,
+    pub tag: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +307,8 @@ pub struct Sensor {
     ring: Option<crate::kernel::ring::BatchRing>,
     drops: PerCpuArray<MapData, u64>,
     last_drops: Drops,
+    /// Tamper records (signals to mamori, ptrace attaches), taken once.
+    tamper: Option<aya::maps::RingBuf<aya::maps::MapData>>,
     /// Programs attached (name, where).
     pub attached: Vec<&'static str>,
     /// Optional probes that could not attach, with the reason.
@@ -403,14 +430,39 @@ impl Sensor {
             name: "DROPS",
             source: Box::new(e),
         })?;
+        let tamper = match ebpf.take_map("TAMPER") {
+            Some(m) => aya::maps::RingBuf::try_from(m).ok(),
+            None => None,
+        };
         Ok(Sensor {
             _ebpf: ebpf,
             ring: Some(ring),
             drops,
             last_drops: Drops::default(),
+            tamper,
             attached,
             skipped,
         })
+    }
+
+    /// The tamper ring (taken once, by the tamper watch).
+    pub fn take_tamper_ring(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.tamper.take()
+    }
+
+    /// The loaded programs with their kernel ids and tags.
+    pub fn programs(&self) -> Vec<LoadedProgram> {
+        self._ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some(LoadedProgram {
+                    name: name.to_string(),
+                    id: info.id(),
+                    tag: info.tag(),
+                })
+            })
+            .collect()
     }
 
     /// The event ring (taken once, by the reader).
