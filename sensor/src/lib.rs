@@ -25,6 +25,7 @@ pub mod detect;
 pub mod enrich;
 pub mod host;
 pub mod kernel;
+pub mod metrics;
 pub mod outputs;
 pub mod pipeline;
 pub mod process;

@@ -8,13 +8,14 @@
 //! as visible as detections. On SIGINT/SIGTERM the outputs get the configured
 //! grace period to drain; what is left, dropped or failed is reported.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 
 use crate::{
     config,
     detect::{rule_files, Detector},
+    metrics::Metrics,
     outputs::{Outputs, ShutdownReport},
     pipeline::{self, KernelArgs, LastStage, Pipeline},
 };
@@ -92,15 +93,22 @@ struct DetectAndQueue<'a> {
     detector: Detector,
     outputs: &'a Outputs,
     alerts: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl LastStage for DetectAndQueue<'_> {
     fn event(&mut self, ev: &Event) -> anyhow::Result<()> {
         for a in &self.detector.evaluate(ev) {
+            self.metrics.rule_matched(a);
             self.outputs.submit(a);
             self.alerts += 1;
         }
         Ok(())
+    }
+
+    fn tick(&mut self) {
+        self.metrics
+            .set_state(&self.detector.engine().state_stats());
     }
 }
 
@@ -127,7 +135,10 @@ pub async fn run(rules: Vec<PathBuf>, kernel: KernelArgs, rc: RunConfig) -> anyh
     if engine.active_rules() == 0 {
         anyhow::bail!("no active rules: nothing to detect");
     }
+    let metrics = Arc::new(Metrics::new(&hostname));
+    metrics.rules_loaded(true, Some(&crate::metrics::rules_digest(&paths)));
     let outputs = Outputs::start(&cfg.outputs).context("starting outputs")?;
+    metrics.set_sinks(outputs.handles().to_vec());
     let reopen = outputs.reopener();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
@@ -139,17 +150,18 @@ pub async fn run(rules: Vec<PathBuf>, kernel: KernelArgs, rc: RunConfig) -> anyh
     });
     let ready = crate::cli::health::Ready::default();
     if let Some(addr) = rc.health_addr {
-        let bound = crate::cli::health::serve(addr, ready.clone())
+        let bound = crate::cli::health::serve(addr, ready.clone(), Some(metrics.clone()))
             .await
             .with_context(|| format!("serving /healthz on {addr}"))?;
-        eprintln!("mamori: health endpoint on http://{bound}/healthz");
+        eprintln!("mamori: health endpoint on http://{bound}/healthz (metrics on /metrics)");
     }
-    let pipeline = Pipeline::start(&kernel)?;
+    let pipeline = Pipeline::start(&kernel)?.with_metrics(metrics.clone());
     ready.set(pipeline.heartbeat());
     let mut last = DetectAndQueue {
         detector: Detector::new(engine, hostname),
         outputs: &outputs,
         alerts: 0,
+        metrics,
     };
     let stats = pipeline.run(&mut last, pipeline::shutdown_signal()).await;
     let (detector, alerts) = (last.detector, last.alerts);
