@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod enrich;
+pub mod gap;
 pub mod host;
 pub mod kernel;
 pub mod metrics;

@@ -114,6 +114,7 @@ impl LastStage for DetectAndQueue<'_> {
 
 pub async fn run(rules: Vec<PathBuf>, kernel: KernelArgs, rc: RunConfig) -> anyhow::Result<()> {
     let cfg = load_config(&rc)?;
+    crate::host::set_configured_node_name(cfg.node_name.clone());
     let paths = if rules.is_empty() {
         default_rules()?
     } else {
@@ -153,10 +154,24 @@ pub async fn run(rules: Vec<PathBuf>, kernel: KernelArgs, rc: RunConfig) -> anyh
         let bound = crate::cli::health::serve(addr, ready.clone(), Some(metrics.clone()))
             .await
             .with_context(|| format!("serving /healthz on {addr}"))?;
-        eprintln!("mamori: health endpoint on http://{bound}/healthz (metrics on /metrics)");
+        eprintln!("mamori: metrics on http://{bound}/metrics");
+        eprintln!("mamori: health endpoint on http://{bound}/healthz");
     }
     let pipeline = Pipeline::start(&kernel)?.with_metrics(metrics.clone());
     ready.set(pipeline.heartbeat());
+    let gap = cfg.gap.state_file.clone().map(|path| {
+        let (keeper, alert) = crate::gap::Keeper::start(path, &hostname);
+        if let Some(a) = alert {
+            eprintln!("mamori: {}", a.output);
+            metrics.rule_matched(&a);
+            outputs.submit(&a);
+        }
+        let beat = pipeline.heartbeat();
+        crate::gap::spawn(keeper, cfg.gap.heartbeat, move || {
+            beat.since_last()
+                .is_none_or(|d| d < crate::cli::health::STALLED_AFTER)
+        })
+    });
     let mut last = DetectAndQueue {
         detector: Detector::new(engine, hostname),
         outputs: &outputs,
@@ -166,6 +181,9 @@ pub async fn run(rules: Vec<PathBuf>, kernel: KernelArgs, rc: RunConfig) -> anyh
     let stats = pipeline.run(&mut last, pipeline::shutdown_signal()).await;
     let (detector, alerts) = (last.detector, last.alerts);
     hup_task.abort();
+    if let Some(gap) = gap {
+        gap.stop().await;
+    }
     // Drain the outputs even when the pipeline failed: queued alerts matter.
     let report = tokio::task::spawn_blocking(move || outputs.shutdown())
         .await

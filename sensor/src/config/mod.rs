@@ -38,7 +38,10 @@ use std::{
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::outputs::config::{OutputsConfig, RawOutputs};
+use crate::{
+    gap::{GapConfig, RawGap},
+    outputs::config::{OutputsConfig, RawOutputs},
+};
 use layers::{apply_env, apply_override, yaml_to_value};
 
 /// Where `mamori run` looks for its config when `--config` is not given.
@@ -165,18 +168,34 @@ impl<'de> Deserialize<'de> for Dur {
 pub struct RawConfig {
     #[serde(default)]
     pub outputs: RawOutputs,
+    /// This node's name in alerts and metrics (after `NODE_NAME`, before
+    /// the UTS host name; see [`crate::host::node_name`]).
+    #[serde(default)]
+    pub node_name: Option<String>,
+    #[serde(default)]
+    pub gap: RawGap,
 }
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub outputs: OutputsConfig,
+    pub node_name: Option<String>,
+    pub gap: GapConfig,
 }
 
 impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let node_name = match self.node_name {
+            Some(n) => {
+                Some(crate::host::check_node_name(&n).map_err(|msg| key_err("node_name", msg))?)
+            }
+            None => None,
+        };
         Ok(Config {
             outputs: self.outputs.validate()?,
+            node_name,
+            gap: self.gap.validate()?,
         })
     }
 }
