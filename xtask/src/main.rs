@@ -8,6 +8,7 @@ mod bench;
 mod chart;
 mod cmd;
 mod prereqs;
+mod soak;
 mod vm;
 
 use std::{
@@ -61,6 +62,13 @@ enum Cmd {
     /// The Helm chart checked by real helm (lint --strict, template) and the
     /// Kubernetes 1.25-1.33 schemas (tools from PyPI, cached).
     Chart,
+    /// Bounded memory and no loss (root): `mamori run` under a mixed
+    /// workload and an alert storm into a dead webhook, RSS/CPU/drops
+    /// sampled every second; fails on RSS growth or kernel loss.
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// Boot other kernels (Debian 6.1 and 5.10) under qemu and check the sensor there.
     VmTest {
         /// Kernels to boot (default: 6.1 and 5.10; also 6.12, or a vmlinuz/.deb path).
@@ -91,6 +99,7 @@ fn main() -> Result<()> {
         },
         Cmd::Fuzz { seconds } => fuzz(seconds),
         Cmd::Chart => chart::check(),
+        Cmd::Soak { minutes } => soak::soak(&build_sensor_release()?, minutes),
         Cmd::VmTest { kernel } => vm::vm_test(&build_sensor_release()?, &kernel),
     }
 }
@@ -255,6 +264,8 @@ fn test(no_vm: bool) -> Result<()> {
     } else {
         bail!("the end-to-end tests load eBPF programs and must run as root");
     }
+    // A short soak: flat RSS and no loss under a mixed workload.
+    soak::soak(&build_sensor_release()?, 2)?;
     fuzz(30)?;
     if !no_vm {
         vm::vm_test(&build_sensor_release()?, &[])?;

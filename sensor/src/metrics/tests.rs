@@ -194,3 +194,33 @@ async fn sink_families_read_the_running_outputs() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn stateful_stats_become_gauges_and_counters_by_rule() {
+    let m = Metrics::new("n");
+    let st = |keys, evicted, expired| StateStats {
+        rule: "Burst".into(),
+        kind: "count",
+        keys,
+        max_keys: 10,
+        evicted,
+        expired,
+        alerts: 0,
+        suppressed: 0,
+    };
+    m.set_state(&[st(4, 1, 2)]);
+    m.set_state(&[st(3, 2, 5)]);
+    let s = scrape(&m);
+    assert_eq!(
+        value(&s, "mamori_stateful_keys", &[("rule", "Burst")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&s, "mamori_stateful_evictions", &[("rule", "Burst")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&s, "mamori_stateful_expiries", &[("rule", "Burst")]),
+        Some(5.0)
+    );
+}
