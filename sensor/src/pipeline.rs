@@ -26,6 +26,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     enrich::Enricher,
     kernel::{decode::decode, ring::BatchRing, Options, Sensor},
+    metrics::Metrics,
     process::{Clock, ProcTable, Users},
 };
 
@@ -137,8 +138,8 @@ pub trait LastStage {
     /// output file became unwritable).
     fn event(&mut self, ev: &Event) -> anyhow::Result<()>;
 
-    /// Called about once a second whatever the event rate (a reload or a
-    /// self-check can be acted on while no event comes).
+    /// Called about once a second whatever the event rate (publish metrics;
+    /// a reload or a self-check can be acted on while no event comes).
     fn tick(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
@@ -201,7 +202,13 @@ pub struct Pipeline {
     /// Undecodable records since the last drop report.
     invalid_since_report: u64,
     heartbeat: Heartbeat,
+    metrics: Option<std::sync::Arc<Metrics>>,
+    /// Events per type (indexed by `EvtType as usize`) not yet in `metrics`.
+    by_type: [u64; TYPE_SLOTS],
 }
+
+/// Slots for per-type counts: more than there are event types.
+const TYPE_SLOTS: usize = 64;
 
 impl Pipeline {
     /// Start-up for this node: load and attach the kernel programs, seed the
@@ -263,12 +270,21 @@ impl Pipeline {
             stats: Stats::default(),
             invalid_since_report: 0,
             heartbeat: Heartbeat::default(),
+            metrics: None,
+            by_type: [0; TYPE_SLOTS],
         })
     }
 
     /// The kernel sensor (tamper watch: its programs and tamper ring).
     pub fn sensor_mut(&mut self) -> &mut Sensor {
         &mut self.sensor
+    }
+
+    /// Publish this pipeline's counters to `metrics` (about once a second).
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<Metrics>) -> Pipeline {
+        metrics.set_programs(self.sensor.program_ids.clone());
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The pipeline's liveness (for `/healthz`).
@@ -305,6 +321,7 @@ impl Pipeline {
                     if let Some(ev) = self.losses() {
                         last.event(&ev)?;
                     }
+                    self.publish();
                     last.tick()?;
                 }
             }
@@ -325,7 +342,35 @@ impl Pipeline {
         if let Some(ev) = self.losses() {
             last.event(&ev)?;
         }
+        self.publish();
+        last.tick()?;
         Ok(self.stats)
+    }
+
+    /// Copy the stages' counters into the metrics (totals and gauges; the
+    /// event path only bumps plain integers).
+    fn publish(&mut self) {
+        let Some(m) = &self.metrics else { return };
+        for t in EvtType::ALL {
+            let slot = t as usize;
+            if slot < TYPE_SLOTS {
+                m.add_events(t.as_str(), std::mem::take(&mut self.by_type[slot]));
+            }
+        }
+        for kind in EventKind::ALL {
+            m.set_drops(kind.name(), &self.sensor.drops_per_cpu(kind));
+        }
+        m.set_undecodable(self.stats.invalid);
+        m.procs.set(self.table.len() as i64);
+        Metrics::set_total(&m.proc_evictions, self.table.evicted());
+        if let Some(en) = &self.enricher {
+            Metrics::set_total(&m.holds_released_late, en.stats().released_expired);
+            if let Some(pods) = en.pods() {
+                m.pods_known.set(pods.len() as i64);
+                let restarts = pods.watch.errors.load(std::sync::atomic::Ordering::Relaxed);
+                Metrics::set_total(&m.watch_restarts, restarts);
+            }
+        }
     }
 
     /// The data flow, one record at a time: ring → decode → process table →
@@ -339,6 +384,8 @@ impl Pipeline {
             stats,
             invalid_since_report,
             heartbeat,
+            metrics,
+            by_type,
             ..
         } = self;
         let n = ring
@@ -357,6 +404,9 @@ impl Pipeline {
                 };
                 let ev = table.apply(&raw);
                 stats.events += 1;
+                if let Some(n) = by_type.get_mut(ev.evt_type as usize) {
+                    *n += 1;
+                }
                 let Some(en) = enricher.as_mut() else {
                     return last.event(&ev);
                 };
@@ -375,6 +425,10 @@ impl Pipeline {
             }
         }
         heartbeat.beat();
+        if let Some(m) = metrics {
+            m.ring_fill.set(ring.get_ref().fill_ratio());
+            m.drain_passes.inc();
+        }
         Ok(n)
     }
 

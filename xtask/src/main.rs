@@ -5,8 +5,10 @@
 //! missing so that a fresh machine needs nothing but rustup.
 
 mod bench;
+mod chart;
 mod cmd;
 mod prereqs;
+mod soak;
 mod vm;
 
 use std::{
@@ -57,6 +59,16 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// The Helm chart checked by real helm (lint --strict, template) and the
+    /// Kubernetes 1.25-1.33 schemas (tools from PyPI, cached).
+    Chart,
+    /// Bounded memory and no loss (root): `mamori run` under a mixed
+    /// workload and an alert storm into a dead webhook, RSS/CPU/drops
+    /// sampled every second; fails on RSS growth or kernel loss.
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// Boot other kernels (Debian 6.1 and 5.10) under qemu and check the sensor there.
     VmTest {
         /// Kernels to boot (default: 6.1 and 5.10; also 6.12, or a vmlinuz/.deb path).
@@ -86,6 +98,8 @@ fn main() -> Result<()> {
             _ => bench::rules(iterations.unwrap_or(1_000_000)),
         },
         Cmd::Fuzz { seconds } => fuzz(seconds),
+        Cmd::Chart => chart::check(),
+        Cmd::Soak { minutes } => soak::soak(&build_sensor_release()?, minutes),
         Cmd::VmTest { kernel } => vm::vm_test(&build_sensor_release()?, &kernel),
     }
 }
@@ -236,8 +250,11 @@ fn test(no_vm: bool) -> Result<()> {
     build_ebpf()?;
     // The kernel crate, linted for its own target.
     run(nightly_ebpf_cargo("clippy").args(["--", "-D", "warnings"]))?;
-    // Unit and pure-userspace integration tests (rules, decoder, replay).
-    run(cargo().args(["test"]))?;
+    // Unit and pure-userspace integration tests (rules, decoder, replay; the
+    // chart rendered by real helm).
+    let tools = chart::ensure_tools()?;
+    run(cargo().args(["test"]).env("MAMORI_HELM", &tools.helm))?;
+    chart::check()?;
     if is_root() {
         // Real-kernel end-to-end tests (every `[[test]]` behind the `e2e`
         // feature): they share kernel state, run them one at a time.
@@ -247,6 +264,8 @@ fn test(no_vm: bool) -> Result<()> {
     } else {
         bail!("the end-to-end tests load eBPF programs and must run as root");
     }
+    // A short soak: flat RSS and no loss under a mixed workload.
+    soak::soak(&build_sensor_release()?, 2)?;
     fuzz(30)?;
     if !no_vm {
         vm::vm_test(&build_sensor_release()?, &[])?;

@@ -1,9 +1,4 @@
-{{/*
-Names and labels. Kept to a small subset of Go templates and sprig functions
-(if/else/with/define, include, default, trunc, trimSuffix, toYaml, nindent,
-indent, quote, sha256sum, not, eq) so that sensor/tests/helm_chart.rs can
-render the chart without helm.
-*/}}
+{{/* Names and labels. */}}
 
 {{- define "mamori.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
@@ -14,6 +9,19 @@ render the chart without helm.
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
 {{- else }}
 {{- default .Release.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "mamori.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride }}
+{{- end }}
+
+{{/* The image: by digest when one is given, else by tag (default appVersion). */}}
+{{- define "mamori.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 
@@ -59,5 +67,10 @@ outputs:
 {{- end }}
 {{- with .Values.extraOutputs }}
 {{ toYaml . | indent 2 }}
+{{- end }}
+{{- if .Values.gap.enabled }}
+gap:
+  state_file: /var/lib/mamori/state.json
+  heartbeat: {{ .Values.gap.heartbeat | quote }}
 {{- end }}
 {{- end }}

@@ -1,4 +1,5 @@
-//! `GET /healthz` for liveness/readiness probes (`mamori run --health-addr`).
+//! `GET /healthz` for liveness/readiness probes and `GET /metrics` for
+//! Prometheus (`mamori run --health-addr`).
 //!
 //! Deliberately tiny: one request per connection, read within
 //! [`REQUEST_TIMEOUT`] and at most [`MAX_REQUEST`] bytes (`431` past that),
@@ -8,7 +9,10 @@
 //! are attached, then `200 ok` while the pipeline keeps finishing drain
 //! passes, `503 stalled` once it has not for [`STALLED_AFTER`]. A pipeline
 //! that is merely busy (a flood) still beats: it yields between bounded
-//! passes. Nothing here touches the event path.
+//! passes. `/metrics` is the [`Metrics`] exposition, encoded per request
+//! (OpenMetrics when the scraper asks for it, else labelled as Prometheus
+//! text 0.0.4, which the same body parses as). Nothing here touches the
+//! event path.
 
 use std::{
     net::SocketAddr,
@@ -21,7 +25,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::pipeline::Heartbeat;
+use crate::{metrics::Metrics, pipeline::Heartbeat};
 
 /// No completed drain pass for this long means the pipeline is stuck.
 pub const STALLED_AFTER: Duration = Duration::from_secs(10);
@@ -87,6 +91,35 @@ pub fn respond(request: &[u8], state: State) -> &'static str {
     }
 }
 
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The answer to `GET /metrics`, or `None` for any other request.
+pub fn metrics_response(request: &[u8], metrics: &Metrics) -> Option<String> {
+    let text = std::str::from_utf8(request).ok()?;
+    let mut lines = text.lines();
+    let mut parts = lines.next()?.split(' ');
+    let (method, path) = (parts.next()?, parts.next()?);
+    if !matches!(method, "GET" | "HEAD") || path.split('?').next() != Some("/metrics") {
+        return None;
+    }
+    let openmetrics = lines.any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("accept") && v.contains("application/openmetrics-text")
+        })
+    });
+    let body = if method == "HEAD" {
+        String::new()
+    } else {
+        metrics.encode()
+    };
+    Some(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        if openmetrics { OPENMETRICS } else { PROMETHEUS_TEXT },
+        body.len()
+    ))
+}
+
 /// Read one request head (up to the blank line, the end of input or the
 /// timeout); `None` when it exceeds [`MAX_REQUEST`].
 async fn read_request(conn: &mut (impl AsyncReadExt + Unpin)) -> Option<Vec<u8>> {
@@ -115,7 +148,11 @@ async fn read_request(conn: &mut (impl AsyncReadExt + Unpin)) -> Option<Vec<u8>>
 }
 
 /// Bind `addr` and serve in the background; returns the bound address.
-pub async fn serve(addr: SocketAddr, ready: Ready) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    ready: Ready,
+    metrics: Option<Arc<Metrics>>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -137,12 +174,16 @@ pub async fn serve(addr: SocketAddr, ready: Ready) -> std::io::Result<SocketAddr
                 continue;
             };
             let ready = ready.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let req = read_request(&mut conn).await;
-                let answer = match &req {
-                    Some(req) => respond(req, ready.state()),
-                    None => TOO_LARGE,
+                let answer: std::borrow::Cow<'static, str> = match &req {
+                    Some(req) => match metrics.as_deref().and_then(|m| metrics_response(req, m)) {
+                        Some(text) => text.into(),
+                        None => respond(req, ready.state()).into(),
+                    },
+                    None => TOO_LARGE.into(),
                 };
                 let _ = tokio::time::timeout(REQUEST_TIMEOUT, async {
                     let _ = conn.write_all(answer.as_bytes()).await;
@@ -215,7 +256,9 @@ mod tests {
     async fn connections_and_request_size_are_capped() {
         let ready = Ready::default();
         ready.set(Heartbeat::default());
-        let addr = serve("127.0.0.1:0".parse().unwrap(), ready).await.unwrap();
+        let addr = serve("127.0.0.1:0".parse().unwrap(), ready, None)
+            .await
+            .unwrap();
         let ok = tokio::task::spawn_blocking(move || {
             let idle: Vec<_> = (0..MAX_CONNECTIONS)
                 .map(|_| std::net::TcpStream::connect(addr).unwrap())

@@ -10,13 +10,14 @@
 //! SIGHUP or a change to a rules/config file reloads rules and outputs
 //! without stopping the pipeline ([`crate::reload`]).
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 
 use crate::{
     config,
     detect::{rule_files, Detector},
+    metrics::Metrics,
     outputs::{Outputs, ShutdownReport},
     pipeline::{self, KernelArgs, LastStage, Pipeline},
     reload::{self, Reloader, Update},
@@ -99,6 +100,9 @@ struct DetectAndQueue {
     reloader: Reloader,
     tamper: tamper::Watch,
     alerts: u64,
+    metrics: Arc<Metrics>,
+    /// The rule paths, for the loaded set's digest after a reload.
+    rule_paths: Vec<PathBuf>,
 }
 
 impl DetectAndQueue {
@@ -116,6 +120,8 @@ impl DetectAndQueue {
                 }
                 Update::Failed(a) => {
                     eprintln!("mamori: {}", a.output);
+                    self.metrics.rules_loaded(false, None);
+                    self.metrics.rule_matched(&a);
                     self.outputs.submit(&a);
                     self.alerts += 1;
                 }
@@ -125,10 +131,13 @@ impl DetectAndQueue {
                         let (old, n) = self.detector.swap_engine(engine);
                         carried = n;
                         self.reloader.retire_engine(old);
+                        let digest = crate::metrics::rules_digest(&self.rule_paths);
+                        self.metrics.rules_loaded(true, Some(&digest));
                     }
                     if let Some(outputs) = set.outputs {
                         let old = std::mem::replace(&mut self.outputs, outputs);
                         self.reloader.retire_outputs(old);
+                        self.metrics.set_sinks(self.outputs.handles().to_vec());
                     }
                     eprintln!(
                         "mamori: {} ({carried} stateful rules kept their state)",
@@ -144,11 +153,13 @@ impl LastStage for DetectAndQueue {
     fn event(&mut self, ev: &Event) -> anyhow::Result<()> {
         self.apply_reloads();
         for a in &self.detector.evaluate(ev) {
+            self.metrics.rule_matched(a);
             self.outputs.submit(a);
             self.alerts += 1;
         }
         if let Some(a) = self.tamper.on_event(ev) {
             eprintln!("mamori: {}", a.output);
+            self.metrics.rule_matched(&a);
             self.outputs.submit(&a);
             self.alerts += 1;
         }
@@ -159,9 +170,12 @@ impl LastStage for DetectAndQueue {
         self.apply_reloads();
         for a in self.tamper.check() {
             eprintln!("mamori: {}", a.output);
+            self.metrics.rule_matched(&a);
             self.outputs.submit(&a);
             self.alerts += 1;
         }
+        self.metrics
+            .set_state(&self.detector.engine().state_stats());
         Ok(())
     }
 }
@@ -188,6 +202,7 @@ fn with_asked_kinds(mut kernel: KernelArgs, engine: &mamori_rules::Engine) -> Ke
 
 pub async fn run(rules: Vec<PathBuf>, mut kernel: KernelArgs, rc: RunConfig) -> anyhow::Result<()> {
     let cfg = load_config(&rc)?;
+    crate::host::set_configured_node_name(cfg.node_name.clone());
     let paths = if rules.is_empty() {
         default_rules()?
     } else {
@@ -214,11 +229,15 @@ pub async fn run(rules: Vec<PathBuf>, mut kernel: KernelArgs, rc: RunConfig) -> 
     }
     // The kernel records only the table-driven syscalls the rules need.
     kernel.syscalls = Some(pipeline::syscalls_for(&engine.needed_types()));
+    let metrics = Arc::new(Metrics::new(&hostname));
+    metrics.rules_loaded(true, Some(&crate::metrics::rules_digest(&paths)));
     let outputs = Outputs::start(&cfg.outputs).context("starting outputs")?;
+    metrics.set_sinks(outputs.handles().to_vec());
     let config_path = config::resolve_path(rc.config.clone());
     let current = reload::Snapshot::new(&sources, config_path.as_deref());
     let protected =
         tamper::Protected::new(std::env::current_exe().ok(), &paths, config_path.as_deref());
+    let rule_paths = paths.clone();
     let src = reload::Sources {
         rules: paths,
         opts,
@@ -237,21 +256,37 @@ pub async fn run(rules: Vec<PathBuf>, mut kernel: KernelArgs, rc: RunConfig) -> 
     });
     let ready = crate::cli::health::Ready::default();
     if let Some(addr) = rc.health_addr {
-        let bound = crate::cli::health::serve(addr, ready.clone())
+        let bound = crate::cli::health::serve(addr, ready.clone(), Some(metrics.clone()))
             .await
             .with_context(|| format!("serving /healthz on {addr}"))?;
+        eprintln!("mamori: metrics on http://{bound}/metrics");
         eprintln!("mamori: health endpoint on http://{bound}/healthz");
     }
     let kernel = with_asked_kinds(kernel, &engine);
-    let mut pipeline = Pipeline::start(&kernel)?;
+    let mut pipeline = Pipeline::start(&kernel)?.with_metrics(metrics.clone());
     ready.set(pipeline.heartbeat());
     let tamper = tamper::Watch::new(pipeline.sensor_mut(), protected, hostname.clone());
+    let gap = cfg.gap.state_file.clone().map(|path| {
+        let (keeper, alert) = crate::gap::Keeper::start(path, &hostname);
+        if let Some(a) = alert {
+            eprintln!("mamori: {}", a.output);
+            metrics.rule_matched(&a);
+            outputs.submit(&a);
+        }
+        let beat = pipeline.heartbeat();
+        crate::gap::spawn(keeper, cfg.gap.heartbeat, move || {
+            beat.since_last()
+                .is_none_or(|d| d < crate::cli::health::STALLED_AFTER)
+        })
+    });
     let mut last = DetectAndQueue {
         detector: Detector::new(engine, hostname),
         outputs,
         reloader,
         tamper,
         alerts: 0,
+        metrics,
+        rule_paths,
     };
     let stats = pipeline.run(&mut last, pipeline::shutdown_signal()).await;
     let DetectAndQueue {
@@ -262,6 +297,9 @@ pub async fn run(rules: Vec<PathBuf>, mut kernel: KernelArgs, rc: RunConfig) -> 
         ..
     } = last;
     hup_task.abort();
+    if let Some(gap) = gap {
+        gap.stop().await;
+    }
     // Drain the outputs even when the pipeline failed: queued alerts matter.
     let report = tokio::task::spawn_blocking(move || {
         let r = outputs.shutdown();

@@ -132,7 +132,7 @@ pub fn apply_override(root: &mut Value, arg: &str) -> Result<(), ConfigError> {
 }
 
 /// Top-level keys `MAMORI_*` variables may address.
-const ENV_ROOTS: &[&str] = &["outputs", "append_output"];
+const ENV_ROOTS: &[&str] = &["outputs", "append_output", "node_name", "gap"];
 
 /// Apply `MAMORI_OUTPUTS__SYSLOG__ADDRESS=...`-style variables. Returns the
 /// names of the variables used (for `-v` logging; values are never logged).

@@ -39,7 +39,10 @@ use std::{
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::outputs::config::{OutputsConfig, RawOutputs};
+use crate::{
+    gap::{GapConfig, RawGap},
+    outputs::config::{OutputsConfig, RawOutputs},
+};
 use layers::{apply_env, apply_override, yaml_to_value};
 
 /// Where `mamori run` looks for its config when `--config` is not given.
@@ -169,6 +172,12 @@ pub struct RawConfig {
     /// Falco's `append_output` (absent: mamori's default, see [`append`]).
     #[serde(default)]
     pub append_output: Option<Vec<append::RawAppend>>,
+    /// This node's name in alerts and metrics (after `NODE_NAME`, before
+    /// the UTS host name; see [`crate::host::node_name`]).
+    #[serde(default)]
+    pub node_name: Option<String>,
+    #[serde(default)]
+    pub gap: RawGap,
 }
 
 /// The validated configuration.
@@ -177,13 +186,23 @@ pub struct Config {
     pub outputs: OutputsConfig,
     /// What every matching rule's alert gets appended (`append_output`).
     pub append_output: Vec<mamori_rules::AppendOutput>,
+    pub node_name: Option<String>,
+    pub gap: GapConfig,
 }
 
 impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let node_name = match self.node_name {
+            Some(n) => {
+                Some(crate::host::check_node_name(&n).map_err(|msg| key_err("node_name", msg))?)
+            }
+            None => None,
+        };
         Ok(Config {
             outputs: self.outputs.validate()?,
             append_output: append::validate(self.append_output, &|k| std::env::var(k).ok())?,
+            node_name,
+            gap: self.gap.validate()?,
         })
     }
 }

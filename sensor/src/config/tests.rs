@@ -431,3 +431,30 @@ fn hostile_numbers_are_errors_naming_the_key_never_panics() {
         assert!(probe(key, v).is_err(), "{key}={v} accepted");
     }
 }
+
+#[test]
+fn node_name_and_gap_keys_are_read_and_checked() {
+    let c = from_yaml("node_name: ip-10-0-1-2.ec2.internal\ngap:\n  state_file: /var/lib/mamori/state.json\n  heartbeat: 2s\n").unwrap();
+    assert_eq!(c.node_name.as_deref(), Some("ip-10-0-1-2.ec2.internal"));
+    assert_eq!(
+        c.gap.state_file.as_deref(),
+        Some(Path::new("/var/lib/mamori/state.json"))
+    );
+    assert_eq!(c.gap.heartbeat, Duration::from_secs(2));
+    let e = from_yaml("node_name: Bad_Node\n").unwrap_err().to_string();
+    assert!(e.contains("`node_name`") && e.contains("Bad_Node"), "{e}");
+    let e = from_yaml("gap: {heartbeat: 1ms}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gap.heartbeat"), "{e}");
+    let e = from_yaml("gap: {statefile: /x}\n").unwrap_err().to_string();
+    assert!(e.contains("gap") && e.contains("statefile"), "{e}");
+    // MAMORI_NODE_NAME reaches the key like any other variable.
+    let c = load(
+        None,
+        &[],
+        [("MAMORI_NODE_NAME".to_string(), "node-from-env".to_string())],
+    )
+    .unwrap();
+    assert_eq!(c.node_name.as_deref(), Some("node-from-env"));
+}

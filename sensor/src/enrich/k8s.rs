@@ -74,7 +74,8 @@ pub fn start_if_configured() -> Option<PodIndex> {
                 return;
             }
         };
-        watch_node_pods(client, node, idx, WatchStats::default()).await;
+        let stats = idx.watch.clone();
+        watch_node_pods(client, node, idx, stats).await;
     });
     Some(index)
 }

@@ -188,6 +188,11 @@ impl Enricher {
         }
     }
 
+    /// The pod index, when running on Kubernetes.
+    pub fn pods(&self) -> Option<&PodIndex> {
+        self.pods.as_ref()
+    }
+
     /// Events currently held (see [`Enricher::admit`]).
     pub fn held(&self) -> usize {
         self.held.len()

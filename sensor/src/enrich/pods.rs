@@ -50,6 +50,8 @@ struct Inner {
 pub struct PodIndex {
     inner: Arc<RwLock<Inner>>,
     generation: Arc<AtomicU64>,
+    /// The counters of the watch that fills this index (for metrics).
+    pub watch: super::k8s::WatchStats,
 }
 
 impl PodIndex {

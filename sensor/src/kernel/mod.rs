@@ -313,6 +313,8 @@ pub struct Sensor {
     pub attached: Vec<&'static str>,
     /// Optional probes that could not attach, with the reason.
     pub skipped: Vec<(&'static str, String)>,
+    /// Kernel ids of the attached programs (for their run stats in metrics).
+    pub program_ids: Vec<(String, u32)>,
 }
 
 fn raise_memlock() {
@@ -434,7 +436,13 @@ impl Sensor {
             Some(m) => aya::maps::RingBuf::try_from(m).ok(),
             None => None,
         };
+        let program_ids = ebpf
+            .programs()
+            .filter(|(name, _)| attached.contains(name))
+            .filter_map(|(name, p)| Some((name.to_string(), p.info().ok()?.id())))
+            .collect();
         Ok(Sensor {
+            program_ids,
             _ebpf: ebpf,
             ring: Some(ring),
             drops,
@@ -481,6 +489,23 @@ impl Sensor {
         d.shed = slot(SHED_SLOT);
         d.open += d.shed;
         d
+    }
+
+    /// Total drops of `kind` since load, per CPU (shed opens count as opens).
+    pub fn drops_per_cpu(&self, kind: EventKind) -> Vec<u64> {
+        let read = |i: u32| -> Vec<u64> {
+            self.drops
+                .get(&i, 0)
+                .map(|v| v.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        let mut v = read(kind.index());
+        if kind == EventKind::Open {
+            for (a, b) in v.iter_mut().zip(read(SHED_SLOT)) {
+                *a += b;
+            }
+        }
+        v
     }
 
     /// Drops per kind since the previous call.

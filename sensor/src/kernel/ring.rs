@@ -159,6 +159,13 @@ impl BatchRing {
         }
     }
 
+    /// How full the ring is (0 to 1): bytes written by the kernel and not
+    /// yet read, over the ring's size.
+    pub fn fill_ratio(&self) -> f64 {
+        let prod = self.producer_pos().load(Ordering::Acquire);
+        prod.wrapping_sub(self.pos).min(self.size) as f64 / self.size as f64
+    }
+
     /// Hand committed records to `f`, in order, at most `budget` of them,
     /// then publish the position. Stops at a record still being written (the
     /// next drain gets it), or after the record `f` failed on (which counts

@@ -135,6 +135,8 @@ pub struct SinkHandle {
     /// Set by [`Outputs::reopen`](super::Outputs::reopen) (SIGHUP); the file
     /// sink reopens its path.
     pub reopen: Arc<AtomicBool>,
+    /// Time of each delivery attempt (`mamori_output_send_duration_seconds`).
+    pub latency: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl SinkHandle {
@@ -154,7 +156,17 @@ impl SinkHandle {
             notify: Notify::new(),
             counters: Counters::default(),
             reopen: Arc::new(AtomicBool::new(false)),
+            // 1 ms to ~33 s.
+            latency: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16),
+            ),
         }
+    }
+
+    /// Alerts queued or in flight now.
+    pub fn pending(&self) -> u64 {
+        let st = self.lock();
+        st.queue.len() as u64 + st.in_flight as u64
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {

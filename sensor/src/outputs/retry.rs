@@ -93,7 +93,10 @@ pub(super) async fn deliver(
     let policy = h.filter.common.retry;
     let mut attempt = 1u32;
     loop {
-        match sink.send(alert).await {
+        let t0 = std::time::Instant::now();
+        let r = sink.send(alert).await;
+        h.latency.observe(t0.elapsed().as_secs_f64());
+        match r {
             Ok(()) => {
                 h.counters.sent.fetch_add(1, Relaxed);
                 return true;

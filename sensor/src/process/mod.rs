@@ -64,6 +64,8 @@ pub struct ProcTable {
     users: Users,
     /// `/proc` (or a test's stand-in) for lazy look-ups of unknown processes.
     proc_root: Option<PathBuf>,
+    /// Entries pruned at the size cap (`mamori_process_table_evictions_total`).
+    evicted: u64,
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -98,7 +100,13 @@ impl ProcTable {
             clock,
             users,
             proc_root: None,
+            evicted: 0,
         }
+    }
+
+    /// Entries pruned at the size cap so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     pub fn len(&self) -> usize {
@@ -164,8 +172,10 @@ impl ProcTable {
     /// Drop entries whose process no longer exists.
     fn prune(&mut self) {
         if let Some(root) = self.proc_root.clone() {
+            let before = self.procs.len();
             self.procs
                 .retain(|pid, _| root.join(pid.to_string()).exists());
+            self.evicted += (before - self.procs.len()) as u64;
         }
     }
 
