@@ -351,7 +351,10 @@ fn exec_fields_are_the_kernels_at_the_exec() {
     assert_eq!(fd.proc.argv[0], "/dev/fd/3", "proc.exe stays the argument");
     let link = probe("--link-probe");
     assert_eq!(link.proc.exepath, real);
-    assert_eq!(link.exec.as_ref().unwrap().filename, format!("{dir_s}/probe-link"));
+    assert_eq!(
+        link.exec.as_ref().unwrap().filename,
+        format!("{dir_s}/probe-link")
+    );
     assert_eq!(link.proc.cwd, fd.proc.cwd, "no chdir: the parent's cwd");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -129,7 +129,6 @@ pub(crate) static FALCO_ONLY: &[&str] = &[
     "fd.rawname",
     "fdlist.",
     "fs.path.",
-    "container.start_ts",
     "container.image.id",
     "container.mounts",
     "container.mount",

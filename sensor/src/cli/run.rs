@@ -144,7 +144,7 @@ pub async fn run(rules: Vec<PathBuf>, kernel: KernelArgs, rc: RunConfig) -> anyh
             .with_context(|| format!("serving /healthz on {addr}"))?;
         eprintln!("mamori: health endpoint on http://{bound}/healthz");
     }
-    let pipeline = Pipeline::start(&kernel)?;
+    let pipeline = Pipeline::start(&kernel, &cfg.container_engines)?;
     ready.set(pipeline.heartbeat());
     let mut last = DetectAndQueue {
         detector: Detector::new(engine, hostname),

@@ -38,7 +38,10 @@ use std::{
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::outputs::config::{OutputsConfig, RawOutputs};
+use crate::{
+    enrich::runtime::{EnginesConfig, RawEngines},
+    outputs::config::{OutputsConfig, RawOutputs},
+};
 use layers::{apply_env, apply_override, yaml_to_value};
 
 /// Where `mamori run` looks for its config when `--config` is not given.
@@ -165,18 +168,24 @@ impl<'de> Deserialize<'de> for Dur {
 pub struct RawConfig {
     #[serde(default)]
     pub outputs: RawOutputs,
+    #[serde(default)]
+    pub container_engines: RawEngines,
 }
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub outputs: OutputsConfig,
+    /// Which container runtime sockets to ask (keys in
+    /// [`crate::enrich::runtime::config`]).
+    pub container_engines: EnginesConfig,
 }
 
 impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
         Ok(Config {
             outputs: self.outputs.validate()?,
+            container_engines: self.container_engines.validate()?,
         })
     }
 }

@@ -384,10 +384,7 @@ fn cwd_is_the_one_read_at_exec_not_the_one_copied_at_fork() {
     );
     // With it (runc's init went to the container's working directory).
     let mut raw = exec(501, 500, "app", "/app/run", "run");
-    if let RawEvent::Exec {
-        hdr, body, cwd, ..
-    } = &mut raw
-    {
+    if let RawEvent::Exec { hdr, body, cwd, .. } = &mut raw {
         hdr.flags |= flags::CWD_RESOLVED;
         *cwd = b"data\0srv\0".to_vec();
         body.cwd_len = cwd.len() as u16;
