@@ -275,13 +275,16 @@ impl Enricher {
 
     /// Fill what the node's runtime says about the container: its own
     /// fields first (the runtime runs it), the pod from its CRI labels when
-    /// the pod watch did not name it. True while the answer is pending.
+    /// the pod watch did not name it. True while an answer is pending (or
+    /// a second one, for a container not started when first asked).
     fn add_runtime_meta(&self, c: &mut Container, info: &CgroupInfo) -> bool {
         let (Some(rt), Some(id)) = (self.runtime.as_ref(), info.container_id.as_deref()) else {
             return false;
         };
-        let m = match rt.lookup(id) {
-            Lookup::Known(m) => m,
+        let (m, starting) = match rt.lookup(id) {
+            Lookup::Known(m) => (m, false),
+            // Rebuilt when the next answer (with the start time) lands.
+            Lookup::Starting(m) => (m, true),
             Lookup::Pending => return true,
             Lookup::Absent => return false,
         };
@@ -306,7 +309,7 @@ impl Enricher {
                 ..Default::default()
             }));
         }
-        false
+        starting
     }
 }
 

@@ -107,9 +107,16 @@ impl Verbose {
             .get("info")
             .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
         {
-            v.privileged = doc["privileged"]
-                .as_bool()
-                .or_else(|| doc["config"]["linux"]["security_context"]["privileged"].as_bool());
+            // containerd's `config` is the container's CRI config as JSON,
+            // where a false `privileged` is left out.
+            let config = &doc["config"];
+            v.privileged = doc["privileged"].as_bool().or_else(|| {
+                config.is_object().then(|| {
+                    config["linux"]["security_context"]["privileged"]
+                        .as_bool()
+                        .unwrap_or(false)
+                })
+            });
             v.sandbox_id = doc["sandboxID"].as_str().map(str::to_string);
         }
         if v.privileged.is_none() {
@@ -189,6 +196,12 @@ mod tests {
         ]
         .into();
         assert_eq!(Verbose::parse(&crio).privileged, Some(false));
+        let unprivileged: HashMap<String, String> = [(
+            "info".to_string(),
+            r#"{"sandboxID":"5b1d","config":{"metadata":{"name":"app"},"linux":{}}}"#.to_string(),
+        )]
+        .into();
+        assert_eq!(Verbose::parse(&unprivileged).privileged, Some(false));
         let s = api::ContainerStatus {
             metadata: Some(api::ContainerMetadata {
                 name: "web".into(),

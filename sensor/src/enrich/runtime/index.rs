@@ -15,6 +15,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
+    time::Duration,
 };
 
 use lru::LruCache;
@@ -24,6 +25,11 @@ use tokio::sync::mpsc;
 pub const MAX_IDS: usize = 4096;
 /// Lookups queued at once; beyond, new ids wait for a later event.
 pub const MAX_QUEUED: usize = 1024;
+/// A container asked about before it started (its first process is the
+/// runtime's init, seen before the start completes) has no start time yet:
+/// it is asked again, at most this often and this many times.
+pub const REFRESH_AFTER: Duration = Duration::from_millis(200);
+pub const MAX_REFRESHES: u8 = 10;
 
 /// One container as its runtime describes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +59,9 @@ pub struct RuntimeMeta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     Known(Arc<RuntimeMeta>),
+    /// Known, but not started when asked: asked again shortly (the values
+    /// are usable meanwhile; the start time comes with the next answer).
+    Starting(Arc<RuntimeMeta>),
     /// No configured runtime knows the id (a pod sandbox's pause process, a
     /// container already removed, a cgroup that only looks like one).
     Absent,
@@ -61,8 +70,15 @@ pub enum Lookup {
 }
 
 #[derive(Debug)]
+struct Answer {
+    meta: Option<Arc<RuntimeMeta>>,
+    /// How often it was asked again (a container not started yet).
+    asked: u8,
+}
+
+#[derive(Debug)]
 struct Inner {
-    answers: LruCache<String, Option<Arc<RuntimeMeta>>>,
+    answers: LruCache<String, Answer>,
     pending: HashSet<String>,
 }
 
@@ -102,8 +118,12 @@ impl RuntimeIndex {
     /// The answer for a full container id; an unseen id is queued.
     pub fn lookup(&self, id: &str) -> Lookup {
         let mut g = self.lock();
+        let g = &mut *g;
         if let Some(a) = g.answers.get(id) {
-            return match a {
+            return match &a.meta {
+                Some(m) if m.start_ts.is_none() && g.pending.contains(id) => {
+                    Lookup::Starting(m.clone())
+                }
                 Some(m) => Lookup::Known(m.clone()),
                 None => Lookup::Absent,
             };
@@ -128,11 +148,29 @@ impl RuntimeIndex {
         self.lock().pending.contains(id)
     }
 
-    /// Record an answer (the lookup task).
+    /// Record an answer (the lookup task; inside the tokio runtime). A
+    /// container that had not started yet is asked again after
+    /// [`REFRESH_AFTER`] (at most [`MAX_REFRESHES`] times) and stays pending
+    /// meanwhile, so its events wait (within the enricher's hold) for the
+    /// start time.
     pub fn answer(&self, id: &str, meta: Option<RuntimeMeta>) {
         let mut g = self.lock();
-        g.pending.remove(id);
-        g.answers.put(id.to_string(), meta.map(Arc::new));
+        let asked = g.answers.peek(id).map_or(0, |a| a.asked.saturating_add(1));
+        let again = meta.as_ref().is_some_and(|m| m.start_ts.is_none()) && asked < MAX_REFRESHES;
+        let answer = Answer {
+            meta: meta.map(Arc::new),
+            asked,
+        };
+        g.answers.put(id.to_string(), answer);
+        if again {
+            let (tx, id) = (self.requests.clone(), id.to_string());
+            tokio::spawn(async move {
+                tokio::time::sleep(REFRESH_AFTER).await;
+                let _ = tx.send(id).await;
+            });
+        } else {
+            g.pending.remove(id);
+        }
         drop(g);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -142,8 +180,8 @@ impl RuntimeIndex {
 mod tests {
     use super::*;
 
-    #[test]
-    fn unseen_ids_are_queued_once_and_answers_bump_the_generation() {
+    #[tokio::test]
+    async fn unseen_ids_are_queued_once_and_answers_bump_the_generation() {
         let (idx, mut rx) = RuntimeIndex::new();
         assert_eq!(idx.lookup("a"), Lookup::Pending);
         assert_eq!(idx.lookup("a"), Lookup::Pending);
@@ -154,6 +192,7 @@ mod tests {
         let meta = RuntimeMeta {
             engine: "docker",
             name: Some("web".into()),
+            start_ts: Some(1),
             ..Default::default()
         };
         idx.answer("a", Some(meta.clone()));
@@ -161,8 +200,32 @@ mod tests {
         assert!(!idx.is_pending("a"));
         assert_eq!(idx.lookup("a"), Lookup::Known(Arc::new(meta)));
         idx.lookup("b");
+        assert_eq!(rx.try_recv().unwrap(), "b");
         idx.answer("b", None);
         assert_eq!(idx.lookup("b"), Lookup::Absent);
+        // Not started when asked: usable at once, still pending, asked
+        // again after a moment.
+        idx.lookup("s");
+        assert_eq!(rx.try_recv().unwrap(), "s");
+        let starting = RuntimeMeta {
+            engine: "containerd",
+            ..Default::default()
+        };
+        idx.answer("s", Some(starting.clone()));
+        assert_eq!(
+            idx.lookup("s"),
+            Lookup::Starting(Arc::new(starting.clone()))
+        );
+        assert!(idx.is_pending("s"));
+        let again = tokio::time::timeout(REFRESH_AFTER * 10, rx.recv()).await;
+        assert_eq!(again.unwrap().as_deref(), Some("s"), "asked again");
+        let started = RuntimeMeta {
+            start_ts: Some(5),
+            ..starting
+        };
+        idx.answer("s", Some(started.clone()));
+        assert!(!idx.is_pending("s"));
+        assert_eq!(idx.lookup("s"), Lookup::Known(Arc::new(started)));
         drop(rx);
         assert_eq!(
             idx.lookup("c"),
