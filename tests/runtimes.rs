@@ -64,6 +64,15 @@ struct TempDir(PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // podman leaves its overlay directory bind-mounted on itself.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        for point in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+            if Path::new(point).starts_with(&self.0) {
+                let c = std::ffi::CString::new(point).unwrap();
+                // SAFETY: umount2 with a NUL-terminated path alive for the call.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
