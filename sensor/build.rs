@@ -2,10 +2,29 @@
 //! OUT_DIR for `include_bytes_aligned!`. With `AYA_BUILD_SKIP=1` the object is
 //! replaced by an empty file: the userspace parts (rules, replay) still build
 //! and test, and loading programs fails with a message saying why.
+//!
+//! Also generates the CRI client from `proto/cri.proto` (tonic), with the
+//! `protoc` that `protoc-bin-vendored` ships unless `PROTOC` names one.
 
 use std::path::PathBuf;
 
+fn cri_client() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-changed=proto/cri.proto");
+    println!("cargo:rerun-if-env-changed=PROTOC");
+    if std::env::var_os("PROTOC").is_none() {
+        let protoc = protoc_bin_vendored::protoc_bin_path()?;
+        // The build script is single-threaded: nothing reads the
+        // environment concurrently.
+        std::env::set_var("PROTOC", protoc);
+    }
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_protos(&["proto/cri.proto"], &["proto"])?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    cri_client()?;
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let object = out_dir.join("mamori");
     let skip = std::env::var("AYA_BUILD_SKIP")

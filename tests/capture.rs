@@ -45,6 +45,7 @@ fn child_main() {
         "basic" => child::child_basic(&parts[1..]),
         "netns" => child::child_netns(),
         "burst" => child::child_burst(parts[1].parse().unwrap(), parts[2]),
+        "fields" => child::child_exec_fields(parts[1]),
         "pty" => {
             // `script` gives its child a fresh pseudo-terminal as controlling tty.
             let st = Command::new("script")
@@ -320,6 +321,42 @@ fn connects_in_an_empty_netns_carry_address_and_failure() {
     assert_eq!(f.rip, Some("2001:db8::1".parse().unwrap()));
     assert_eq!(f.rport, Some(443));
     assert!(v6.res < 0);
+}
+
+/// Fields only the exec can tell, read in the kernel at the exec: the cwd a
+/// process starts in after a chdir between fork and exec (the cwd copied at
+/// fork was its parent's), the real parent after a reparenting, and the
+/// image's file whatever name ran it (`proc.exe` stays the argument).
+#[test]
+fn exec_fields_are_the_kernels_at_the_exec() {
+    let dir = std::env::temp_dir().join(format!("mamori-e2e-fields-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = std::fs::canonicalize(&dir).unwrap();
+    let dir_s = dir.to_str().unwrap().to_string();
+    let (pid, events, _) = capture_child(Options::default(), format!("fields|{dir_s}"));
+    let real = std::fs::canonicalize("/bin/true").unwrap();
+    let real = real.to_str().unwrap();
+    let probe = |flag: &'static str| {
+        find(&events, flag, move |e| {
+            e.evt_type == EvtType::Execve && e.res == 0 && e.proc.argv.iter().any(|a| a == flag)
+        })
+    };
+    let cwd = probe("--cwd-probe");
+    assert_eq!(cwd.proc.cwd.as_deref(), Some(dir_s.as_str()), "{cwd:#?}");
+    let orphan = probe("--orphan-probe");
+    assert_eq!(orphan.proc.ppid, pid, "reparented to the subreaper");
+    assert_eq!(orphan.proc.ancestors.first().map(|a| a.pid), Some(pid));
+    let fd = probe("--fd-probe");
+    assert_eq!(fd.proc.exepath, real);
+    assert_eq!(fd.proc.argv[0], "/dev/fd/3", "proc.exe stays the argument");
+    let link = probe("--link-probe");
+    assert_eq!(link.proc.exepath, real);
+    assert_eq!(
+        link.exec.as_ref().unwrap().filename,
+        format!("{dir_s}/probe-link")
+    );
+    assert_eq!(link.proc.cwd, fd.proc.cwd, "no chdir: the parent's cwd");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -389,6 +389,9 @@ pub struct Container {
     /// `container.privileged`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privileged: Option<bool>,
+    /// `container.start_ts`: ns since the epoch, from the runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ts: Option<u64>,
     /// The pod the container belongs to (Kubernetes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<Arc<Pod>>,

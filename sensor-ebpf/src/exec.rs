@@ -9,6 +9,14 @@
 //!
 //! `sys_enter_execveat` notes dirfd/flags per thread so the success path can
 //! tell execveat from execve.
+//!
+//! A successful exec also carries what the new image really is and where it
+//! starts, read from the task at that moment: the file it was loaded from
+//! (`mm->exe_file`) and its cwd (`fs->pwd`), so a process a runtime starts
+//! (runc's init changes root and directory between its fork and the exec)
+//! shows the container's, not the runtime's. Its parent is
+//! `real_parent->tgid` at the exec, so a child reparented before it (runc,
+//! conmon double-forks) names its real parent.
 
 use aya_ebpf::{
     helpers::{
@@ -20,7 +28,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use mamori_common::{
-    flags, syscall, EventKind, ExecBody, Header, ARGS_HEAD, ARGS_MAX, ARGV_MAX_ENTRIES, PATH_MAX,
+    flags, syscall, EventKind, ExecBody, Header, ARGS_HEAD, ARGS_MAX, ARGV_MAX_ENTRIES, DIR_MAX,
+    PATH_MAX,
 };
 
 use aya_ebpf::EbpfContext;
@@ -147,10 +156,30 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<(), i64> {
         }
         None => 0,
     };
+    // The directory the new image starts in, read now: a runtime's init
+    // changes directory after its fork, so the cwd copied at fork is the
+    // runtime's. The exe path is at most DIR_MAX; one that long leaves no
+    // room, and the cwd is left to userspace.
+    let cwd_len = if exe_len < DIR_MAX {
+        // SAFETY: exe_len < DIR_MAX; the scratch buffer has room for a walk
+        // after an exe path that long (checked in common).
+        let cwd_at = unsafe { exe_at.add(exe_len & (DIR_MAX - 1)) };
+        match dpath::resolve_dir(t, AT_FDCWD, cwd_at) {
+            Some(n) => {
+                emit::set_flag(buf, flags::CWD_RESOLVED);
+                n
+            }
+            None => 0,
+        }
+    } else {
+        0
+    };
     let mut body = exec_body(t, call, name_len, args_len);
     body.exe_len = exe_len as u16;
+    body.cwd_len = cwd_len as u16;
     emit::write_body(buf, body);
-    emit::submit(buf, STR_AT + name_len + args_len + exe_len, EventKind::Exec);
+    let size = STR_AT + name_len + args_len + exe_len + cwd_len;
+    emit::submit(buf, size, EventKind::Exec);
     Ok(())
 }
 
@@ -263,6 +292,7 @@ fn exec_body(t: u64, call: Call, name_len: usize, args_len: usize) -> ExecBody {
         dirfd: call.dirfd,
         at_flags: call.at_flags,
         tty: task::tty_nr(t),
+        cwd_len: 0,
         _pad1: 0,
     }
 }

@@ -46,6 +46,7 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                         filename: file,
                         args,
                         exe: Vec::new(),
+                        cwd: Vec::new(),
                     }
                 }
                 1 | 2 => RawEvent::Connect {

@@ -24,7 +24,7 @@ use mamori_rules::event::{Drops, Event, EvtType, Process};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    enrich::Enricher,
+    enrich::{runtime::EnginesConfig, Enricher},
     kernel::{decode::decode, ring::BatchRing, Options, Sensor},
     metrics::Metrics,
     process::{Clock, ProcTable, Users},
@@ -214,7 +214,7 @@ impl Pipeline {
     /// Start-up for this node: load and attach the kernel programs, seed the
     /// process table from `/proc`, start enrichment (cgroups, pod watch), and
     /// announce readiness on stderr. Must be called inside the tokio runtime.
-    pub fn start(k: &KernelArgs) -> anyhow::Result<Pipeline> {
+    pub fn start(k: &KernelArgs, engines: &EnginesConfig) -> anyhow::Result<Pipeline> {
         let mut opts = Options {
             precise_time: k.precise_time,
             ..Options::default()
@@ -240,7 +240,7 @@ impl Pipeline {
             sensor.attached.join(", "),
             table.len()
         );
-        Pipeline::new(sensor, table, Some(Enricher::for_this_node()))
+        Pipeline::new(sensor, table, Some(Enricher::for_this_node(engines)))
     }
 
     /// A pipeline over parts built by the caller (tests leave out

@@ -191,3 +191,37 @@ pub(crate) fn child_burst(n: u64, path: &str) {
         }
     }
 }
+
+/// Execs whose process fields only the exec itself can tell: a cwd changed
+/// between fork and exec (what runc's init does), a parent that exited
+/// before its child's exec (runc and conmon double-fork), and images run
+/// through `/dev/fd/N` and a symlink. `dir` is a scratch directory.
+pub fn child_exec_fields(dir: &str) {
+    // A subreaper, as containerd's shim and conmon are: the orphan below is
+    // reparented here.
+    // SAFETY: prctl on this process with plain integer arguments.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
+    let sh = |script: &str| {
+        let st = std::process::Command::new("sh")
+            .args(["-c", script, dir])
+            .status()
+            .unwrap();
+        assert!(st.success(), "{script}: {st}");
+    };
+    sh(r#"cd "$0" && exec /bin/true --cwd-probe"#);
+    sh(r#"(sleep 0.3; exec /bin/true --orphan-probe) & exit 0"#);
+    // Reap the orphan (ours now), bounded: it exits within a second.
+    for _ in 0..50 {
+        let mut status = 0;
+        // SAFETY: waitpid on our own children, non-blocking.
+        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    sh(r#"exec 3</bin/true; exec /dev/fd/3 --fd-probe"#);
+    sh(r#"ln -sf /bin/true "$0/probe-link" && exec "$0/probe-link" --link-probe"#);
+}

@@ -43,6 +43,13 @@ pub(super) fn extract<'a>(field: &Field, ev: &'a Event) -> Value<'a> {
                 .map(|c| c.full_id.as_str())
                 .filter(|s| !s.is_empty()),
         ),
+        F::ContainerStartTs => ev
+            .container
+            .as_ref()
+            .and_then(|c| c.start_ts)
+            .and_then(|t| i64::try_from(t).ok())
+            .map(Value::Int)
+            .unwrap_or(Value::Missing),
         F::K8sNsName => opt_str(pod(ev).and_then(|p| p.namespace.as_deref())),
         F::K8sPodName => opt_str(pod(ev).and_then(|p| p.name.as_deref())),
         F::K8sPodUid => opt_str(pod(ev).map(|p| p.uid.as_str())),

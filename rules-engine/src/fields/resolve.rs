@@ -127,7 +127,6 @@ pub(crate) static FALCO_ONLY: &[&str] = &[
     "fd.rawname",
     "fdlist.",
     "fs.path.",
-    "container.start_ts",
     "container.image.id",
     "container.mounts",
     "container.mount",

@@ -268,6 +268,12 @@ pub mod flags {
     /// `ARGS_HEAD + 1` (the extra byte says whether the tail starts a new
     /// argument), so the flags at the end of a long command line are kept.
     pub const ARGS_TAIL: u16 = 1 << 7;
+    /// A successful exec carries the cwd the new image starts in, read from
+    /// the task's `fs->pwd` at `sched_process_exec`: `cwd_len` bytes of
+    /// components after the exe path, leaf first. A runtime's init (runc,
+    /// a shim) changes directory between its fork and the exec, so the cwd
+    /// copied at fork is the runtime's, not the container process's.
+    pub const CWD_RESOLVED: u16 = 1 << 8;
 }
 
 /// Most bytes of directory components a relative open carries
@@ -299,8 +305,10 @@ pub struct Header {
     pub comm: [u8; COMM_LEN],
 }
 
-/// Body of [`EventKind::Exec`]; followed by `filename_len` bytes of filename and
-/// `args_len` bytes of NUL-separated argv.
+/// Body of [`EventKind::Exec`]; followed by `filename_len` bytes of filename,
+/// `args_len` bytes of NUL-separated argv, `exe_len` bytes of the exe path's
+/// components ([`flags::EXE_RESOLVED`]) and `cwd_len` bytes of the cwd's
+/// components ([`flags::CWD_RESOLVED`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExecBody {
@@ -325,7 +333,11 @@ pub struct ExecBody {
     pub at_flags: u32,
     /// Controlling terminal (`tty_nr` encoding of /proc/<pid>/stat), 0 if none.
     pub tty: u32,
-    pub _pad1: u32,
+    /// Bytes of the cwd's components after the exe path
+    /// ([`flags::CWD_RESOLVED`]); was padding before, so the body's size and
+    /// every other offset are unchanged.
+    pub cwd_len: u16,
+    pub _pad1: u16,
 }
 
 /// Body of [`EventKind::Open`]; followed by `path_len` bytes of path, then
@@ -855,7 +867,9 @@ const _: () = {
     // An open: header and body, the path, the directory components and one
     // more component's read.
     assert!(128 + PATH_MAX + 2 * DIR_MAX + NAME_MAX <= SCRATCH_SIZE);
-    // An exec: filename, argv (masked to twice its limit) and the exe path.
+    // An exec: filename, argv (masked to twice its limit) and the exe path
+    // (at most DIR_MAX), then the cwd's walk.
     assert!(128 + PATH_MAX + 2 * ARGS_MAX + 2 * DIR_MAX + NAME_MAX <= SCRATCH_SIZE);
+    assert!(128 + PATH_MAX + 2 * ARGS_MAX + DIR_MAX + 2 * DIR_MAX + NAME_MAX <= SCRATCH_SIZE);
     assert!(DIR_MAX.is_power_of_two());
 };

@@ -9,7 +9,10 @@ use std::{
 
 use anyhow::Context;
 
-use crate::pipeline::{self, KernelArgs, LastStage, Pipeline};
+use crate::{
+    enrich::runtime::EnginesConfig,
+    pipeline::{self, KernelArgs, LastStage, Pipeline},
+};
 use mamori_rules::{event::Event, timefmt::rfc3339_nanos};
 
 /// What `capture` prints and where.
@@ -138,7 +141,7 @@ pub async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
         out: std::io::BufWriter::with_capacity(256 * 1024, out),
         last_flush: Instant::now(),
     };
-    let stats = Pipeline::start(&args.kernel)?
+    let stats = Pipeline::start(&args.kernel, &EnginesConfig::default())?
         .run(&mut printer, pipeline::shutdown_signal())
         .await?;
     printer.out.flush()?;

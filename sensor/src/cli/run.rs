@@ -263,7 +263,8 @@ pub async fn run(rules: Vec<PathBuf>, mut kernel: KernelArgs, rc: RunConfig) -> 
         eprintln!("mamori: health endpoint on http://{bound}/healthz");
     }
     let kernel = with_asked_kinds(kernel, &engine);
-    let mut pipeline = Pipeline::start(&kernel)?.with_metrics(metrics.clone());
+    let mut pipeline =
+        Pipeline::start(&kernel, &cfg.container_engines)?.with_metrics(metrics.clone());
     ready.set(pipeline.heartbeat());
     let tamper = tamper::Watch::new(pipeline.sensor_mut(), protected, hostname.clone());
     let gap = cfg.gap.state_file.clone().map(|path| {

@@ -40,6 +40,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::{
+    enrich::runtime::{EnginesConfig, RawEngines},
     gap::{GapConfig, RawGap},
     outputs::config::{OutputsConfig, RawOutputs},
 };
@@ -178,6 +179,8 @@ pub struct RawConfig {
     pub node_name: Option<String>,
     #[serde(default)]
     pub gap: RawGap,
+    #[serde(default)]
+    pub container_engines: RawEngines,
 }
 
 /// The validated configuration.
@@ -188,6 +191,9 @@ pub struct Config {
     pub append_output: Vec<mamori_rules::AppendOutput>,
     pub node_name: Option<String>,
     pub gap: GapConfig,
+    /// Which container runtime sockets to ask (keys in
+    /// [`crate::enrich::runtime::config`]).
+    pub container_engines: EnginesConfig,
 }
 
 impl RawConfig {
@@ -203,6 +209,7 @@ impl RawConfig {
             append_output: append::validate(self.append_output, &|k| std::env::var(k).ok())?,
             node_name,
             gap: self.gap.validate()?,
+            container_engines: self.container_engines.validate()?,
         })
     }
 }

@@ -11,6 +11,10 @@
 //! (events of other processes pass). A container whose hold expired once is
 //! not held again, so a container the API never reports (a pod sandbox)
 //! costs one delay, not one per event.
+//!
+//! The same hold covers a container the runtimes are being asked about
+//! ([`super::runtime`]): its events wait for the answer, within the same
+//! bounds.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -20,7 +24,7 @@ use std::{
 
 use mamori_rules::event::{Container, Event};
 
-use super::{cgroup::CgroupInfo, pods::PodIndex, Enricher, HOLD_FOR, HOLD_MAX};
+use super::{cgroup::CgroupInfo, Enricher, HOLD_FOR, HOLD_MAX};
 
 /// Containers remembered as "never held again".
 const GAVE_UP_MAX: usize = 4096;
@@ -38,12 +42,12 @@ impl Enricher {
     pub fn admit(&mut self, mut ev: Event) -> Option<Event> {
         self.enrich(&mut ev);
         let pid = ev.proc.pid;
-        let wait = self.pods.is_some()
+        let wait = (self.pods.is_some() || self.runtime.is_some())
             && (self.held_pids.contains_key(&pid)
                 || ev
                     .container
                     .as_deref()
-                    .is_some_and(|c| waiting_for_pod(c) && !self.gave_up.contains(&c.full_id)));
+                    .is_some_and(|c| self.waiting(c) && !self.gave_up.contains(&c.full_id)));
         if wait && self.held.len() < HOLD_MAX {
             self.stats.held += 1;
             *self.held_pids.entry(pid).or_insert(0) += 1;
@@ -67,7 +71,7 @@ impl Enricher {
         let Some(front) = self.held.front() else {
             return out;
         };
-        let generation = self.pods.as_ref().map(PodIndex::generation).unwrap_or(0);
+        let generation = self.generation();
         let now = Instant::now();
         let changed = generation != self.held_generation;
         if !all && !changed && now.duration_since(front.since) < HOLD_FOR {
@@ -82,7 +86,7 @@ impl Enricher {
                     h.ev.container = Some(self.rebuild(c, generation));
                 }
             }
-            let ready = !h.ev.container.as_deref().is_some_and(waiting_for_pod);
+            let ready = !h.ev.container.as_deref().is_some_and(|c| self.waiting(c));
             let expired = now.duration_since(h.since) >= HOLD_FOR;
             let pid = h.ev.proc.pid;
             if (all || ready || expired) && !blocked.contains(&pid) {
@@ -131,11 +135,22 @@ impl Enricher {
 
 /// A Kubernetes container (its cgroup names a pod) whose pod or container
 /// metadata is not known yet.
-fn waiting_for_pod(c: &Container) -> bool {
-    !c.full_id.is_empty()
-        && c.pod
-            .as_deref()
-            .is_some_and(|p| p.name.is_none() || c.name.is_none())
+impl Enricher {
+    /// Whether metadata for `c` is on its way: its pod is known by uid only
+    /// (with a pod watch), or a runtime is being asked about it.
+    fn waiting(&self, c: &Container) -> bool {
+        if c.full_id.is_empty() {
+            return false;
+        }
+        let pod = self.pods.is_some()
+            && c.pod
+                .as_deref()
+                .is_some_and(|p| p.name.is_none() || c.name.is_none());
+        pod || self
+            .runtime
+            .as_ref()
+            .is_some_and(|r| r.is_pending(&c.full_id))
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,15 @@
 //!   container's first events for a moment while its pod metadata arrives;
 //! - [`cgroup`] / [`cgroupfs`]: parsing cgroup paths, and the unified
 //!   hierarchy's `inode → path` index; [`pods`] / [`k8s`]: the pod index and
-//!   the watch that fills it.
+//!   the watch that fills it; [`runtime`]: what the node's container
+//!   runtimes (CRI, docker, podman) say about each container id.
+//!
+//! Where each container field comes from: the id and the pod uid from the
+//! cgroup path; name, image, digest, privileged and start time from the
+//! runtime (else, for name/image/privileged, from the pod watch); pod name
+//! and namespace from the pod watch, else from the runtime's CRI labels or
+//! pod sandbox; pod labels, workload and service account from the pod watch
+//! only.
 //!
 //! Cache validity: a process changes cgroup only when something moves it —
 //! in practice runc moving a container's first process in just before its
@@ -34,6 +42,7 @@ mod hold;
 pub mod k8s;
 pub mod pods;
 mod resolve;
+pub mod runtime;
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -52,6 +61,7 @@ use self::{
     hold::Held,
     pods::PodIndex,
     resolve::{Entry, IdEntry},
+    runtime::{EnginesConfig, RuntimeIndex},
 };
 
 /// Processes whose container is remembered; a node rarely runs more.
@@ -106,6 +116,8 @@ pub struct Enricher {
     /// The unified hierarchy, when there is one.
     cgroupfs: Option<CgroupIndex>,
     pods: Option<PodIndex>,
+    /// Container metadata from the node's runtimes, when one was found.
+    runtime: Option<RuntimeIndex>,
     host: Arc<Container>,
     stats: EnrichStats,
     held: VecDeque<Held>,
@@ -129,6 +141,7 @@ impl Enricher {
             ids: LruCache::new(lru_size(DEFAULT_CGROUP_ID_CACHE_SIZE)),
             cgroupfs: None,
             pods,
+            runtime: None,
             host: Arc::new(Container::host()),
             stats: EnrichStats::default(),
             held: VecDeque::new(),
@@ -146,6 +159,20 @@ impl Enricher {
         self
     }
 
+    /// Container metadata from the node's runtimes ([`runtime::start`]).
+    pub fn with_runtime(mut self, runtime: Option<RuntimeIndex>) -> Enricher {
+        self.runtime = runtime;
+        self
+    }
+
+    /// Changes whenever the pod index or the runtime index changed (both
+    /// only grow their counters, so the sum does too).
+    fn generation(&self) -> u64 {
+        let pods = self.pods.as_ref().map(PodIndex::generation).unwrap_or(0);
+        let runtime = self.runtime.as_ref().map(RuntimeIndex::generation);
+        pods.wrapping_add(runtime.unwrap_or(0))
+    }
+
     /// How many cgroup ids to remember (default
     /// [`DEFAULT_CGROUP_ID_CACHE_SIZE`]).
     pub fn with_cgroup_id_capacity(mut self, capacity: usize) -> Enricher {
@@ -154,9 +181,11 @@ impl Enricher {
     }
 
     /// The enricher for the live pipeline: `/proc` of this host, its unified
-    /// cgroup hierarchy if any, and pod metadata when running on Kubernetes
-    /// (see [`k8s::start_if_configured`]). Must be called inside the tokio runtime.
-    pub fn for_this_node() -> Enricher {
+    /// cgroup hierarchy if any, pod metadata when running on Kubernetes
+    /// (see [`k8s::start_if_configured`]) and container metadata from the
+    /// runtimes `engines` finds ([`runtime::start`]). Must be called inside
+    /// the tokio runtime.
+    pub fn for_this_node(engines: &EnginesConfig) -> Enricher {
         let root = cgroupfs::unified_root();
         match &root {
             Some(r) => log::debug!("cgroup v2 hierarchy at {}", r.display()),
@@ -164,6 +193,7 @@ impl Enricher {
         }
         Enricher::new("/proc", DEFAULT_CACHE_SIZE, k8s::start_if_configured())
             .with_cgroup_root(root)
+            .with_runtime(runtime::start(engines))
     }
 
     pub fn stats(&self) -> &EnrichStats {
@@ -175,7 +205,7 @@ impl Enricher {
         if ev.evt_type == EvtType::Drop {
             return;
         }
-        let generation = self.pods.as_ref().map(PodIndex::generation).unwrap_or(0);
+        let generation = self.generation();
         ev.container = match self.cached(ev, generation) {
             Some(container) => {
                 self.stats.hits += 1;

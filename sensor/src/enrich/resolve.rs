@@ -42,6 +42,7 @@ use mamori_rules::event::{Container, Event, EvtType, Pod};
 use super::{
     cgroup::{self, CgroupInfo},
     cgroupfs::{self, CgroupIndex},
+    runtime::Lookup,
     Enricher,
 };
 
@@ -265,9 +266,50 @@ impl Enricher {
                 false
             }
         };
-        // Off Kubernetes there is nothing more to wait for.
-        let incomplete_at = (!complete && self.pods.is_some()).then_some(generation);
+        let pending = self.add_runtime_meta(&mut c, info);
+        // Off Kubernetes, and with no runtime lookup on its way, there is
+        // nothing more to wait for.
+        let incomplete_at = ((!complete && self.pods.is_some()) || pending).then_some(generation);
         (Arc::new(c), incomplete_at)
+    }
+
+    /// Fill what the node's runtime says about the container: its own
+    /// fields first (the runtime runs it), the pod from its CRI labels when
+    /// the pod watch did not name it. True while an answer is pending (or
+    /// a second one, for a container not started when first asked).
+    fn add_runtime_meta(&self, c: &mut Container, info: &CgroupInfo) -> bool {
+        let (Some(rt), Some(id)) = (self.runtime.as_ref(), info.container_id.as_deref()) else {
+            return false;
+        };
+        let (m, starting) = match rt.lookup(id) {
+            Lookup::Known(m) => (m, false),
+            // Rebuilt when the next answer (with the start time) lands.
+            Lookup::Starting(m) => (m, true),
+            Lookup::Pending => return true,
+            Lookup::Absent => return false,
+        };
+        let or = |ours: Option<String>, theirs: &Option<String>| theirs.clone().or(ours);
+        c.name = or(c.name.take(), &m.name);
+        c.image = or(c.image.take(), &m.image);
+        c.image_repository = or(c.image_repository.take(), &m.repository);
+        c.image_tag = or(c.image_tag.take(), &m.tag);
+        c.image_digest = or(c.image_digest.take(), &m.digest);
+        c.privileged = m.privileged.or(c.privileged);
+        c.start_ts = m.start_ts.or(c.start_ts);
+        if c.runtime.is_none() {
+            c.runtime = Some(m.engine.to_string());
+        }
+        let named = c.pod.as_deref().is_some_and(|p| p.name.is_some());
+        if !named && (m.pod_name.is_some() || m.pod_uid.is_some()) {
+            let uid = c.pod.as_deref().map(|p| p.uid.clone());
+            c.pod = Some(Arc::new(Pod {
+                uid: uid.or_else(|| m.pod_uid.clone()).unwrap_or_default(),
+                name: m.pod_name.clone(),
+                namespace: m.pod_namespace.clone(),
+                ..Default::default()
+            }));
+        }
+        starting
     }
 }
 

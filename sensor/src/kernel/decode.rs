@@ -22,6 +22,9 @@ pub enum RawEvent {
         /// The executable's path components, leaf first
         /// (`flags::EXE_RESOLVED`); empty otherwise.
         exe: Vec<u8>,
+        /// The cwd's components at the exec, leaf first
+        /// (`flags::CWD_RESOLVED`); empty otherwise.
+        cwd: Vec<u8>,
     },
     Fork {
         hdr: Header,
@@ -179,14 +182,16 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
                 body.filename_len as usize,
                 body.args_len as usize,
                 body.exe_len as usize,
+                body.cwd_len as usize,
             ];
-            let [filename, args, exe] = strings(bytes, at, lens, "exec")?;
+            let [filename, args, exe, cwd] = strings(bytes, at, lens, "exec")?;
             RawEvent::Exec {
                 hdr,
                 body,
                 filename,
                 args,
                 exe,
+                cwd,
             }
         }
         EventKind::Fork => RawEvent::Fork {
@@ -259,12 +264,14 @@ pub fn encode(ev: &RawEvent) -> Vec<u8> {
             filename,
             args,
             exe,
+            cwd,
             ..
         } => {
             out.extend_from_slice(as_bytes(body));
             out.extend_from_slice(filename);
             out.extend_from_slice(args);
             out.extend_from_slice(exe);
+            out.extend_from_slice(cwd);
         }
         RawEvent::Fork { body, .. } => out.extend_from_slice(as_bytes(body)),
         RawEvent::Exit { body, .. } => out.extend_from_slice(as_bytes(body)),
@@ -338,11 +345,13 @@ mod tests {
                     dirfd: -100,
                     at_flags: 0,
                     tty: 0x8800,
+                    cwd_len: 8,
                     _pad1: 0,
                 },
                 filename,
                 args,
                 exe: b"curl\0bin\0".to_vec(),
+                cwd: b"app\0srv\0".to_vec(),
             },
             RawEvent::Fork {
                 hdr: hdr(EventKind::Fork),

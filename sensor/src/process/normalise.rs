@@ -38,7 +38,8 @@ impl ProcTable {
                 filename,
                 args,
                 exe,
-            } => self.apply_exec(hdr, body, filename, args, exe),
+                cwd,
+            } => self.apply_exec(hdr, body, filename, args, (exe, cwd)),
             RawEvent::Fork { hdr, body } => self.apply_fork(hdr, body),
             RawEvent::Exit { hdr, body } => self.apply_exit(hdr, body),
             RawEvent::Open {
@@ -72,7 +73,7 @@ impl ProcTable {
         body: &ExecBody,
         filename: &[u8],
         args: &[u8],
-        exe: &[u8],
+        (exe, cwd): (&[u8], &[u8]),
     ) -> Event {
         let evt_type = if body.syscall == syscall::EXECVEAT {
             EvtType::Execveat
@@ -114,6 +115,12 @@ impl ProcTable {
             }
             e.loginuid = loginuid(body.loginuid);
             e.tty = body.tty;
+            // Where the new image starts, read at the exec: the cwd copied
+            // at fork is the runtime's when its init changed directory
+            // before exec'ing the container's process.
+            if hdr.flags & flags::CWD_RESOLVED != 0 {
+                e.cwd = Some(join_components(cwd));
+            }
             if start_ts != 0 {
                 e.start_ts = start_ts;
             }

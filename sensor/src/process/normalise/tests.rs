@@ -36,6 +36,7 @@ fn exec(pid: u32, ppid: u32, comm: &str, file: &str, args: &str) -> RawEvent {
         filename: file.as_bytes().to_vec(),
         args: args.into_bytes(),
         exe: Vec::new(),
+        cwd: Vec::new(),
     }
 }
 
@@ -257,6 +258,7 @@ fn exepath_is_the_file_the_kernel_loaded_whatever_the_name() {
                 filename,
                 args,
                 exe: exe.to_vec(),
+                cwd: Vec::new(),
             }
         }
         _ => unreachable!(),
@@ -362,4 +364,41 @@ fn normalize_paths() {
     assert_eq!(normalize("/"), "/");
     assert_eq!(split_args(b"a\0b c\0\0"), ["a", "b c", ""]);
     assert!(split_args(b"").is_empty());
+}
+
+#[test]
+fn cwd_is_the_one_read_at_exec_not_the_one_copied_at_fork() {
+    let mut t = ProcTable::new(Clock::fixed(10), Users::default());
+    t.insert(ProcEntry {
+        pid: 500,
+        comm: "runc".into(),
+        cwd: Some("/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc".into()),
+        ..Default::default()
+    });
+    t.apply(&fork(500, "runc", 501));
+    // Without the kernel's reading, the cwd stays the one copied at fork.
+    let ev = t.apply(&exec(501, 500, "sh", "/bin/sh", "sh"));
+    assert_eq!(
+        ev.proc.cwd.as_deref(),
+        Some("/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc")
+    );
+    // With it (runc's init went to the container's working directory).
+    let mut raw = exec(501, 500, "app", "/app/run", "run");
+    if let RawEvent::Exec { hdr, body, cwd, .. } = &mut raw {
+        hdr.flags |= flags::CWD_RESOLVED;
+        *cwd = b"data\0srv\0".to_vec();
+        body.cwd_len = cwd.len() as u16;
+    }
+    let ev = t.apply(&raw);
+    assert_eq!(ev.proc.cwd.as_deref(), Some("/srv/data"));
+    // Later events of the process keep it; its children inherit it.
+    t.apply(&fork(501, "app", 502));
+    let ev = t.apply(&exec(502, 501, "cat", "/bin/cat", "cat x"));
+    assert_eq!(ev.proc.cwd.as_deref(), Some("/srv/data"));
+    // The root directory is no components at all.
+    let mut raw = exec(502, 501, "cat", "/bin/cat", "cat");
+    if let RawEvent::Exec { hdr, .. } = &mut raw {
+        hdr.flags |= flags::CWD_RESOLVED;
+    }
+    assert_eq!(t.apply(&raw).proc.cwd.as_deref(), Some("/"));
 }
