@@ -140,6 +140,10 @@ impl Appended {
         map: &mut serde_json::Map<String, serde_json::Value>,
     ) {
         if let Some(t) = &self.text {
+            // A folded YAML output (`output: >`) ends in a newline: the
+            // appended words go on the same line.
+            let kept = text.trim_end().len();
+            text.truncate(kept);
             if !text.is_empty() {
                 text.push(' ');
             }
@@ -170,7 +174,8 @@ mod tests {
 - rule: Shell
   desc: d
   condition: evt.type = execve and proc.name = bash
-  output: "shell cmd=%proc.cmdline pid=%proc.pid"
+  output: >
+    shell cmd=%proc.cmdline pid=%proc.pid
   priority: WARNING
   tags: [shell, container]
 - rule: Other
