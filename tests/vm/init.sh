@@ -120,7 +120,7 @@ required_seen() {
 start=$(cut -d. -f1 /proc/uptime)
 # flow and dns are opt-in kinds: asked for here so their programs (and the
 # syscall-exit byte counting these kernels need) go through this verifier.
-/mamori capture --json --events exec,fork,exit,open,connect,flow,dns \
+/mamori capture --json --events exec,fork,exit,open,connect,net,fds,identity,inject,fileop,chdir,flow,dns \
     --output /events.jsonl </dev/null >/mamori.out 2>/mamori.err &
 MAMORI_PID=$!
 
