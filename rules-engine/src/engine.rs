@@ -12,6 +12,12 @@ use crate::alert::{Alert, Priority};
 use crate::event::{Event, EvtType};
 use crate::fields;
 
+mod prefetch;
+mod state;
+
+use prefetch::{prefetch, prefetch_event};
+use state::definition_hash;
+
 use crate::append::{AppendOutput, Appended};
 
 /// Whether an event stops at the first matching rule (Falco's default) or
@@ -86,21 +92,6 @@ struct ActiveRule {
 struct TypeIndex {
     generic: Vec<u32>,
     by_name: std::collections::HashMap<String, Vec<u32>, std::hash::BuildHasherDefault<eval::Fnv>>,
-}
-
-/// A stable fingerprint of a stateful rule's compiled parts. The `Debug`
-/// forms are deterministic (the matchers' sets use a fixed hasher) and
-/// `DefaultHasher::new()` has fixed keys.
-fn definition_hash(
-    node: &eval::Node,
-    spec: &crate::stateful::Spec,
-    out: &output::OutputFormat,
-    mask: eval::TypeMask,
-) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    format!("{node:?}|{spec:?}|{out:?}|{mask}").hash(&mut h);
-    h.finish()
 }
 
 /// A compiled, indexed rule set.
@@ -538,43 +529,6 @@ impl Engine {
         }
     }
 
-    /// Counters of every stateful rule (keys, evictions, alerts, ...).
-    pub fn state_stats(&self) -> Vec<StateStats> {
-        self.rules
-            .iter()
-            .filter_map(|r| r.state.as_ref().map(Machine::stats))
-            .collect()
-    }
-
-    /// Take over the memory of `old`'s stateful rules whose definition did
-    /// not change (same name, same compiled condition, steps, window, key and
-    /// output), for a reload with no lost state. `old`'s machines are moved,
-    /// not copied: the caller swaps `self` in and drops `old`. Returns how
-    /// many rules kept their state.
-    pub fn carry_state_from(&mut self, old: &mut Engine) -> usize {
-        let mut carried = 0;
-        for r in self.rules.iter_mut().filter(|r| r.state.is_some()) {
-            let same = old
-                .rules
-                .iter_mut()
-                .find(|o| o.name == r.name && o.state.is_some() && o.definition == r.definition);
-            if let Some(o) = same {
-                r.state = o.state.take();
-                carried += 1;
-            }
-        }
-        carried
-    }
-
-    /// Forget what the stateful rules remember (between independent tests).
-    pub fn reset_state(&self) {
-        for r in &self.rules {
-            if let Some(m) = &r.state {
-                m.reset();
-            }
-        }
-    }
-
     /// Build the alert of active rule `i` for `ev`.
     pub fn alert(&self, i: usize, ev: &Event) -> Alert {
         self.alert_with(i, ev, None)
@@ -630,51 +584,5 @@ fn share_work(rules: &mut [ActiveRule]) -> eval::Program {
     program
 }
 
-/// Hint the CPU to load the cache line at `p` (no effect on semantics).
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it never faults, even for dangling
-    // or null addresses, and does not read into any Rust-visible value. SSE
-    // is part of the x86_64 baseline, so the instruction always exists.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Prefetch the heap data most rules read first.
-#[inline(always)]
-fn prefetch_event(ev: &Event) {
-    let p = &ev.proc;
-    prefetch(p.name.as_ptr());
-    prefetch(p.exepath.as_ptr());
-    if let Some(a) = p.argv.first() {
-        prefetch(a.as_ptr());
-    }
-    if let Some(a) = p.argv.get(1) {
-        prefetch(a.as_ptr());
-    }
-    if let Some(f) = &ev.fd {
-        prefetch(f.name.as_ptr());
-    }
-    if let Some(c) = &ev.container {
-        prefetch(c.id.as_ptr());
-        if let Some(i) = &c.image {
-            prefetch(i.as_ptr());
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn engine_can_be_shared_across_threads() {
-        fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<Engine>();
-        assert_send_sync::<LoadReport>();
-    }
-}
+mod tests;

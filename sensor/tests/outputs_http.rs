@@ -538,8 +538,10 @@ fn backpressure_100k_alerts_into_a_10_per_second_sink() {
         out.submit(&a);
     }
     let submit_time = t0.elapsed();
-    // Detection is never held up: 100k submits take well under a second.
-    assert!(submit_time < Duration::from_secs(2), "{submit_time:?}");
+    // Detection is never held up: were submit to wait for the sink, 100k
+    // alerts at 10/s would take hours; they take well under a second (the
+    // bound is loose so a loaded CI machine cannot fail it).
+    assert!(submit_time < Duration::from_secs(20), "{submit_time:?}");
     let s = stats(&out, "slow");
     assert!(s.pending <= cap as u64 + 1, "queue bounded: {s}");
     assert_eq!(s.sent + s.dropped + s.pending, n, "{s}");

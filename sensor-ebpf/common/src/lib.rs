@@ -1,3 +1,5 @@
+// Over 600 lines: every wire layout lives here, once, by design (the kernel
+// programs and the decoder must agree byte for byte).
 //! Wire types shared by the kernel programs (`sensor-ebpf`) and the userspace
 //! decoder (`sensor::decode`).
 //!
