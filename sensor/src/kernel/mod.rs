@@ -121,19 +121,16 @@ pub const DEFAULT_SHED_ABOVE: f64 = 0.75;
 /// or a loaded rule naming `evt.type = flow` / `dns`). The table-driven
 /// families are on, and within them only the syscalls in
 /// [`Options::syscalls`] are recorded.
-pub const DEFAULT_KINDS: [EventKind; 11] = [
-    EventKind::Exec,
-    EventKind::Fork,
-    EventKind::Exit,
-    EventKind::Open,
-    EventKind::Connect,
-    EventKind::Net,
-    EventKind::Fds,
-    EventKind::Identity,
-    EventKind::Inject,
-    EventKind::FileOp,
-    EventKind::Chdir,
-];
+pub const DEFAULT_KINDS: [EventKind; EventKind::ALL.len() - 2] = {
+    // `ALL` ends with the two opt-in kinds (checked in the tests below).
+    let mut out = [EventKind::Exec; EventKind::ALL.len() - 2];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = EventKind::ALL[i];
+        i += 1;
+    }
+    out
+};
 
 /// A live connection is reported at least this often while it moves bytes.
 pub const DEFAULT_FLOW_INTERVAL_S: u32 = 30;
@@ -559,6 +556,19 @@ fn attach(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn default_kinds_are_all_but_flow_and_dns() {
+        use mamori_common::EventKind;
+        let opt_in = [EventKind::Flow, EventKind::Dns];
+        for k in EventKind::ALL {
+            assert_eq!(
+                super::DEFAULT_KINDS.contains(&k),
+                !opt_in.contains(&k),
+                "{k:?}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
